@@ -1,0 +1,171 @@
+"""Gate 6, population: build the model from checkpoint tensors, strictly.
+
+Every parameter the model needs must be in the checkpoint (never random-init a
+missing tensor); every shape must match; extra tensors are refused unless they are
+a tied ``lm_head.weight`` equal to the embedding or a rotary cache, or the caller
+passed ``allow_unused``. Values are copied into fp32 parameters, so bf16/fp16
+sources upcast exactly. The model is built on the meta device first and then
+materialised, so the loader holds at most one extra copy of a tensor at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from warmstart.arch.config import ModelConfig
+from warmstart.arch.model import CausalLM, rope_inv_freq
+from warmstart.errors import MissingTensorsError, ShapeMismatchError, UnusedTensorsError, ValuesError
+
+# Tensors some exporters save that carry no learned state.
+_ROTARY_CACHE = re.compile(r"(rotary_emb\.(inv_freq|cos_cached|sin_cached)|rope\.freqs|rope_freqs)(\.weight)?$")
+_LIST_LIMIT = 12
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_LIST_LIMIT])
+    if len(names) > _LIST_LIMIT:
+        shown += f", … ({len(names) - _LIST_LIMIT} more)"
+    return shown
+
+
+@dataclass
+class PopulationPlan:
+    expected: dict[str, tuple[int, ...]]
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    tied_head_present: bool = False
+    ignored: list[str] = field(default_factory=list)  # rotary caches
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """HF names and shapes of every tensor a model of ``cfg`` needs (no allocation)."""
+    with torch.device("meta"):
+        model = CausalLM(cfg)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if cfg.tie_word_embeddings:
+        shapes.pop("lm_head.weight", None)
+    return shapes
+
+
+def plan_population(cfg: ModelConfig, tensor_shapes: dict[str, tuple[int, ...]]) -> PopulationPlan:
+    """Compare what the model needs with what the checkpoint holds (names and shapes only)."""
+    plan = PopulationPlan(expected=expected_shapes(cfg))
+    for name, shape in plan.expected.items():
+        if name not in tensor_shapes:
+            plan.missing.append(name)
+        elif tuple(tensor_shapes[name]) != shape:
+            plan.mismatched.append((name, shape, tuple(tensor_shapes[name])))
+    for name in tensor_shapes:
+        if name in plan.expected:
+            continue
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            plan.tied_head_present = True
+        elif _ROTARY_CACHE.search(name):
+            plan.ignored.append(name)
+        else:
+            plan.unused.append(name)
+    return plan
+
+
+def check_plan(plan: PopulationPlan, *, path: str | None, allow_unused: bool) -> None:
+    """Raise the first population refusal: missing, then shape, then unused."""
+    if plan.missing:
+        raise MissingTensorsError(
+            f"{len(plan.missing)} parameter(s) the model needs are missing from the checkpoint: "
+            f"{_listing(plan.missing)}",
+            why="warmstart never random-initialises a missing tensor; training would start partly from "
+            "random weights",
+            fix="use the complete checkpoint (all shards, matching config.json), or a config that "
+            "matches the tensors it holds",
+            path=path,
+        )
+    if plan.mismatched:
+        detail = "; ".join(f"{n}: expected {list(e)}, found {list(f)}" for n, e, f in plan.mismatched[:_LIST_LIMIT])
+        more = f" (and {len(plan.mismatched) - _LIST_LIMIT} more)" if len(plan.mismatched) > _LIST_LIMIT else ""
+        raise ShapeMismatchError(
+            f"{len(plan.mismatched)} tensor shape(s) disagree with the config: {detail}{more}",
+            why="a tensor of the wrong shape cannot be loaded without truncating or padding trained weights",
+            fix="check config.json (hidden_size, heads, kv heads, head_dim, intermediate_size, vocab_size) "
+            "against the tensors with `warmstart inspect CKPT --tensors`",
+            path=path,
+        )
+    if plan.unused and not allow_unused:
+        raise UnusedTensorsError(
+            f"{len(plan.unused)} tensor(s) in the checkpoint are not used by the model: {_listing(plan.unused)}",
+            why="unused tensors usually mean the names or the architecture do not match what the trainer "
+            "builds, so trained weights would be silently dropped",
+            fix="repair the metadata (see `warmstart inspect CKPT --quality`) or pass --allow-unused-tensors "
+            "if dropping them is intended",
+            path=path,
+        )
+
+
+def populate_model(
+    ckpt,
+    cfg: ModelConfig | None = None,
+    *,
+    allow_unused: bool = False,
+    check_finite: bool = False,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> CausalLM:
+    """Build a ``CausalLM`` whose every parameter comes from ``ckpt``; refuse otherwise.
+
+    With ``check_finite`` every tensor of the checkpoint is read once, checked for
+    NaN/Inf (gate 5, reported before any population refusal) and copied into the
+    model in the same pass.
+    """
+    cfg = cfg or ckpt.model_config()
+    path = str(ckpt.path)
+    plan = plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
+    if not check_finite:
+        check_plan(plan, path=path, allow_unused=allow_unused)
+
+    with torch.device("meta"):
+        model = CausalLM(cfg)
+    model.to_empty(device=device)
+    model.to(dtype)
+    if cfg.tie_word_embeddings:  # to_empty makes new Parameters: tie again
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.inv_freq = rope_inv_freq(cfg).to(device)
+
+    params = dict(model.named_parameters(remove_duplicate=False))
+    bad = {n for n, _, _ in plan.mismatched}
+    nonfinite: list[str] = []
+    with torch.no_grad():
+        for name in ckpt.tensor_info:
+            needed = name in plan.expected and name not in bad
+            if not (needed or check_finite):
+                continue
+            src = ckpt.tensor(name)
+            if check_finite and src.is_floating_point():
+                count = int((~torch.isfinite(src)).sum())
+                if count:
+                    nonfinite.append(f"{name} ({count} of {src.numel()} values)")
+            if needed:
+                params[name].copy_(src)  # exact upcast for bf16/fp16 -> fp32
+            del src
+    if nonfinite:
+        raise ValuesError(
+            f"{len(nonfinite)} tensor(s) hold NaN or Inf values: {_listing(nonfinite)}",
+            why="a non-finite weight makes every loss and gradient NaN from the first step",
+            fix="use an earlier, healthy checkpoint (e.g. the run's best or previous step); "
+            "`warmstart validate CKPT` lists every bad tensor",
+            path=path,
+        )
+    check_plan(plan, path=path, allow_unused=allow_unused)
+    if plan.tied_head_present:
+        head = ckpt.tensor("lm_head.weight")
+        if not torch.equal(head.to(device=device, dtype=dtype), model.model.embed_tokens.weight):
+            raise UnusedTensorsError(
+                "config.json says tie_word_embeddings=true but lm_head.weight differs from "
+                "model.embed_tokens.weight",
+                why="a tied model would discard the trained output head",
+                fix="set tie_word_embeddings=false in config.json if the head is really separate",
+                path=path,
+            )
+    return model

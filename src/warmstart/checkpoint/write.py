@@ -1,0 +1,287 @@
+"""Atomic writes: single files and whole Hugging Face checkpoint directories.
+
+Every file is written under a temporary name in the destination's directory,
+fsynced, renamed into place, and the directory fsynced. A checkpoint directory is
+built entirely under a temporary sibling name and renamed into place in one step,
+so a crash at any moment leaves either the previous directory or the new one,
+never a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from warmstart.arch.config import ModelConfig
+from warmstart.errors import UsageError
+
+# ---------------------------------------------------------------- primitives
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory so that renames inside it are durable (no-op where unsupported)."""
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.dtype):
+        return str(obj).removeprefix("torch.")
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _write_json_durable(path: Path, obj: Any) -> None:
+    """Plain write + fsync, for files inside a staging directory (renamed as a whole later)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+# ------------------------------------------------------------- safetensors
+
+
+def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                     metadata: dict[str, str] | None = None) -> Path:
+    """Write a safetensors file atomically. Tensors are made contiguous, CPU, detached.
+
+    Tensors that share storage (e.g. a tied head) must be deduplicated by the caller;
+    safetensors refuses shared storage rather than writing it twice.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": "pt"}
+    if metadata:
+        meta.update({str(k): str(v) for k, v in metadata.items()})
+    clean = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(clean, tmp, metadata=meta)
+        _fsync_file(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def _dedupe_tied(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    sd = dict(state_dict)
+    if cfg.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    return sd
+
+
+# ----------------------------------------------------------- tokenizer files
+
+
+def tokenizer_config_for(tokenizer, cfg: ModelConfig) -> dict:
+    """A ``tokenizer_config.json`` that makes AutoTokenizer build a PreTrainedTokenizerFast."""
+
+    def tok(idx: int | None) -> str | None:
+        if idx is None:
+            return None
+        return tokenizer.id_to_token(int(idx))
+
+    added = {}
+    for idx, tok_obj in sorted(tokenizer.get_added_tokens_decoder().items()):
+        added[str(idx)] = {
+            "content": tok_obj.content,
+            "lstrip": tok_obj.lstrip,
+            "normalized": tok_obj.normalized,
+            "rstrip": tok_obj.rstrip,
+            "single_word": tok_obj.single_word,
+            "special": tok_obj.special,
+        }
+    out = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": cfg.max_position_embeddings,
+        "clean_up_tokenization_spaces": False,
+        "added_tokens_decoder": added,
+    }
+    for key, idx in (("bos_token", cfg.bos_token_id), ("eos_token", cfg.eos_token_id),
+                     ("pad_token", cfg.pad_token_id)):
+        name = tok(idx)
+        if name is not None:
+            out[key] = name
+    return out
+
+
+def generation_config_for(cfg: ModelConfig) -> dict:
+    gen: dict[str, Any] = {"_from_model_config": True}
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        val = getattr(cfg, key)
+        if val is not None:
+            gen[key] = val
+    return gen
+
+
+# --------------------------------------------------------- checkpoint dirs
+
+
+def save_hf_checkpoint(
+    out_dir: str | os.PathLike,
+    cfg: ModelConfig,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    tokenizer=None,
+    provenance: dict | None = None,
+    generation_config: dict | None = None,
+    overwrite: bool = False,
+    extra_files: dict[str, bytes | str | dict] | None = None,
+) -> Path:
+    """Write a Hugging Face-compatible checkpoint directory atomically.
+
+    Contents: ``config.json`` (``cfg.to_hf_config()``), ``model.safetensors`` (HF names,
+    contiguous, tied ``lm_head.weight`` dropped), ``tokenizer.json`` +
+    ``tokenizer_config.json`` when ``tokenizer`` (a ``tokenizers.Tokenizer``) is given,
+    ``generation_config.json``, and ``warmstart.json`` when ``provenance`` is given.
+    ``extra_files`` maps relative paths (e.g. ``trainer_state/state.json``) to bytes,
+    text or a JSON-able dict, written inside the same atomic directory.
+
+    The directory is built under a temporary sibling name and renamed into place.
+    An existing ``out_dir`` is refused unless ``overwrite=True``; then the old directory
+    is first renamed aside, the new one renamed in, and only then the old one removed,
+    so at every moment one complete checkpoint sits at ``out_dir`` or its aside name.
+    """
+    out_dir = Path(out_dir)
+    parent = out_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not overwrite:
+        raise UsageError(
+            f"output directory {out_dir} already exists",
+            why="warmstart never replaces a checkpoint unless asked",
+            fix="choose another output path, or pass overwrite=True / --overwrite",
+            path=out_dir,
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} exists and is not a directory", path=out_dir,
+                         fix="choose another output path")
+
+    token = uuid.uuid4().hex[:8]
+    staging = parent / f".{out_dir.name}.tmp-{token}"
+    staging.mkdir()
+    try:
+        _write_json_durable(staging / "config.json", cfg.to_hf_config(_dtype_name(state_dict)))
+        tensors = _dedupe_tied(state_dict, cfg)
+        meta = {"format": "pt"}
+        clean = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+        save_file(clean, str(staging / "model.safetensors"), metadata=meta)
+        del clean
+        _fsync_file(staging / "model.safetensors")
+        if tokenizer is not None:
+            tokenizer.save(str(staging / "tokenizer.json"))
+            _fsync_file(staging / "tokenizer.json")
+            _write_json_durable(staging / "tokenizer_config.json", tokenizer_config_for(tokenizer, cfg))
+        _write_json_durable(staging / "generation_config.json",
+                            generation_config if generation_config is not None else generation_config_for(cfg))
+        if provenance is not None:
+            _write_json_durable(staging / "warmstart.json", provenance)
+        for rel, content in (extra_files or {}).items():
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, dict) or isinstance(content, list):
+                _write_json_durable(target, content)
+            else:
+                data = content.encode("utf-8") if isinstance(content, str) else content
+                with open(target, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            fsync_dir(target.parent)
+        fsync_dir(staging)
+        _swap_into_place(staging, out_dir, token)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _dtype_name(state_dict: dict[str, torch.Tensor]) -> str:
+    for t in state_dict.values():
+        if t.is_floating_point():
+            return str(t.dtype).removeprefix("torch.")
+    return "float32"
+
+
+def _swap_into_place(staging: Path, out_dir: Path, token: str) -> None:
+    parent = out_dir.parent
+    if out_dir.exists():
+        aside = parent / f".{out_dir.name}.old-{token}"
+        os.replace(out_dir, aside)
+        fsync_dir(parent)
+        try:
+            os.replace(staging, out_dir)
+        except BaseException:
+            os.replace(aside, out_dir)  # put the previous checkpoint back
+            raise
+        fsync_dir(parent)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(staging, out_dir)
+        fsync_dir(parent)
+
+
+__all__ = [
+    "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "fsync_dir",
+    "generation_config_for", "save_hf_checkpoint", "save_safetensors", "tokenizer_config_for",
+]

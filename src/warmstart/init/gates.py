@@ -1,0 +1,350 @@
+"""The seven warm-start gates of SPEC §4, composed by ``prepare_warm_start``.
+
+Order: 1 readable, 2 family, 3 evidence, 4 tokenizer, 5 values, 6 population
+(gates 5 and 6 share one pass over the tensors), then — once the caller has built
+the validation data — 7 step-0 evaluation through ``step0_gate``. Everything runs
+before any optimizer or training state exists. Each refusal is a typed error with
+a stable code; each gate that is skipped says why in the report.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from warmstart.arch.config import ModelConfig
+from warmstart.arch.families import (
+    ENCODER,
+    ENCODER_DECODER,
+    FAMILIES,
+    NON_TRANSFORMER,
+    SUPPORTED_DECODER,
+    get_family,
+    supported_list,
+)
+from warmstart.errors import (
+    EvidenceError,
+    FamilyError,
+    InitLossRegressionError,
+    TokenizerError,
+    UnreadableError,
+    UntrainedInitError,
+)
+from warmstart.init.evidence import infer_family_from_names
+from warmstart.init.population import populate_model
+
+PASSED, SKIPPED = "passed", "skipped"
+
+
+@dataclass
+class GateResult:
+    name: str
+    status: str  # passed | skipped
+    detail: str
+
+    def line(self) -> str:
+        return f"gate {self.name:<11} {self.status:<7} {self.detail}"
+
+
+@dataclass
+class WarmStart:
+    """What ``prepare_warm_start`` hands to the trainer."""
+
+    model: Any  # CausalLM, fp32
+    tokenizer: Any  # tokenizers.Tokenizer
+    config: ModelConfig
+    checkpoint: Any  # warmstart.checkpoint.Checkpoint
+    report: list[GateResult] = field(default_factory=list)
+    provenance_parent: dict = field(default_factory=dict)
+    recorded_val_loss: float | None = None
+    recorded_data_fingerprint: str | None = None
+
+    @property
+    def random_init_loss(self) -> float:
+        return math.log(self.config.vocab_size)
+
+
+_KIND_WHY = {
+    ENCODER: "it is an encoder: bidirectional attention trained to fill in masked tokens, with no causal "
+    "language-model head, so a decoder-only trainer cannot continue its pretraining",
+    ENCODER_DECODER: "it is an encoder-decoder (sequence-to-sequence) model; a decoder-only trainer has no "
+    "place for its encoder and cross-attention weights",
+    NON_TRANSFORMER: "it is not a transformer (a state-space or recurrent model); its weights do not map onto "
+    "attention and MLP layers",
+    "unsupported-decoder": "it is a decoder-only family that warmstart does not implement; its layer layout "
+    "(norms, attention, MLP, positions) differs from the llama/qwen2/qwen3 graph",
+}
+
+
+def repair_command(ckpt_path: str | Path, family: str) -> str:
+    """The exact `warmstart stamp` line that makes the metadata say ``family``."""
+    fam = FAMILIES[family]
+    p = Path(ckpt_path)
+    fixed = p.with_name(p.stem + "-fixed" + p.suffix) if p.suffix else p.with_name(p.name + "-fixed")
+    return (
+        f"warmstart stamp {shlex.quote(str(p))} --architecture {fam.name} "
+        f"--hf-architecture {fam.hf_architecture} --model-type {fam.model_type} -o {shlex.quote(str(fixed))}"
+    )
+
+
+def _gate_family(ckpt, path: str) -> tuple[str | None, list[tuple[str, str, str]], GateResult]:
+    """Gate 2. Returns the declared supported family (or None), the concrete claims, the result."""
+    claims = [(where, value) for where, value in ckpt.declared_claims() if value]
+    if not claims:
+        return None, [], GateResult("family", SKIPPED, "no declared architecture in config or metadata")
+    concrete: list[tuple[str, str, str]] = []  # (where, value, family slug)
+    unknown: list[str] = []
+    for where, value in claims:
+        fam = get_family(value)
+        if fam is None:
+            unknown.append(f"{where} = '{value}'")
+            continue
+        if fam.kind != SUPPORTED_DECODER:
+            raise FamilyError(
+                f"{where} declares '{value}' — the {fam.display} family ({fam.kind})",
+                why=_KIND_WHY[fam.kind],
+                fix=f"start from a checkpoint of a supported decoder-only family ({supported_list()}), "
+                "or train from scratch with --preset",
+                path=path,
+            )
+        concrete.append((where, value, fam.name))
+    if not concrete:
+        return None, [], GateResult("family", SKIPPED, f"claim {', '.join(unknown)} maps to no known family")
+    families = {c[2] for c in concrete}
+    if len(families) > 1:
+        desc = "; ".join(f"{w} = '{v}' ({f})" for w, v, f in concrete)
+        raise FamilyError(
+            f"the metadata contradicts itself: {desc}",
+            why="warmstart cannot tell which architecture the tensors were trained as",
+            fix="let the tensors decide: run `warmstart inspect CKPT --quality` and repair with `warmstart stamp`",
+            path=path,
+        )
+    where, value, family = concrete[0]
+    return family, concrete, GateResult("family", PASSED, f"{where} = '{value}' → {family} (supported decoder)")
+
+
+def _gate_evidence(ckpt, path: str, declared: str | None, concrete) -> tuple[str | None, GateResult]:
+    """Gate 3. Returns the family inferred from tensor names (or None)."""
+    names = list(ckpt.tensor_info) + [i.source_name for i in ckpt.tensor_info.values() if i.source_name]
+    inferred, reason = infer_family_from_names(dict.fromkeys(names))
+    if inferred is not None:
+        fam = FAMILIES[inferred]
+        if fam.kind != SUPPORTED_DECODER and declared is None:
+            raise FamilyError(
+                f"the tensor names show the {fam.display} family ({reason})",
+                why=_KIND_WHY[fam.kind],
+                fix=f"start from a checkpoint of a supported decoder-only family ({supported_list()})",
+                path=path,
+            )
+    if declared is None:
+        why = "no declared claim" if not concrete else "the claim maps to no known family"
+        return inferred, GateResult("evidence", SKIPPED, f"{why}; tensor names suggest {inferred or 'nothing'}")
+    if inferred is None:
+        return None, GateResult("evidence", SKIPPED, f"tensor names cannot decide ({reason})")
+    if inferred != declared:
+        where, value, _ = concrete[0]
+        raise EvidenceError(
+            f"{where} declares '{value}' ({declared}) but the tensors are {inferred}: {reason}",
+            why=f"building a {declared} model from {inferred} tensors would leave parameters unmatched or "
+            "wrongly shaped, and the run would train from partly random weights (a step-0 loss near ln V)",
+            fix=f"repair the metadata with: {repair_command(path, inferred)}",
+            path=path,
+        )
+    return inferred, GateResult("evidence", PASSED, f"tensor names agree: {reason}")
+
+
+def _model_config(ckpt, family: str | None, path: str) -> ModelConfig:
+    if family is None:
+        raise FamilyError(
+            "neither the metadata nor the tensor names identify a supported family",
+            why="warmstart builds the model from the checkpoint's own config and cannot guess it",
+            fix=f"add a config.json / metadata declaring one of: {supported_list()} (`warmstart stamp`)",
+            path=path,
+        )
+    if not ckpt.config:
+        raise UnreadableError(
+            "the checkpoint has no model config (config.json, safetensors metadata or GGUF keys)",
+            fix="put the model's config.json beside the weights",
+            path=path,
+        )
+    cfg = dict(ckpt.config)
+    cfg["architectures"] = [FAMILIES[family].hf_architecture]
+    cfg["model_type"] = FAMILIES[family].model_type
+    try:
+        return ModelConfig.from_hf_config(cfg, source=path)
+    except KeyError as err:
+        raise UnreadableError(f"the model config lacks the key {err}", path=path) from None
+
+
+def _load_tokenizer(tokenizer_path: str | Path | None, ckpt, path: str):
+    if tokenizer_path is None:
+        return ckpt.tokenizer, "from the checkpoint"
+    from tokenizers import Tokenizer
+
+    tp = Path(tokenizer_path)
+    if tp.is_dir():
+        tp = tp / "tokenizer.json"
+    try:
+        return Tokenizer.from_file(str(tp)), str(tp)
+    except Exception as err:  # tokenizers raises plain Exceptions
+        raise UnreadableError(f"cannot read tokenizer: {err}", fix="pass a tokenizer.json file",
+                              path=str(tp)) from None
+
+
+def check_tokenizer(tokenizer, rows: int, cfg: ModelConfig, *, path: str, source: str) -> GateResult:
+    """Gate 4: every id the tokenizer can produce, and every special id, is < embedding rows."""
+    if tokenizer is None:
+        raise TokenizerError(
+            "the checkpoint carries no tokenizer and none was given",
+            why="without the tokenizer the model was trained with, token ids mean nothing to it",
+            fix="pass --tokenizer PATH/tokenizer.json (the one the checkpoint was trained with)",
+            path=path,
+        )
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    max_id = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+    if size > rows or max_id >= rows:
+        raise TokenizerError(
+            f"the tokenizer ({source}) has {size} tokens (largest id {max_id}) but the embedding has {rows} rows",
+            why="ids at or above the embedding size have no trained vector; truncating the vocabulary would "
+            "silently change what the tokens mean",
+            fix="use the tokenizer the checkpoint was trained with (drop --tokenizer, or point it at the "
+            "checkpoint's own tokenizer.json)",
+            path=path,
+        )
+    specials = {k: v for k, v in (("bos_token_id", cfg.bos_token_id), ("eos_token_id", cfg.eos_token_id),
+                                  ("pad_token_id", cfg.pad_token_id)) if isinstance(v, int)}
+    bad = {k: v for k, v in specials.items() if not 0 <= v < rows}
+    if bad:
+        raise TokenizerError(
+            f"special token ids out of range for {rows} embedding rows: {bad}",
+            why="a special id without an embedding row would index out of bounds",
+            fix="correct bos/eos/pad ids in config.json",
+            path=path,
+        )
+    return GateResult("tokenizer", PASSED, f"{size} tokens ({source}) fit {rows} embedding rows; "
+                      f"special ids {specials or 'none declared'} in range")
+
+
+def _recorded(meta: dict, key: str):
+    value = meta.get(key)
+    if key == "val_loss" and value is not None:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return value
+
+
+def prepare_warm_start(
+    init: str | Path,
+    *,
+    tokenizer_path: str | Path | None = None,
+    allow_unused_tensors: bool = False,
+    trust_pickle: bool = False,
+    device: str | torch.device = "cpu",
+) -> WarmStart:
+    """Gates 1–6. Returns the populated fp32 model, the tokenizer and the gate report."""
+    from warmstart.checkpoint import load_checkpoint, resolve_checkpoint_path, sha256_files
+
+    report: list[GateResult] = []
+    # 1. Readable
+    path_obj = resolve_checkpoint_path(str(init))
+    ckpt = load_checkpoint(path_obj, trust_pickle=trust_pickle)
+    path = str(ckpt.path)
+    if not ckpt.tensor_info:
+        raise UnreadableError("the checkpoint holds no tensors", path=path)
+    report.append(GateResult("readable", PASSED, f"{ckpt.format}, {len(ckpt.tensor_info)} tensors"))
+    # 2. Family
+    declared, concrete, res = _gate_family(ckpt, path)
+    report.append(res)
+    # 3. Evidence
+    inferred, res = _gate_evidence(ckpt, path, declared, concrete)
+    report.append(res)
+    family = declared or (inferred if inferred and FAMILIES[inferred].kind == SUPPORTED_DECODER else None)
+    cfg = _model_config(ckpt, family, path)
+    # 4. Tokenizer
+    tokenizer, source = _load_tokenizer(tokenizer_path, ckpt, path)
+    emb = ckpt.tensor_info.get("model.embed_tokens.weight")
+    rows = int(emb.shape[0]) if emb is not None else cfg.vocab_size
+    report.append(check_tokenizer(tokenizer, rows, cfg, path=path, source=source))
+    # 5 + 6. Values and population, one pass over the tensors.
+    model = populate_model(ckpt, cfg, allow_unused=allow_unused_tensors, check_finite=True, device=device)
+    n_tensors = len(ckpt.tensor_info)
+    report.append(GateResult("values", PASSED, f"all {n_tensors} tensors finite"))
+    n_params = sum(p.numel() for p in model.parameters())
+    report.append(GateResult("population", PASSED,
+                             f"{len(dict(model.named_parameters()))} parameters ({n_params:,} values) populated "
+                             "from the checkpoint, none random"))
+
+    meta = ckpt.metadata or {}
+    parent = {
+        "path": str(Path(path).resolve()),
+        "sha256": sha256_files(ckpt.files),
+        "family": cfg.family,
+        "format": ckpt.format,
+        "step": meta.get("step"),
+        "val_loss": _recorded(meta, "val_loss"),
+    }
+    return WarmStart(
+        model=model,
+        tokenizer=tokenizer,
+        config=cfg,
+        checkpoint=ckpt,
+        report=report,
+        provenance_parent=parent,
+        recorded_val_loss=_recorded(meta, "val_loss"),
+        recorded_data_fingerprint=meta.get("data_fingerprint"),
+    )
+
+
+def step0_gate(
+    warm: WarmStart,
+    *,
+    val_loss: float,
+    data_fingerprint: str | None,
+    allow_untrained_init: bool = False,
+    tolerance: float = 0.10,
+) -> str:
+    """Gate 7. Returns the line to print; raises when the loss says the weights are not trained."""
+    path = str(warm.checkpoint.path)
+    lnv = warm.random_init_loss
+    line = f"step 0 val_loss {val_loss:.4f} (random init ≈ ln V = {lnv:.4f})"
+    if not math.isfinite(val_loss) or val_loss >= 0.9 * lnv:
+        if not allow_untrained_init:
+            raise UntrainedInitError(
+                f"step-0 val_loss is {val_loss:.4f}, at random-init magnitude (ln V = {lnv:.4f}, "
+                f"refusal threshold 0.9·ln V = {0.9 * lnv:.4f})",
+                why="a trained checkpoint predicts its data far better than chance; this loss means the weights "
+                "do not fit this model or tokenizer, and training would effectively start from random weights",
+                fix="check the tokenizer (--tokenizer) and the checkpoint's metadata (`warmstart inspect CKPT "
+                "--quality`); pass --allow-untrained-init only if the checkpoint is really untrained",
+                path=path,
+            )
+        warm.report.append(GateResult("step-0", SKIPPED, f"{line}; allowed by --allow-untrained-init"))
+        return line
+    rec = warm.recorded_val_loss
+    same_data = rec is not None and data_fingerprint and data_fingerprint == warm.recorded_data_fingerprint
+    if same_data and val_loss > rec * (1 + tolerance):
+        raise InitLossRegressionError(
+            f"step-0 val_loss {val_loss:.4f} exceeds the val_loss {rec:.4f} the checkpoint recorded on the same "
+            f"data (fingerprint {data_fingerprint}) by {100 * (val_loss / rec - 1):.1f}% "
+            f"(tolerance {100 * tolerance:.0f}%)",
+            why="the same weights on the same data must give the same loss; a higher one means the weights were "
+            "not loaded as trained (wrong family, tokenizer, or a corrupted file)",
+            fix="inspect the checkpoint (`warmstart inspect CKPT --quality`, `warmstart validate CKPT`); "
+            "--init-loss-tolerance widens the margin if the evaluation itself changed",
+            path=path,
+        )
+    if same_data:
+        detail = f"{line}; recorded {rec:.4f} on the same data (within {100 * tolerance:.0f}%)"
+    elif rec is not None:
+        detail = f"{line}; recorded {rec:.4f} on other data, not compared"
+    else:
+        detail = f"{line}; no recorded val_loss to compare"
+    warm.report.append(GateResult("step-0", PASSED, detail))
+    return line

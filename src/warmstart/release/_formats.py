@@ -1,0 +1,428 @@
+"""Raw, loader-independent views of checkpoint files for the release tools.
+
+``validate`` needs to see a file's structure *before* trusting it (header sizes,
+offsets, overlaps, out-of-bounds data), and ``stamp`` needs the exact byte ranges of
+every tensor to copy and hash them. Both are done here by parsing the safetensors
+header and the GGUF header/KV/tensor-info sections directly. Numbers are read
+through ``warmstart.checkpoint.load_checkpoint``; this module never dequantises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SAFETENSORS_DTYPE_SIZES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+}
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+GGUF_MAGIC = b"GGUF"
+
+
+class Unreadable(Exception):
+    """The file cannot be parsed as any checkpoint format (exit 2)."""
+
+
+@dataclass
+class RawTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in ``file``
+    end: int
+    file: Path
+
+
+@dataclass
+class RawFile:
+    path: Path
+    kind: str  # "safetensors" | "gguf"
+    size: int
+    data_start: int
+    tensors: list[RawTensor] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)  # safetensors __metadata__ / GGUF KVs
+    problems: list[str] = field(default_factory=list)  # structural failures (exit 1)
+    warnings: list[str] = field(default_factory=list)
+    version: int | None = None
+    alignment: int | None = None
+
+
+# ------------------------------------------------------------------ detection
+
+def detect_format(path: str | Path) -> str | None:
+    """"hf-dir" | "safetensors" | "gguf" | "pickle" | None, by content."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "config.json").exists() or list(p.glob("*.safetensors")):
+            return "hf-dir"
+        return None
+    if not p.is_file():
+        return None
+    with open(p, "rb") as fh:
+        head = fh.read(16)
+    if head[:4] == GGUF_MAGIC:
+        return "gguf"
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return "pickle"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 0 < n <= MAX_SAFETENSORS_HEADER and head[8:9] == b"{":
+            return "safetensors"
+    return None
+
+
+# ---------------------------------------------------------------- safetensors
+
+def read_safetensors_header(path: str | Path) -> tuple[dict, int]:
+    """(header dict, header length). Raises ``Unreadable``."""
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise Unreadable(f"{p}: {size} bytes, too short for a safetensors header")
+        (n,) = struct.unpack("<Q", raw)
+        if n > MAX_SAFETENSORS_HEADER or n > size - 8:
+            raise Unreadable(f"{p}: safetensors header length {n} is larger than the file "
+                             f"({size} bytes) or the 100 MB limit; the file is truncated or not safetensors")
+        blob = fh.read(n)
+    try:
+        header = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise Unreadable(f"{p}: the safetensors JSON header does not parse ({err}); "
+                         "the header bytes are corrupted") from None
+    if not isinstance(header, dict):
+        raise Unreadable(f"{p}: the safetensors header is not a JSON object")
+    return header, n
+
+
+def parse_safetensors(path: str | Path) -> RawFile:
+    p = Path(path)
+    header, n = read_safetensors_header(p)
+    size = p.stat().st_size
+    rf = RawFile(path=p, kind="safetensors", size=size, data_start=8 + n)
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict):
+        rf.problems.append("__metadata__ is not a JSON object")
+        meta = {}
+    rf.metadata = meta
+    data_len = size - rf.data_start
+    for name, info in header.items():
+        if not isinstance(info, dict):
+            rf.problems.append(f"tensor '{name}': header entry is not an object")
+            continue
+        dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in SAFETENSORS_DTYPE_SIZES:
+            rf.problems.append(f"tensor '{name}': unknown dtype {dtype!r}")
+            continue
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            rf.problems.append(f"tensor '{name}': invalid shape {shape!r}")
+            continue
+        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)
+                and 0 <= offs[0] <= offs[1]):
+            rf.problems.append(f"tensor '{name}': invalid data_offsets {offs!r}")
+            continue
+        numel = 1
+        for d in shape:
+            numel *= d
+        want = numel * SAFETENSORS_DTYPE_SIZES[dtype]
+        if offs[1] - offs[0] != want:
+            rf.problems.append(f"tensor '{name}': {dtype}{shape} needs {want} bytes but its data_offsets "
+                               f"span {offs[1] - offs[0]}")
+        if offs[1] > data_len:
+            rf.problems.append(f"tensor '{name}': data ends at byte {offs[1]} of the data section but the "
+                               f"file holds only {data_len} data bytes (truncated file)")
+        rf.tensors.append(RawTensor(name, dtype, tuple(shape), rf.data_start + offs[0],
+                                    rf.data_start + offs[1], p))
+    _check_overlaps(rf)
+    covered = max((t.end for t in rf.tensors), default=rf.data_start)
+    if covered < size:
+        rf.warnings.append(f"{size - covered} trailing bytes after the last tensor")
+    return rf
+
+
+# ----------------------------------------------------------------------- GGUF
+
+_GGUF_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+                10: "<Q", 11: "<q", 12: "<d"}
+
+
+class _Cursor:
+    def __init__(self, buf: memoryview, path: Path) -> None:
+        self.buf, self.pos, self.path = buf, 0, path
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise Unreadable(f"{self.path}: GGUF header runs past the end of the file at byte {self.pos} "
+                             "(truncated or corrupted header)")
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        n = self.unpack("<Q")
+        if n > 1 << 30:
+            raise Unreadable(f"{self.path}: GGUF string length {n} at byte {self.pos} is absurd (corrupted header)")
+        try:
+            return self.take(n).decode("utf-8")
+        except UnicodeDecodeError:
+            raise Unreadable(f"{self.path}: GGUF string at byte {self.pos} is not UTF-8 (corrupted header)") from None
+
+    def value(self, vtype: int):
+        if vtype in _GGUF_SCALAR:
+            return self.unpack(_GGUF_SCALAR[vtype])
+        if vtype == 8:
+            return self.string()
+        if vtype == 9:
+            sub = self.unpack("<I")
+            n = self.unpack("<Q")
+            if n > 1 << 28:
+                raise Unreadable(f"{self.path}: GGUF array length {n} is absurd (corrupted header)")
+            if sub in _GGUF_SCALAR:
+                fmt = _GGUF_SCALAR[sub]
+                size = struct.calcsize(fmt)
+                raw = self.take(size * n)
+                return list(struct.unpack("<" + fmt[1:] * n, raw)) if n else []
+            return [self.value(sub) for _ in range(n)]
+        raise Unreadable(f"{self.path}: unknown GGUF value type {vtype} (corrupted header)")
+
+
+def parse_gguf(path: str | Path) -> RawFile:
+    import mmap
+
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+    if mm is None:
+        raise Unreadable(f"{p}: empty file")
+    try:
+        cur = _Cursor(memoryview(mm), p)
+        if cur.take(4) != GGUF_MAGIC:
+            raise Unreadable(f"{p}: no GGUF magic")
+        version = cur.unpack("<I")
+        if version not in (2, 3):
+            raise Unreadable(f"{p}: GGUF version {version} (supported: 2, 3)")
+        n_tensors = cur.unpack("<Q")
+        n_kv = cur.unpack("<Q")
+        if n_tensors > 1 << 20 or n_kv > 1 << 20:
+            raise Unreadable(f"{p}: GGUF header claims {n_tensors} tensors and {n_kv} keys (corrupted header)")
+        kv: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = cur.string()
+            vtype = cur.unpack("<I")
+            kv[key] = cur.value(vtype)
+        infos = []
+        for _ in range(n_tensors):
+            name = cur.string()
+            nd = cur.unpack("<I")
+            if nd > 8:
+                raise Unreadable(f"{p}: tensor '{name}' has {nd} dimensions (corrupted header)")
+            dims = [cur.unpack("<Q") for _ in range(nd)]
+            ttype = cur.unpack("<I")
+            off = cur.unpack("<Q")
+            infos.append((name, dims, ttype, off))
+        align = int(kv.get("general.alignment", 32) or 32)
+        data_start = (cur.pos + align - 1) // align * align
+    finally:
+        del cur
+        mm.close()
+    rf = RawFile(path=p, kind="gguf", size=size, data_start=data_start, metadata=kv, version=version,
+                 alignment=align)
+    for name, dims, ttype, off in infos:
+        try:
+            qt = GGMLQuantizationType(ttype)
+        except ValueError:
+            rf.problems.append(f"tensor '{name}': unknown GGML type {ttype}")
+            continue
+        block, tsize = GGML_QUANT_SIZES[qt]
+        numel = 1
+        for d in dims:
+            numel *= d
+        if dims and dims[0] % block:
+            rf.problems.append(f"tensor '{name}': row length {dims[0]} is not a multiple of the "
+                               f"{qt.name} block size {block}")
+        nbytes = numel // block * tsize
+        if off % align:
+            rf.problems.append(f"tensor '{name}': data offset {off} is not aligned to {align}")
+        start = data_start + off
+        end = start + nbytes
+        if end > size:
+            rf.problems.append(f"tensor '{name}': data ends at byte {end} but the file holds only {size} "
+                               "bytes (truncated file)")
+        rf.tensors.append(RawTensor(name, qt.name, tuple(reversed(dims)), start, end, p))
+    _check_overlaps(rf)
+    return rf
+
+
+def _check_overlaps(rf: RawFile) -> None:
+    spans = sorted(rf.tensors, key=lambda t: (t.start, t.end))
+    for a, b in zip(spans, spans[1:]):
+        if b.start < a.end and b.end > b.start:
+            rf.problems.append(f"tensors '{a.name}' and '{b.name}' overlap in the file "
+                               f"(bytes {b.start}..{min(a.end, b.end)})")
+
+
+# ------------------------------------------------------------------- HF dirs
+
+@dataclass
+class RawCheckpoint:
+    path: Path
+    format: str
+    files: list[RawFile]
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+    @property
+    def tensors(self) -> dict[str, RawTensor]:
+        return {t.name: t for f in self.files for t in f.tensors}
+
+    def all_problems(self) -> list[str]:
+        out = list(self.problems)
+        for f in self.files:
+            out += [f"{f.path.name}: {m}" for m in f.problems]
+        return out
+
+    def all_warnings(self) -> list[str]:
+        out = list(self.warnings)
+        for f in self.files:
+            out += [f"{f.path.name}: {m}" for m in f.warnings]
+        return out
+
+
+def parse_checkpoint(path: str | Path) -> RawCheckpoint:
+    """Structure of any supported checkpoint. Raises ``Unreadable`` when the format is unknown."""
+    p = Path(path)
+    if not p.exists():
+        raise Unreadable(f"{p}: no such file or directory")
+    fmt = detect_format(p)
+    if fmt == "gguf":
+        return RawCheckpoint(p, fmt, [parse_gguf(p)])
+    if fmt == "safetensors":
+        rf = parse_safetensors(p)
+        rc = RawCheckpoint(p, fmt, [rf])
+        cfg = rf.metadata.get("config")
+        if isinstance(cfg, str):
+            try:
+                rc.config = json.loads(cfg)
+            except json.JSONDecodeError:
+                rc.problems.append("__metadata__['config'] is not valid JSON")
+        elif (p.parent / "config.json").exists():
+            rc.config = _read_json(p.parent / "config.json", rc)
+        return rc
+    if fmt == "hf-dir":
+        return _parse_hf_dir(p)
+    if fmt == "pickle":
+        raise Unreadable(f"{p}: a pickle checkpoint; the release tools only handle safetensors and GGUF "
+                         "(pickle can execute code)")
+    raise Unreadable(f"{p}: not a checkpoint warmstart can read (neither a Hugging Face directory, "
+                     "a safetensors file nor GGUF)")
+
+
+def _read_json(path: Path, rc: RawCheckpoint) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        rc.problems.append(f"{path.name} does not parse as JSON ({err})")
+        return {}
+    if not isinstance(obj, dict):
+        rc.problems.append(f"{path.name} is not a JSON object")
+        return {}
+    return obj
+
+
+def _parse_hf_dir(p: Path) -> RawCheckpoint:
+    rc = RawCheckpoint(p, "hf-dir", [])
+    if (p / "config.json").exists():
+        rc.config = _read_json(p / "config.json", rc)
+    else:
+        rc.problems.append("config.json is missing")
+    index_path = p / "model.safetensors.index.json"
+    if index_path.exists():
+        index = _read_json(index_path, rc)
+        wmap = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(wmap, dict):
+            rc.problems.append("model.safetensors.index.json has no weight_map")
+            wmap = {}
+        shards = sorted(set(wmap.values()))
+        for shard in shards:
+            sp = p / shard
+            if not sp.exists():
+                rc.problems.append(f"index names shard {shard}, which does not exist")
+                continue
+            rc.files.append(parse_safetensors(sp))
+        held = {t.name: f.path.name for f in rc.files for t in f.tensors}
+        for name, shard in wmap.items():
+            if name not in held and (p / shard).exists():
+                rc.problems.append(f"index maps '{name}' to {shard}, which does not hold it")
+            elif name in held and held[name] != shard:
+                rc.problems.append(f"index maps '{name}' to {shard} but it sits in {held[name]}")
+        for name, shard in held.items():
+            if name not in wmap:
+                rc.problems.append(f"'{name}' in {shard} is missing from the index weight_map")
+    else:
+        files = sorted(p.glob("*.safetensors"))
+        if not files:
+            rc.problems.append("no model.safetensors (and no model.safetensors.index.json)")
+        for f in files:
+            rc.files.append(parse_safetensors(f))
+    seen: dict[str, str] = {}
+    for f in rc.files:
+        for t in f.tensors:
+            if t.name in seen and seen[t.name] != f.path.name:
+                rc.problems.append(f"tensor '{t.name}' appears in both {seen[t.name]} and {f.path.name}")
+            seen[t.name] = f.path.name
+    return rc
+
+
+# -------------------------------------------------------------------- hashing
+
+def hash_tensor_bytes(raw: RawCheckpoint | str | Path) -> dict[str, str]:
+    """sha256 of every tensor's raw data bytes, by stored name."""
+    rc = raw if isinstance(raw, RawCheckpoint) else parse_checkpoint(raw)
+    out: dict[str, str] = {}
+    for f in rc.files:
+        with open(f.path, "rb") as fh:
+            for t in sorted(f.tensors, key=lambda t: t.start):
+                fh.seek(t.start)
+                h = hashlib.sha256()
+                left = t.end - t.start
+                while left > 0:
+                    chunk = fh.read(min(left, 1 << 24))
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    left -= len(chunk)
+                out[t.name] = h.hexdigest()
+    return out
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_checkpoint(path: str | Path) -> str:
+    """One digest for a checkpoint: the file's sha256, or for a directory the sha256 of its tensor files."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(p.glob("*.safetensors")):
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()

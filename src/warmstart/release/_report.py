@@ -1,0 +1,107 @@
+"""Small shared pieces: check results, the probe text, model building, plain-text rendering."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
+
+# The built-in probe for qa / publish-check: a paragraph of English and a snippet of Python.
+PROBE_TEXT = (
+    "The history of computing is a story of people who wanted to calculate faster than they could by "
+    "hand. Early machines were mechanical, then electrical, and finally electronic. Today a small "
+    "program can read a file, count the words in it, and print the most common ones in a fraction of "
+    "a second.\n\n"
+    "def count_words(path):\n"
+    "    counts = {}\n"
+    "    with open(path) as fh:\n"
+    "        for line in fh:\n"
+    "            for word in line.split():\n"
+    "                counts[word] = counts.get(word, 0) + 1\n"
+    "    return sorted(counts.items(), key=lambda kv: -kv[1])[:10]\n"
+)
+PROMPT_TEXT = "def count_words(path):\n"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str = ""
+    fix: str = ""
+    items: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def status_line(c: Check, width: int = 22) -> str:
+    line = f"  {c.status:<4}  {c.name:<{width}} {c.detail}"
+    for it in c.items[:12]:
+        line += f"\n          - {it}"
+    if len(c.items) > 12:
+        line += f"\n          - … ({len(c.items) - 12} more)"
+    if c.fix and c.status in (FAIL, WARN):
+        line += f"\n          fix: {c.fix}"
+    return line
+
+
+def dumps(obj: Any) -> str:
+    def default(o):
+        if hasattr(o, "to_dict"):
+            return o.to_dict()
+        if hasattr(o, "item"):
+            return o.item()
+        return str(o)
+
+    return json.dumps(obj, indent=2, default=default, allow_nan=False) if _finite(obj) else \
+        json.dumps(_scrub(obj), indent=2, default=default)
+
+
+def _finite(obj: Any) -> bool:
+    try:
+        json.dumps(obj, allow_nan=False, default=str)
+        return True
+    except ValueError:
+        return False
+
+
+def _scrub(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _scrub(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_scrub(v) for v in obj]
+    return obj
+
+
+def build_model(ckpt, cfg=None):
+    """An fp32 ``CausalLM`` populated strictly from ``ckpt`` (warmstart's gate 6 population)."""
+    import torch
+
+    from warmstart.init.population import populate_model
+
+    model = populate_model(ckpt, cfg, allow_unused=True, dtype=torch.float32, device="cpu")
+    model.eval()
+    return model
+
+
+def probe_ids(ckpt_or_tokenizer, vocab_size: int, n: int = 48):
+    """Token ids of the probe text (or a deterministic id pattern when there is no tokenizer)."""
+    import torch
+
+    tok = getattr(ckpt_or_tokenizer, "tokenizer", ckpt_or_tokenizer)
+    ids: list[int] = []
+    if tok is not None and hasattr(tok, "encode"):
+        try:
+            ids = [i for i in tok.encode(PROBE_TEXT, add_special_tokens=False).ids if i < vocab_size][:n]
+        except Exception:  # noqa: BLE001 - fall back to the id pattern
+            ids = []
+    if len(ids) < 4:
+        ids = [(7 * i + 3) % vocab_size for i in range(n)]
+    return torch.tensor([ids], dtype=torch.long)

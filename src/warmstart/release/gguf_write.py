@@ -1,0 +1,287 @@
+"""Write a GGUF file from HF-named tensors + ModelConfig + tokenizer, the way llama.cpp does.
+
+Tensor names, metadata keys and the Q/K row permutation for llama-family attention
+follow llama.cpp's ``convert_hf_to_gguf.py``; 1-D tensors (norms, biases) stay F32 as
+there; Q8_0 goes through ``gguf.quants.quantize`` and falls back to F16 for a tensor
+whose row length is not a multiple of 32. The tokenizer (byte-level BPE) is embedded
+as ``tokenizer.ggml.model = "gpt2"`` with tokens, token types, merges and special ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from warmstart.arch.config import ModelConfig
+from warmstart.errors import UsageError
+
+GGUF_DTYPES = ("f32", "f16", "bf16", "q8_0")
+
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_LAYER_MAP = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.o_proj.bias": "attn_output.bias",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+_TOP_MAP = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+
+
+def hf_to_gguf_name(name: str) -> str:
+    if name in _TOP_MAP:
+        return _TOP_MAP[name]
+    m = _LAYER.match(name)
+    if m and m.group(2) in _LAYER_MAP:
+        return f"blk.{m.group(1)}.{_LAYER_MAP[m.group(2)]}"
+    raise UsageError(f"tensor '{name}' has no llama.cpp GGUF name",
+                     why="the GGUF exporter maps only the tensors of warmstart's decoder families")
+
+
+def llama_permute(w: torch.Tensor, n_head: int, n_head_kv: int | None = None) -> torch.Tensor:
+    """llama.cpp's Q/K row permutation (HF rotate-half layout -> GGML interleaved)."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    shape = w.shape
+    return w.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def gguf_tensor_type(name: str, shape: tuple[int, ...], dtype: str) -> str:
+    """The GGML type a tensor gets for a requested export dtype (llama.cpp's rules)."""
+    if len(shape) <= 1:
+        return "F32"
+    if dtype == "f32":
+        return "F32"
+    if dtype == "f16":
+        return "F16"
+    if dtype == "bf16":
+        return "BF16"
+    if dtype == "q8_0":
+        return "Q8_0" if shape[-1] % 32 == 0 else "F16"
+    raise UsageError(f"unknown GGUF dtype '{dtype}'", fix=f"use one of: {', '.join(GGUF_DTYPES)}")
+
+
+def roundtrip_value(t: torch.Tensor, ggml_type: str) -> torch.Tensor:
+    """What a float32 tensor becomes after being stored as ``ggml_type`` and read back."""
+    import gguf
+
+    t = t.detach().float()
+    if ggml_type == "F32":
+        return t
+    if ggml_type == "F16":
+        return t.half().float()
+    if ggml_type == "BF16":
+        return t.bfloat16().float()
+    qt = gguf.GGMLQuantizationType[ggml_type]
+    q = gguf.quants.quantize(t.numpy(), qt)
+    return torch.from_numpy(np.ascontiguousarray(gguf.quants.dequantize(q, qt))).reshape(t.shape).float()
+
+
+def _encode(t: torch.Tensor, ggml_type: str):
+    """(numpy array, raw_dtype or None) for GGUFWriter.add_tensor."""
+    import gguf
+
+    t = t.detach().float().contiguous()
+    if ggml_type == "F32":
+        return t.numpy(), None
+    if ggml_type == "F16":
+        return t.numpy().astype(np.float16), None
+    if ggml_type == "BF16":
+        raw = t.bfloat16().view(torch.int16).numpy().view(np.uint8).reshape(*t.shape[:-1], t.shape[-1] * 2)
+        return raw, gguf.GGMLQuantizationType.BF16
+    qt = gguf.GGMLQuantizationType[ggml_type]
+    return gguf.quants.quantize(t.numpy(), qt), qt
+
+
+def _file_type(dtype: str) -> int:
+    import gguf
+
+    return {
+        "f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[dtype]
+
+
+# ------------------------------------------------------------------ tokenizer
+
+def _pre_name(tok_json: dict) -> str:
+    """tokenizer.ggml.pre: llama.cpp's name for the pre-tokenizer regex."""
+    text = json.dumps(tok_json.get("pre_tokenizer") or {})
+    if "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+" in text:
+        return "qwen2"
+    if "\\\\p{N}" in text and "Digits" in text:
+        return "smollm"
+    return "gpt2"
+
+
+def add_tokenizer(writer, tokenizer, cfg: ModelConfig, vocab_rows: int, pre: str | None = None) -> None:
+    """Embed a byte-level BPE ``tokenizers.Tokenizer`` as llama.cpp's "gpt2" tokenizer."""
+    import gguf
+
+    tok_json = json.loads(tokenizer.to_str())
+    model = tok_json.get("model") or {}
+    if model.get("type") != "BPE":
+        raise UsageError(f"the tokenizer is a {model.get('type')} model; the GGUF exporter embeds "
+                         "byte-level BPE tokenizers only")
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    rev = {i: t for t, i in vocab.items()}
+    added = {int(i): a for i, a in tokenizer.get_added_tokens_decoder().items()}
+    n = max(vocab_rows, max(rev) + 1 if rev else 0)
+    tokens, types = [], []
+    for i in range(n):
+        if i in rev:
+            tokens.append(rev[i])
+            if i in added:
+                types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
+            else:
+                types.append(gguf.TokenType.NORMAL)
+        else:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+    merges = model.get("merges") or []
+    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre or _pre_name(tok_json))
+    writer.add_token_list(tokens)
+    writer.add_token_types([int(t) for t in types])
+    writer.add_token_merges(merges)
+    if cfg.bos_token_id is not None:
+        writer.add_bos_token_id(int(cfg.bos_token_id))
+    if cfg.eos_token_id is not None:
+        writer.add_eos_token_id(int(cfg.eos_token_id))
+    if cfg.pad_token_id is not None:
+        writer.add_pad_token_id(int(cfg.pad_token_id))
+    writer.add_add_bos_token(False)
+
+
+# ---------------------------------------------------------------------- writer
+
+def write_gguf(
+    out_path: str | os.PathLike,
+    cfg: ModelConfig,
+    names: Iterable[str],
+    get_tensor: Callable[[str], torch.Tensor],
+    *,
+    tokenizer=None,
+    dtype: str = "f16",
+    provenance: dict | None = None,
+    name: str | None = None,
+    tokenizer_pre: str | None = None,
+) -> dict[str, str]:
+    """Write ``out_path`` atomically. Returns {hf_name: ggml_type} of what was written.
+
+    ``names`` are HF tensor names; ``get_tensor(name)`` returns the float tensor.
+    A tied ``lm_head.weight`` is not written (llama.cpp ties when ``output.weight`` is absent).
+    """
+    import gguf
+
+    if dtype not in GGUF_DTYPES:
+        raise UsageError(f"unknown GGUF dtype '{dtype}'", fix=f"use one of: {', '.join(GGUF_DTYPES)}")
+    if cfg.rope_scaling:
+        raise UsageError("GGUF export of a model with rope scaling (llama3) is not implemented",
+                         fix="export to --to hf or --to safetensors instead")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    arch = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}[cfg.family]
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    written: dict[str, str] = {}
+    try:
+        w = gguf.GGUFWriter(tmp, arch)
+        w.add_name(name or (provenance or {}).get("name") or f"warmstart-{cfg.family}")
+        w.add_context_length(cfg.max_position_embeddings)
+        w.add_embedding_length(cfg.hidden_size)
+        w.add_block_count(cfg.num_layers)
+        w.add_feed_forward_length(cfg.intermediate_size)
+        w.add_head_count(cfg.num_heads)
+        w.add_head_count_kv(cfg.num_kv_heads)
+        w.add_key_length(cfg.head_dim)
+        w.add_value_length(cfg.head_dim)
+        w.add_rope_dimension_count(cfg.head_dim)
+        w.add_rope_freq_base(float(cfg.rope_theta))
+        w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+        w.add_vocab_size(cfg.vocab_size)
+        w.add_file_type(_file_type(dtype))
+        if dtype == "q8_0":
+            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        prov = dict(provenance or {})
+        if prov.get("license"):
+            w.add_license(str(prov["license"]))
+        sources = [s for s in (prov.get("data_sources") or []) if s]
+        if sources:
+            w.add_dataset_count(len(sources))
+            for i, s in enumerate(sources):
+                w.add_dataset_name(str(s), i)
+        parent = prov.get("parent")
+        if isinstance(parent, dict) and (parent.get("name") or parent.get("path")):
+            w.add_base_model_count(1)
+            w.add_base_model_name(str(parent.get("name") or parent.get("path")), 0)
+        if prov:
+            w.add_string("warmstart.provenance", json.dumps(prov, default=str))
+        if tokenizer is not None:
+            add_tokenizer(w, tokenizer, cfg, cfg.vocab_size, tokenizer_pre)
+        else:
+            for key, val in (("bos", cfg.bos_token_id), ("eos", cfg.eos_token_id), ("pad", cfg.pad_token_id)):
+                if val is not None:
+                    getattr(w, f"add_{key}_token_id")(int(val))
+        for hf in names:
+            if hf == "lm_head.weight" and cfg.tie_word_embeddings:
+                continue
+            if hf.endswith("rotary_emb.inv_freq"):
+                continue
+            t = get_tensor(hf).detach().float()
+            if cfg.family == "llama":
+                if hf.endswith("self_attn.q_proj.weight") or hf.endswith("self_attn.q_proj.bias"):
+                    t = llama_permute(t, cfg.num_heads, cfg.num_heads)
+                elif hf.endswith("self_attn.k_proj.weight") or hf.endswith("self_attn.k_proj.bias"):
+                    t = llama_permute(t, cfg.num_heads, cfg.num_kv_heads)
+            gtype = gguf_tensor_type(hf, tuple(t.shape), dtype)
+            arr, raw = _encode(t, gtype)
+            if raw is None:
+                w.add_tensor(hf_to_gguf_name(hf), arr)
+            else:
+                w.add_tensor(hf_to_gguf_name(hf), arr, raw_dtype=raw)
+            written[hf] = gtype
+            del t
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out_path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    from warmstart.checkpoint.write import fsync_dir
+
+    fsync_dir(out_path.parent)
+    return written
+
+
+__all__ = ["GGUF_DTYPES", "add_tokenizer", "gguf_tensor_type", "hf_to_gguf_name", "llama_permute",
+           "roundtrip_value", "write_gguf"]

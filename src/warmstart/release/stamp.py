@@ -1,0 +1,363 @@
+"""`warmstart stamp`: a copy of a checkpoint with corrected identity/provenance metadata.
+
+The output has the input's format; tensor bytes are copied, never re-encoded:
+
+* HF directory: every file copied byte-for-byte; ``config.json`` (architectures,
+  model_type) and ``warmstart.json`` rewritten.
+* single safetensors: only the JSON header's ``__metadata__`` is rewritten; the data
+  section is copied as is (offsets are relative to it, so they stay valid).
+* GGUF: metadata KVs rewritten with ``gguf.GGUFWriter`` (``{arch}.*`` keys renamed when
+  the architecture changes); tensor infos and data copied raw.
+
+Success is declared only after the sha256 of every tensor's data bytes in the output
+equals the input's. The input is never overwritten; a claim that contradicts the
+tensor-name evidence is refused unless ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from warmstart.arch.families import FAMILIES, SUPPORTED, get_family, normalize_family, supported_list
+from warmstart.errors import CheckFailedError, EvidenceError, UsageError
+from warmstart.release._formats import (
+    Unreadable,
+    hash_tensor_bytes,
+    parse_checkpoint,
+    sha256_checkpoint,
+)
+from warmstart.release._meta import (
+    GGUF_PROVENANCE_KEY,
+    declared_identity,
+    evidence_family,
+    gguf_arch_name,
+    read_provenance,
+)
+
+
+def resolve_identity(architecture: str | None, hf_architecture: str | None,
+                     model_type: str | None) -> dict[str, str]:
+    """Normalise the identity flags; fill the rest from the family registry. {} when none given."""
+    given = {"--architecture": architecture, "--hf-architecture": hf_architecture, "--model-type": model_type}
+    fams = {}
+    for flag, value in given.items():
+        if value:
+            fam = normalize_family(value)
+            if fam is None:
+                raise UsageError(f"{flag} '{value}' is not a known architecture",
+                                 fix=f"use one of the supported families: {supported_list()} "
+                                 "(any spelling: qwen2, Qwen2, Qwen2ForCausalLM)")
+            fams[flag] = fam
+    if not fams:
+        return {}
+    if len(set(fams.values())) > 1:
+        raise UsageError("the identity flags name different families: "
+                         + ", ".join(f"{k} {given[k]} ({v})" for k, v in fams.items()),
+                         fix="give one family, e.g. --architecture qwen2 alone")
+    fam = FAMILIES[next(iter(fams.values()))]
+    return {
+        "architecture": fam.name,
+        "hf_architecture": hf_architecture if hf_architecture and fam.hf_architecture is None else
+        (fam.hf_architecture or hf_architecture or ""),
+        "model_type": fam.model_type or model_type or fam.name,
+    }
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _parent_record(parent: str) -> dict:
+    p = Path(parent)
+    if p.exists():
+        fam = None
+        try:
+            fam, _ = evidence_family(parse_checkpoint(p))
+        except Exception:  # noqa: BLE001
+            pass
+        return {"path": str(p.resolve()), "name": p.name, "sha256": sha256_checkpoint(p), "family": fam}
+    return {"path": parent, "name": parent, "sha256": None, "family": None}
+
+
+def stamp_checkpoint(
+    src: str | Path,
+    out: str | Path,
+    *,
+    architecture: str | None = None,
+    hf_architecture: str | None = None,
+    model_type: str | None = None,
+    license: str | None = None,  # noqa: A002 - the flag's name
+    data_sources: list[str] | None = None,
+    data_license: str | None = None,
+    parent: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    src, out = Path(src), Path(out)
+    if _same_path(src, out) or (src.is_dir() and out.resolve().is_relative_to(src.resolve())):
+        raise UsageError(f"the output {out} is the input checkpoint (or inside it)",
+                         why="stamp never overwrites its input; a failed write would destroy the only copy",
+                         fix="pass a new path with -o, e.g. -o " + str(src.with_name(src.stem + "-fixed" + src.suffix)))
+    if out.exists():
+        raise UsageError(f"the output {out} already exists", fix="choose a new path with -o (stamp never overwrites)")
+    try:
+        rc = parse_checkpoint(src)
+    except Unreadable as err:
+        raise UsageError(str(err), fix="stamp needs a readable checkpoint; run `warmstart validate` on it",
+                         code="WS101") from None
+    problems = rc.all_problems()
+    if problems:
+        raise CheckFailedError(f"{src} is structurally broken ({problems[0]})",
+                               why="stamp copies tensor bytes as they are and would copy the damage",
+                               fix="run `warmstart validate` and repair or re-export the checkpoint first",
+                               code="WS301")
+    ident = resolve_identity(architecture, hf_architecture, model_type)
+    ev, why = evidence_family(rc)
+    if ident and ev and ident["architecture"] != ev:
+        if not force:
+            raise EvidenceError(
+                f"the claim '{ident['architecture']}' contradicts the tensors, which are {ev} ({why})",
+                why="a wrong architecture claim makes trainers and loaders build the wrong model and silently "
+                "drop or random-init weights",
+                fix=f"stamp --architecture {ev}, or pass --force if you know better than the tensor names",
+                path=src,
+            )
+    if ident and ident["architecture"] not in SUPPORTED and not force:
+        fam = get_family(ident["architecture"])
+        raise UsageError(f"'{ident['architecture']}' ({fam.display if fam else '?'}) is not a supported decoder "
+                         "family", fix=f"use one of: {supported_list()}, or --force")
+    prov_updates: dict[str, Any] = {}
+    if ident:
+        prov_updates.update(ident)
+    if license:
+        prov_updates["license"] = license
+    if data_sources:
+        prov_updates["data_sources"] = list(data_sources)
+    if data_license:
+        prov_updates["data_license"] = data_license
+    if parent:
+        prov_updates["parent"] = _parent_record(parent)
+    if not prov_updates:
+        raise UsageError("nothing to stamp", fix="pass at least one of --architecture, --hf-architecture, "
+                         "--model-type, --license, --data-source, --data-license, --parent")
+
+    before_ident = declared_identity(rc)
+    before = hash_tensor_bytes(rc)
+    if rc.format == "hf-dir":
+        _stamp_hf_dir(rc, out, ident, prov_updates)
+    elif rc.format == "safetensors":
+        _stamp_safetensors(rc, out, ident, prov_updates)
+    elif rc.format == "gguf":
+        _stamp_gguf(rc, out, ident, prov_updates)
+    else:  # pragma: no cover - parse_checkpoint refuses others
+        raise UsageError(f"cannot stamp a {rc.format} checkpoint")
+    try:
+        out_rc = parse_checkpoint(out)
+        after = hash_tensor_bytes(out_rc)
+    except Exception as err:  # noqa: BLE001
+        _remove(out)
+        raise CheckFailedError(f"the stamped copy does not read back ({err})", code="WS302",
+                               why="the output was removed", fix="report this as a bug") from None
+    if before != after:
+        diff = sorted(set(before) ^ set(after)) + sorted(n for n in before if n in after and before[n] != after[n])
+        _remove(out)
+        raise CheckFailedError(f"tensor data changed while stamping ({len(diff)} tensor(s), e.g. {diff[:3]})",
+                               code="WS302", why="stamp must leave every tensor byte-identical; the output "
+                               "was removed", fix="report this as a bug")
+    after_ident = declared_identity(out_rc)
+    return {
+        "input": str(src), "output": str(out), "format": rc.format, "tensors": len(after),
+        "tensor_hashes_equal": True,
+        "identity_before": {k: v[0] for k, v in before_ident.items()},
+        "identity_after": {k: v[0] for k, v in after_ident.items()},
+        "provenance_set": prov_updates,
+        "evidence": {"family": ev, "reason": why},
+        "forced": bool(force and ident and ev and ident["architecture"] != ev),
+    }
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+# ------------------------------------------------------------------ HF dir
+
+def _stamp_hf_dir(rc, out: Path, ident: dict, updates: dict) -> None:
+    from warmstart.checkpoint.write import fsync_dir
+
+    src = rc.path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        for entry in sorted(src.iterdir()):
+            if entry.name in ("config.json", "warmstart.json"):
+                continue
+            if entry.is_dir():
+                shutil.copytree(entry, staging / entry.name)
+            else:
+                shutil.copyfile(entry, staging / entry.name)
+                _fsync(staging / entry.name)
+        cfg = dict(rc.config)
+        if ident:
+            cfg["architectures"] = [ident["hf_architecture"]]
+            cfg["model_type"] = ident["model_type"]
+        (staging / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        ws = read_provenance(rc)
+        ws.update(updates)
+        (staging / "warmstart.json").write_text(json.dumps(ws, indent=2, default=str) + "\n", encoding="utf-8")
+        _fsync(staging / "config.json")
+        _fsync(staging / "warmstart.json")
+        fsync_dir(staging)
+        os.replace(staging, out)
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+# -------------------------------------------------------------- safetensors
+
+def safetensors_metadata_update(meta: dict[str, str], config: dict | None, ident: dict, updates: dict) -> dict:
+    meta = dict(meta)
+    if config is not None:
+        cfg = dict(config)
+        if ident:
+            cfg["architectures"] = [ident["hf_architecture"]]
+            cfg["model_type"] = ident["model_type"]
+        meta["config"] = json.dumps(cfg)
+    for k, v in updates.items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v, default=str)
+    meta.setdefault("format", "pt")
+    return meta
+
+
+def _stamp_safetensors(rc, out: Path, ident: dict, updates: dict) -> None:
+    from warmstart.release._formats import read_safetensors_header
+
+    src = rc.path
+    header, n = read_safetensors_header(src)
+    meta = header.get("__metadata__") or {}
+    header["__metadata__"] = safetensors_metadata_update(meta, rc.config or None, ident, updates)
+    write_safetensors_with_header(src, 8 + n, header, out)
+
+
+def write_safetensors_with_header(src: Path, data_start: int, header: dict, out: Path) -> None:
+    from warmstart.checkpoint.write import fsync_dir
+
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * ((8 - len(blob) % 8) % 8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fo, open(src, "rb") as fi:
+            fo.write(struct.pack("<Q", len(blob)))
+            fo.write(blob)
+            fi.seek(data_start)
+            shutil.copyfileobj(fi, fo, 1 << 24)
+            fo.flush()
+            os.fsync(fo.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(out.parent)
+
+
+# --------------------------------------------------------------------- GGUF
+
+def _stamp_gguf(rc, out: Path, ident: dict, updates: dict) -> None:
+    import gguf
+
+    from warmstart.checkpoint.write import fsync_dir
+
+    reader = gguf.GGUFReader(str(rc.path))
+    old_arch = rc.files[0].metadata.get("general.architecture") or "llama"
+    new_arch = gguf_arch_name(ident["architecture"]) if ident else old_arch
+    prov = read_provenance(rc)
+    prov.update(updates)
+    if ident:
+        prov["architecture"] = ident["architecture"]
+    replace: dict[str, Any] = {}
+    if updates.get("license"):
+        replace["general.license"] = (updates["license"], gguf.GGUFValueType.STRING)
+    drop_prefixes: list[str] = []
+    extra: list[tuple[str, Any, Any]] = []
+    if updates.get("data_sources"):
+        drop_prefixes.append("general.dataset.")
+        extra.append(("general.dataset.count", len(updates["data_sources"]), gguf.GGUFValueType.UINT32))
+        for i, s in enumerate(updates["data_sources"]):
+            extra.append((f"general.dataset.{i}.name", str(s), gguf.GGUFValueType.STRING))
+    if updates.get("parent"):
+        drop_prefixes.append("general.base_model.")
+        extra.append(("general.base_model.count", 1, gguf.GGUFValueType.UINT32))
+        par = updates["parent"]
+        extra.append(("general.base_model.0.name", str(par.get("name") or par.get("path")),
+                      gguf.GGUFValueType.STRING))
+    replace[GGUF_PROVENANCE_KEY] = (json.dumps(prov, default=str), gguf.GGUFValueType.STRING)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        w = gguf.GGUFWriter(tmp, new_arch)
+        for field in reader.fields.values():
+            name = field.name
+            if name == gguf.Keys.General.ARCHITECTURE or name.startswith("GGUF."):
+                continue
+            if name == gguf.Keys.General.ALIGNMENT:
+                w.add_custom_alignment(int(field.contents()))
+                continue
+            if any(name.startswith(p) for p in drop_prefixes) or name in replace:
+                continue
+            new_name = new_arch + name[len(old_arch):] if name.startswith(old_arch + ".") else name
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            w.add_key_value(new_name, field.contents(), vtype, sub_type=sub)
+        for key, (val, vtype) in replace.items():
+            w.add_key_value(key, val, vtype)
+        for key, val, vtype in extra:
+            w.add_key_value(key, val, vtype)
+        for t in reader.tensors:
+            w.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for t in reader.tensors:
+            w.write_tensor_data(t.data, tensor_endianess=reader.endianess)
+        w.close()
+        _fsync(Path(tmp))
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(out.parent)
+
+
+__all__ = ["resolve_identity", "stamp_checkpoint", "safetensors_metadata_update", "write_safetensors_with_header"]

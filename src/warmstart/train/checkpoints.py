@@ -1,0 +1,277 @@
+"""Run checkpoints: HF directory + ``warmstart.json`` + ``trainer_state/``; rotation; resume.
+
+``RUN_DIR/checkpoints/step-NNNNNN/`` is built completely under a hidden staging name
+(``.step-NNNNNN.partial-XXXX``): the HF files through ``save_hf_checkpoint``, then
+``trainer_state/`` (``optimizer.safetensors`` + ``optimizer.json`` index, ``rng.safetensors``,
+``state.json``), each file fsynced. Only then is it renamed into place, and only after that is
+``checkpoints/latest`` (a one-line text file naming the step dir) replaced atomically. A crash at
+any moment leaves ``latest`` naming a complete checkpoint. Nothing here uses pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from warmstart.arch import CausalLM, ModelConfig
+from warmstart.checkpoint.write import atomic_write_text, fsync_dir, save_hf_checkpoint
+from warmstart.errors import ResumeError
+
+STEP_RE = re.compile(r"^step-(\d{6,})$")
+SLOW_SAVE_ENV = "WARMSTART_TEST_SLOW_SAVE"  # seconds to pause inside a save (tests widen the crash window)
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(obj, indent=2) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# ------------------------------------------------------------------ optimizer
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state keyed by parameter *name*: tensors for safetensors, the rest as a JSON index."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    index: dict[str, Any] = {"format": "warmstart-optimizer-v1", "class": type(optimizer).__name__,
+                             "param_groups": [], "state": {}}
+    for group in sd["param_groups"]:
+        names = group.get("names")
+        if names is None:
+            raise RuntimeError("optimizer param groups need 'names'")
+        g = {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k != "params"}
+        index["param_groups"].append(g)
+        for pid, name in zip(group["params"], names):
+            st = sd["state"].get(pid)
+            if not st:
+                continue
+            entry = {}
+            for k, v in st.items():
+                if torch.is_tensor(v):
+                    key = f"{name}::{k}"
+                    tensors[key] = v.detach().to("cpu").contiguous()
+                    entry[k] = key
+                else:
+                    entry[k] = {"value": v}
+            index["state"][name] = entry
+    return tensors, index
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], index: dict) -> None:
+    cur = optimizer.state_dict()
+    name_to_pid = {}
+    for group in cur["param_groups"]:
+        for pid, name in zip(group["params"], group["names"]):
+            name_to_pid[name] = pid
+    saved_names = {n for g in index["param_groups"] for n in g["names"]}
+    if saved_names != set(name_to_pid):
+        missing = sorted(set(name_to_pid) - saved_names)[:5]
+        extra = sorted(saved_names - set(name_to_pid))[:5]
+        raise ResumeError(f"optimizer state does not match the model (missing {missing}, unexpected {extra})",
+                          fix="resume with the same model")
+    state = {}
+    for name, entry in index["state"].items():
+        st = {}
+        for k, v in entry.items():
+            st[k] = tensors[v] if isinstance(v, str) else v["value"]
+        state[name_to_pid[name]] = st
+    groups = []
+    for g_saved, g_cur in zip(index["param_groups"], cur["param_groups"]):
+        g = dict(g_cur)
+        for k, v in g_saved.items():
+            if k in ("names", "params", "fused", "foreach", "capturable"):
+                continue
+            g[k] = tuple(v) if k == "betas" else v
+        groups.append(g)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+# ------------------------------------------------------------------ RNG
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"torch_cpu": torch.get_rng_state().clone()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s.clone()
+    py = random.getstate()
+    np_state = np.random.get_state()
+    js = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    return tensors, js
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], js: dict) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("torch_cuda_")),
+                                        key=lambda k: int(k.rsplit("_", 1)[1]))]
+    if cuda and torch.cuda.is_available():
+        n = min(len(cuda), torch.cuda.device_count())
+        torch.cuda.set_rng_state_all(cuda[:n])
+    py = js["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = js["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+# ------------------------------------------------------------------ save
+
+
+def save_run_checkpoint(
+    run_dir: Path,
+    *,
+    step: int,
+    model: CausalLM,
+    model_config: ModelConfig,
+    tokenizer,
+    provenance: dict,
+    optimizer: torch.optim.Optimizer,
+    state: dict,
+) -> Path:
+    """Write ``checkpoints/step-NNNNNN`` completely, then point ``checkpoints/latest`` at it."""
+    ckdir = Path(run_dir) / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    final = ckdir / step_dir_name(step)
+    staging = ckdir / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        sd = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.canonical_state_dict().items()}
+        save_hf_checkpoint(staging, model_config, sd, tokenizer=tokenizer, provenance=provenance)
+        del sd
+        ts = staging / "trainer_state"
+        ts.mkdir()
+        opt_t, opt_idx = optimizer_tensors(optimizer)
+        save_file(opt_t, str(ts / "optimizer.safetensors"), metadata={"format": "pt"})
+        _fsync_file(ts / "optimizer.safetensors")
+        del opt_t
+        _write_json(ts / "optimizer.json", opt_idx)
+        rng_t, rng_js = rng_state()
+        save_file(rng_t, str(ts / "rng.safetensors"), metadata={"format": "pt"})
+        _fsync_file(ts / "rng.safetensors")
+        full_state = dict(state)
+        full_state["rng"] = rng_js
+        full_state["format"] = "warmstart-trainer-state-v1"
+        _write_json(ts / "state.json", full_state)
+        fsync_dir(ts)
+        fsync_dir(staging)
+        slow = os.environ.get(SLOW_SAVE_ENV)
+        if slow:
+            time.sleep(float(slow))
+        if final.exists():
+            aside = ckdir / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, aside)
+            os.replace(staging, final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+        fsync_dir(ckdir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    atomic_write_text(ckdir / "latest", final.name + "\n")
+    return final
+
+
+def list_step_dirs(run_dir: Path) -> list[Path]:
+    ckdir = Path(run_dir) / "checkpoints"
+    if not ckdir.is_dir():
+        return []
+    out = [p for p in ckdir.iterdir() if p.is_dir() and STEP_RE.match(p.name)]
+    return sorted(out, key=lambda p: int(STEP_RE.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def read_pointer(run_dir: Path, name: str) -> Path | None:
+    f = Path(run_dir) / "checkpoints" / name
+    try:
+        target = f.read_text().strip()
+    except OSError:
+        return None
+    p = f.parent / target
+    return p if target and STEP_RE.match(target) and p.is_dir() else None
+
+
+def rotate(run_dir: Path, keep_last: int, best: Path | None) -> list[Path]:
+    """Delete step dirs beyond the newest ``keep_last``, never the best nor the one ``latest`` names."""
+    dirs = list_step_dirs(run_dir)
+    keep = set(dirs[-keep_last:])
+    if best is not None:
+        keep.add(Path(best))
+    latest = read_pointer(run_dir, "latest")
+    if latest is not None:
+        keep.add(latest)
+    removed = []
+    for d in dirs:
+        if d not in keep:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def clean_partials(run_dir: Path) -> None:
+    ckdir = Path(run_dir) / "checkpoints"
+    if ckdir.is_dir():
+        for p in ckdir.iterdir():
+            if p.name.startswith(".step-") and (".partial-" in p.name or ".old-" in p.name or ".tmp-" in p.name):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ load
+
+
+def find_resume_checkpoint(run_dir: Path) -> Path:
+    latest = read_pointer(run_dir, "latest")
+    if latest is None:
+        dirs = [d for d in list_step_dirs(run_dir) if (d / "trainer_state" / "state.json").is_file()]
+        latest = dirs[-1] if dirs else None
+    if latest is None or not (latest / "trainer_state" / "state.json").is_file():
+        raise ResumeError(f"no complete checkpoint in {Path(run_dir) / 'checkpoints'}",
+                          why="the run stopped before its first checkpoint was written",
+                          fix="start the run again (same --out is fine after deleting it), or use a smaller "
+                              "--save-every", path=run_dir)
+    return latest
+
+
+def load_model_weights(model: CausalLM, ckpt_dir: Path) -> None:
+    sd = load_file(str(ckpt_dir / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    allowed_missing = {"lm_head.weight"} if model.cfg.tie_word_embeddings else set()
+    if set(missing) - allowed_missing or unexpected:
+        raise ResumeError(f"checkpoint tensors do not match the model (missing {sorted(missing)[:5]}, "
+                          f"unexpected {sorted(unexpected)[:5]})", path=ckpt_dir)
+
+
+def load_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer) -> dict:
+    ts = ckpt_dir / "trainer_state"
+    try:
+        state = json.loads((ts / "state.json").read_text())
+        index = json.loads((ts / "optimizer.json").read_text())
+        tensors = load_file(str(ts / "optimizer.safetensors"))
+        rng_t = load_file(str(ts / "rng.safetensors"))
+    except (OSError, ValueError) as err:
+        raise ResumeError(f"trainer state in {ts} is unreadable ({err})", path=ts) from None
+    load_optimizer(optimizer, tensors, index)
+    set_rng_state(rng_t, state["rng"])
+    return state

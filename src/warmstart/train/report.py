@@ -1,0 +1,129 @@
+"""Progress output (rich bar on a TTY, plain lines otherwise), metrics.jsonl, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "?"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint step are dropped first."""
+
+    def __init__(self, path: Path, *, truncate_after_step: int | None = None) -> None:
+        self.path = Path(path)
+        if truncate_after_step is not None and self.path.exists():
+            keep = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line from a crash
+                if int(rec.get("step", 0)) <= truncate_after_step:
+                    keep.append(line)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(k + "\n" for k in keep))
+            os.replace(tmp, self.path)
+        self.fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, rec: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(rec) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+class TensorBoard:
+    def __init__(self, log_dir: Path) -> None:
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+        except Exception:  # noqa: BLE001 - optional
+            return
+        try:
+            self.writer = SummaryWriter(log_dir=str(log_dir))
+        except Exception:  # noqa: BLE001
+            self.writer = None
+
+    def scalars(self, step: int, values: dict[str, float | None]) -> None:
+        if self.writer is None:
+            return
+        for k, v in values.items():
+            if v is not None:
+                self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Reporter:
+    """A rich progress bar when stdout is a terminal; plain log lines otherwise."""
+
+    def __init__(self, total_steps: int | None, start_step: int = 0, *, quiet: bool = False,
+                 tty: bool | None = None) -> None:
+        self.total = total_steps
+        self.quiet = quiet
+        self.tty = sys.stdout.isatty() if tty is None else tty
+        self.progress = None
+        self.task = None
+        self.t0 = time.time()
+        self.start_step = start_step
+        if self.tty and not quiet:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]step {task.completed}/{task.total}"),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
+
+    def print(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.progress is not None:
+            self.progress.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, flush=True)
+
+    def update(self, step: int, rec: dict[str, Any], eta: float | None) -> None:
+        info = (f"loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} tok/s  "
+                f"ETA {fmt_duration(eta)}")
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, info=info)
+        elif not self.quiet:
+            total = f"/{self.total}" if self.total else ""
+            print(f"step {step}{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  grad_norm {rec['grad_norm']:.3f}  "
+                  f"{rec['tokens_per_s']:,.0f} tok/s  ETA {fmt_duration(eta)}", flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

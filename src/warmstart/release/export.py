@@ -1,0 +1,239 @@
+"""`warmstart export`: convert a checkpoint to a HF directory, a single safetensors file or GGUF.
+
+Every export is read back through warmstart's own loader before success is declared:
+the re-read model's logits on a probe must equal the logits of the source weights
+rounded to the export dtype (max abs diff <= 1e-4 relative to the logit scale, fp32
+compute), its config must give the same model, and its tokenizer must give the same ids
+on the probe text. A failed check removes the output.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from warmstart.errors import CheckFailedError, UsageError
+from warmstart.release._formats import parse_checkpoint
+from warmstart.release._meta import read_provenance
+from warmstart.release._report import PROBE_TEXT, build_model, probe_ids
+from warmstart.release.gguf_write import GGUF_DTYPES, gguf_tensor_type, roundtrip_value, write_gguf
+
+TARGETS = ("hf", "safetensors", "gguf")
+TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+STRICT_TOL = 1e-4
+# Expected distance from the fp32 source (reported, not gated): the dtype's own rounding.
+DTYPE_TOL = {"f32": 1e-4, "f16": 2e-2, "bf16": 8e-2, "q8_0": 8e-2}
+
+
+def resolve_root(path: str | Path) -> Path:
+    """A run directory stands for its latest checkpoint (as the loader does)."""
+    p = Path(path)
+    try:
+        from warmstart.checkpoint.load import _resolve_run_dir
+
+        return _resolve_run_dir(p) if p.is_dir() else p
+    except ImportError:  # pragma: no cover
+        return p
+
+
+def _tensor_type(target: str, dtype: str, name: str, shape: tuple[int, ...]) -> str:
+    if target == "gguf":
+        return gguf_tensor_type(name, shape, dtype)
+    return {"f32": "F32", "f16": "F16", "bf16": "BF16"}[dtype]
+
+
+def export_checkpoint(
+    src: str | Path,
+    to: str,
+    out: str | Path,
+    *,
+    dtype: str | None = None,
+    overwrite: bool = False,
+    verify: bool = True,
+    ckpt=None,
+    model=None,
+) -> dict[str, Any]:
+    from warmstart.checkpoint import load_checkpoint
+
+    to = to.lower()
+    if to not in TARGETS:
+        raise UsageError(f"unknown export target '{to}'", fix="use --to hf, --to safetensors or --to gguf")
+    dtype = (dtype or ("f16" if to == "gguf" else "f32")).lower()
+    if dtype not in GGUF_DTYPES:
+        raise UsageError(f"unknown dtype '{dtype}'", fix=f"use one of: {', '.join(GGUF_DTYPES)}")
+    if dtype == "q8_0" and to != "gguf":
+        raise UsageError("q8_0 is a GGUF quantisation", fix="use --to gguf with --dtype q8_0, or f32/f16/bf16")
+    out = Path(out)
+    src_path = Path(src)
+    if out.exists():
+        try:
+            same = out.resolve() == src_path.resolve()
+        except OSError:
+            same = False
+        if same or not overwrite:
+            raise UsageError(f"the output {out} already exists" + (" (it is the input)" if same else ""),
+                             fix="choose a new path with -o" + ("" if same else ", or pass --overwrite"))
+    if ckpt is None:
+        ckpt = load_checkpoint(src)
+    cfg = ckpt.model_config()
+    if model is None:
+        model = build_model(ckpt, cfg)
+    sd = model.canonical_state_dict()
+    names = list(sd)
+    rc = parse_checkpoint(resolve_root(ckpt.root if hasattr(ckpt, "root") else ckpt.path))
+    prov = read_provenance(rc)
+    prov.update({"architecture": cfg.family, "hf_architecture": cfg.hf_architecture, "model_type": cfg.model_type})
+    prov.setdefault("exported_from", str(ckpt.path))
+    tok = ckpt.tokenizer
+    types = {n: _tensor_type(to, dtype, n, tuple(t.shape)) for n, t in sd.items()}
+
+    staging_existing = None
+    if out.exists() and overwrite:
+        staging_existing = out.with_name(f".{out.name}.replaced")
+        if staging_existing.exists():
+            _remove(staging_existing)
+        out.rename(staging_existing)
+    try:
+        if to == "gguf":
+            pre = None
+            if rc.format == "gguf":
+                pre = rc.files[0].metadata.get("tokenizer.ggml.pre")
+            else:
+                pre = _pre_from_tokenizer(tok)
+            write_gguf(out, cfg, names, lambda n: sd[n], tokenizer=tok, dtype=dtype, provenance=prov,
+                       tokenizer_pre=pre)
+        elif to == "safetensors":
+            from warmstart.checkpoint.write import save_safetensors
+
+            tdt = TORCH_DTYPES[dtype]
+            tensors = {n: t.detach().to(tdt).contiguous() for n, t in sd.items()}
+            meta = {"config": json.dumps(cfg.to_hf_config(str(tdt).removeprefix("torch.")))}
+            for k, v in prov.items():
+                meta[k] = v if isinstance(v, str) else json.dumps(v, default=str)
+            if tok is not None:
+                meta["tokenizer"] = tok.to_str()
+            save_safetensors(out, tensors, meta)
+        else:
+            from warmstart.checkpoint.write import save_hf_checkpoint
+
+            tdt = TORCH_DTYPES[dtype]
+            tensors = {n: t.detach().to(tdt).contiguous() for n, t in sd.items()}
+            gen = None
+            if rc.format == "hf-dir" and (rc.path / "generation_config.json").exists():
+                try:
+                    gen = json.loads((rc.path / "generation_config.json").read_text())
+                except (OSError, json.JSONDecodeError):
+                    gen = None
+            save_hf_checkpoint(out, cfg, tensors, tokenizer=tok, provenance=prov, generation_config=gen)
+        report: dict[str, Any] = {"input": str(ckpt.path), "output": str(out), "to": to, "dtype": dtype,
+                                  "family": cfg.family, "tensors": len(names),
+                                  "tensor_types": sorted(set(types.values()))}
+        if verify:
+            report["verify"] = verify_roundtrip(model, cfg, out, types, tok)
+    except BaseException:
+        _remove(out)
+        if staging_existing is not None:
+            staging_existing.rename(out)
+        raise
+    if staging_existing is not None:
+        _remove(staging_existing)
+    return report
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists():
+        p.unlink()
+
+
+def _pre_from_tokenizer(tok) -> str | None:
+    """llama.cpp's tokenizer.ggml.pre name for a tokenizer.json's split regex."""
+    if tok is None:
+        return None
+    try:
+        from warmstart.checkpoint.gguf_read import PRE_TOKENIZER_SPLITS
+    except ImportError:  # pragma: no cover
+        return "gpt2"
+    text = json.dumps(json.loads(tok.to_str()).get("pre_tokenizer") or {})
+    for name in ("qwen2", "llama-bpe", "gpt-4o"):
+        pattern = PRE_TOKENIZER_SPLITS.get(name)
+        if pattern and json.dumps(pattern)[1:-1] in text:
+            return name
+    return "gpt2"
+
+
+@torch.no_grad()
+def verify_roundtrip(model, cfg, out: Path, types: dict[str, str], tok=None) -> dict[str, Any]:
+    """Read ``out`` back through warmstart's loader; compare config, logits and tokenizer ids."""
+    from warmstart.checkpoint import load_checkpoint
+
+    back = load_checkpoint(out)
+    try:
+        cfg2 = back.model_config()
+        diffs = [k for k in ("family", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                             "head_dim", "intermediate_size", "tie_word_embeddings", "attention_bias", "qk_norm")
+                 if getattr(cfg, k) != getattr(cfg2, k)]
+        for k in ("rope_theta", "rms_norm_eps"):
+            if abs(getattr(cfg, k) - getattr(cfg2, k)) > 1e-6 * max(1.0, abs(getattr(cfg, k))):
+                diffs.append(k)
+        if diffs:
+            raise CheckFailedError(
+                f"the exported config reads back differently: "
+                + ", ".join(f"{k} {getattr(cfg, k)} -> {getattr(cfg2, k)}" for k in diffs),
+                code="WS303", why="the export was removed", path=out, fix="report this as a bug")
+        m2 = build_model(back, cfg2)
+        ids = probe_ids(tok, cfg.vocab_size)
+        ref_model = _rounded_copy(model, cfg, types)
+        ref = ref_model(ids).float()
+        src_logits = model(ids).float()
+        got = m2(ids).float()
+        scale = max(1.0, float(ref.abs().max()))
+        strict = float((got - ref).abs().max()) / scale
+        vs_src = float((got - src_logits).abs().max()) / max(1.0, float(src_logits.abs().max()))
+        result: dict[str, Any] = {"max_rel_diff_vs_rounded_source": strict, "max_rel_diff_vs_fp32_source": vs_src,
+                                  "tolerance": STRICT_TOL, "probe_tokens": int(ids.shape[1])}
+        if not strict <= STRICT_TOL:
+            raise CheckFailedError(
+                f"the export's logits differ from the source's: max relative diff {strict:.3g} > {STRICT_TOL}",
+                code="WS303", why="the file does not hold the model it was written from; the export was removed",
+                path=out, fix="report this as a bug")
+        tok2 = back.tokenizer
+        if tok is not None:
+            if tok2 is None:
+                raise CheckFailedError("the export lost the tokenizer", code="WS303", path=out,
+                                       fix="report this as a bug")
+            a = tok.encode(PROBE_TEXT, add_special_tokens=False).ids
+            b = tok2.encode(PROBE_TEXT, add_special_tokens=False).ids
+            if a != b:
+                first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                raise CheckFailedError(
+                    f"the export's tokenizer gives different ids on the probe text (first difference at token "
+                    f"{first}: {a[first:first + 3]} vs {b[first:first + 3]})", code="WS303", path=out,
+                    why="the export was removed", fix="report this as a bug")
+            result["tokenizer_ids_equal"] = True
+        return result
+    finally:
+        back.close()
+
+
+def _rounded_copy(model, cfg, types: dict[str, str]):
+    """The source model with every tensor rounded to the type it is stored as."""
+    import copy
+
+    ref = copy.deepcopy(model)
+    params = dict(ref.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, gtype in types.items():
+            if name in params and gtype != "F32":
+                params[name].copy_(roundtrip_value(params[name], gtype))
+        if cfg.tie_word_embeddings:
+            ref.lm_head.weight = ref.model.embed_tokens.weight
+    return ref
+
+
+__all__ = ["DTYPE_TOL", "STRICT_TOL", "TARGETS", "export_checkpoint", "resolve_root", "verify_roundtrip"]

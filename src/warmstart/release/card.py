@@ -1,0 +1,239 @@
+"""`warmstart card`: a Hugging Face model card from a checkpoint's metadata and its run log.
+
+YAML front matter: license, base_model (warm starts: warmstart.json parent), datasets, tags,
+library_name, pipeline_tag, model-index (val_loss and perplexity). Sections: intended use and
+limits, training procedure (the run's config.yaml when the checkpoint sits in a run directory),
+loss trajectory (metrics.jsonl), data, how to use (transformers), reproduce.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from warmstart.errors import UsageError
+from warmstart.release._formats import parse_checkpoint
+from warmstart.release._meta import read_provenance
+
+
+def find_run_dir(root: Path) -> Path | None:
+    """RUN_DIR for RUN_DIR/checkpoints/step-NNNNNN (or the run dir itself)."""
+    root = Path(root)
+    if root.is_dir() and (root / "config.yaml").is_file() and (root / "checkpoints").is_dir():
+        return root
+    for cand in (root.parent.parent, root.parent):
+        if root.parent.name == "checkpoints" and (cand / "config.yaml").is_file():
+            return cand
+    return None
+
+
+def read_metrics(run_dir: Path | None) -> list[dict]:
+    if run_dir is None or not (run_dir / "metrics.jsonl").is_file():
+        return []
+    rows = []
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            rows.append(rec)
+    return rows
+
+
+def loss_table(rows: list[dict], max_rows: int = 20) -> str:
+    evals = [r for r in rows if isinstance(r.get("val_loss"), (int, float))]
+    train = {r["step"]: r for r in rows if isinstance(r.get("loss"), (int, float)) and "step" in r}
+    if not evals and not train:
+        return "_No metrics log (metrics.jsonl) was found beside this checkpoint._\n"
+    if evals:
+        pick = evals if len(evals) <= max_rows else [evals[round(i * (len(evals) - 1) / (max_rows - 1))]
+                                                     for i in range(max_rows)]
+        lines = ["| step | tokens seen | train loss | val loss | val perplexity |",
+                 "|---:|---:|---:|---:|---:|"]
+        train_steps = sorted(train)
+        for r in pick:
+            st = r.get("step", 0)
+            near = max((s for s in train_steps if s <= st), default=None)
+            tl = f"{train[near]['loss']:.4f}" if near is not None else "–"
+            vl = float(r["val_loss"])
+            ppl = f"{math.exp(vl):.2f}" if vl < 50 else "inf"
+            lines.append(f"| {st} | {r.get('tokens_seen', '–')} | {tl} | {vl:.4f} | {ppl} |")
+        return "\n".join(lines) + "\n"
+    steps = sorted(train)
+    pick = steps if len(steps) <= max_rows else [steps[round(i * (len(steps) - 1) / (max_rows - 1))]
+                                                 for i in range(max_rows)]
+    lines = ["| step | tokens seen | train loss | lr |", "|---:|---:|---:|---:|"]
+    for s in pick:
+        r = train[s]
+        lines.append(f"| {s} | {r.get('tokens_seen', '–')} | {r['loss']:.4f} | {r.get('lr', '–')} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_card(ckpt_path: str | Path, *, ckpt=None) -> str:
+    from warmstart.checkpoint import load_checkpoint
+
+    ckpt = ckpt or load_checkpoint(ckpt_path)
+    root = Path(getattr(ckpt, "root", ckpt.path))
+    rc = parse_checkpoint(root)
+    prov = read_provenance(rc)
+    try:
+        cfg = ckpt.model_config()
+    except Exception:  # noqa: BLE001 - a card can still be written
+        cfg = None
+    run_dir = find_run_dir(Path(ckpt.path)) or find_run_dir(root)
+    run_cfg: dict = {}
+    if run_dir is not None:
+        try:
+            run_cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            run_cfg = {}
+    rows = read_metrics(run_dir)
+    family = (cfg.family if cfg else prov.get("architecture")) or "unknown"
+    name = (run_dir.name + "-" + root.name) if run_dir is not None and root != run_dir else root.name
+    name = name.removesuffix(".gguf").removesuffix(".safetensors")
+    parent = prov.get("parent")
+    base_model = None
+    if isinstance(parent, dict):
+        base_model = parent.get("name") or parent.get("path")
+    elif isinstance(parent, str):
+        base_model = parent
+    sources = prov.get("data_sources") or []
+    if isinstance(sources, str):
+        sources = [sources]
+    val_loss = prov.get("val_loss")
+    if not isinstance(val_loss, (int, float)):
+        evals = [r["val_loss"] for r in rows if isinstance(r.get("val_loss"), (int, float))]
+        val_loss = evals[-1] if evals else None
+
+    front: dict[str, Any] = {}
+    front["license"] = prov.get("license") or "other"
+    if base_model:
+        front["base_model"] = base_model
+    if sources:
+        front["datasets"] = [str(s) for s in sources]
+    front["library_name"] = "transformers"
+    front["pipeline_tag"] = "text-generation"
+    front["tags"] = ["warmstart", family, "text-generation",
+                     "continued-pretraining" if base_model else "pretraining"]
+    if val_loss is not None:
+        front["model-index"] = [{
+            "name": name,
+            "results": [{
+                "task": {"type": "text-generation", "name": "Causal language modeling"},
+                "dataset": {"name": ", ".join(map(str, sources)) or "held-out split",
+                            "type": str(sources[0]) if sources else "custom"},
+                "metrics": [
+                    {"type": "loss", "name": "val_loss", "value": round(float(val_loss), 4)},
+                    {"type": "perplexity", "name": "perplexity",
+                     "value": round(math.exp(float(val_loss)), 3) if float(val_loss) < 50 else None},
+                ],
+            }],
+        }]
+    parts = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
+    parts.append(f"# {name}\n")
+    n_params = None
+    try:
+        n_params = ckpt.num_parameters()
+    except Exception:  # noqa: BLE001
+        pass
+    desc = f"A {family} decoder-only language model"
+    if n_params:
+        desc += f" with {n_params / 1e6:.1f}M parameters"
+    desc += (f", continued-pretrained from `{base_model}`" if base_model else ", pretrained from scratch")
+    desc += " with [warmstart](https://pypi.org/project/warmstart/)."
+    parts.append(desc + "\n")
+    if cfg is not None:
+        parts.append(f"Architecture: `{cfg.hf_architecture}` (model_type `{cfg.model_type}`), {cfg.num_layers} "
+                     f"layers, hidden size {cfg.hidden_size}, {cfg.num_heads} attention heads "
+                     f"({cfg.num_kv_heads} key/value heads), vocabulary {cfg.vocab_size}, context "
+                     f"{cfg.max_position_embeddings}.\n")
+
+    parts.append("## Intended use and limits\n")
+    parts.append("A base (not instruction-tuned) causal language model for research and for further "
+                 "fine-tuning: text and code continuation, perplexity scoring. It has not been aligned or "
+                 "evaluated for safety; it can produce incorrect, biased or offensive text and must not be used "
+                 "for decisions about people. Its knowledge is limited to its training data"
+                 + (f" ({', '.join(map(str, sources))})" if sources else "") + ".\n")
+
+    parts.append("## Training procedure\n")
+    if prov.get("step") is not None or prov.get("tokens_seen") is not None:
+        parts.append(f"- steps: {prov.get('step', '–')}\n- tokens seen: {prov.get('tokens_seen', '–')}\n"
+                     f"- validation loss at save: {val_loss if val_loss is not None else '–'}\n"
+                     f"- data fingerprint: `{prov.get('data_fingerprint', '–')}`\n"
+                     f"- warmstart version: {prov.get('warmstart_version', '–')}\n")
+    if base_model:
+        sha = parent.get("sha256") if isinstance(parent, dict) else None
+        parts.append(f"- initialised from: `{base_model}`" + (f" (sha256 `{sha[:16]}…`)" if sha else "") + "\n")
+    if run_cfg:
+        parts.append("\nRun configuration (`config.yaml` of the run):\n")
+        parts.append("| setting | value |\n|---|---|")
+        for k, v in run_cfg.items():
+            if isinstance(v, (dict, list)):
+                v = json.dumps(v)
+            parts.append(f"| {k} | {str(v).replace('|', '/')} |")
+        parts.append("")
+    elif not (prov.get("step") or base_model):
+        parts.append("_No training record was found with this checkpoint._\n")
+
+    parts.append("## Loss trajectory\n")
+    parts.append(loss_table(rows))
+
+    parts.append("## Data\n")
+    if sources:
+        parts.append("Training data: " + ", ".join(f"`{s}`" for s in sources) + ".")
+    else:
+        parts.append("Training data: not recorded.")
+    parts.append(f"Data license: {prov.get('data_license') or 'not recorded'}.\n")
+
+    parts.append("## How to use\n")
+    if rc.format == "gguf":
+        fname = Path(rc.path).name
+        parts.append("```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                     f"repo = \"REPO_ID\"  # or a local directory holding {fname}\n"
+                     f"tokenizer = AutoTokenizer.from_pretrained(repo, gguf_file=\"{fname}\")\n"
+                     f"model = AutoModelForCausalLM.from_pretrained(repo, gguf_file=\"{fname}\")\n"
+                     "ids = tokenizer(\"def fibonacci(n):\", return_tensors=\"pt\").input_ids\n"
+                     "print(tokenizer.decode(model.generate(ids, max_new_tokens=40)[0]))\n```\n")
+    else:
+        parts.append("```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                     "repo = \"REPO_ID\"  # or the local checkpoint directory\n"
+                     "tokenizer = AutoTokenizer.from_pretrained(repo)\n"
+                     "model = AutoModelForCausalLM.from_pretrained(repo)\n"
+                     "ids = tokenizer(\"def fibonacci(n):\", return_tensors=\"pt\").input_ids\n"
+                     "print(tokenizer.decode(model.generate(ids, max_new_tokens=40)[0]))\n```\n")
+    parts.append("With warmstart:\n\n```bash\nwarmstart generate CKPT --prompt \"def fibonacci(n):\"\n"
+                 "warmstart eval CKPT --data my_corpus.txt\n```\n")
+
+    parts.append("## Reproduce\n")
+    if run_dir is not None:
+        cmd = f"warmstart pretrain --config {run_dir / 'config.yaml'}"
+        if base_model and "init" not in run_cfg:
+            cmd += f" --init {base_model}"
+        parts.append(f"```bash\n{cmd}\n```\n")
+    else:
+        cmd = "warmstart pretrain" + (f" --init {base_model}" if base_model else " --preset <preset>") \
+            + (" --data " + " --data ".join(map(str, sources)) if sources else "")
+        parts.append(f"```bash\n{cmd}\n```\n")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write_card(ckpt_path: str | Path, out: str | Path, *, force: bool = False) -> Path:
+    from warmstart.checkpoint.write import atomic_write_text
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise UsageError(f"{out} already exists", why="card never replaces a file unless asked",
+                         fix="pass --force to replace it, or choose another path with -o")
+    if out.exists() and out.is_dir():
+        raise UsageError(f"{out} is a directory", fix="give a file path such as CKPT/README.md")
+    text = build_card(ckpt_path)
+    atomic_write_text(out, text)
+    return out
+
+
+__all__ = ["build_card", "find_run_dir", "loss_table", "read_metrics", "write_card"]

@@ -1,0 +1,130 @@
+"""GGUF reading on tiny files written here: name mapping, llama q/k un-permutation, dequantisation,
+config, tokenizer; and parity with transformers' own GGUF loader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from warmstart.checkpoint import load_checkpoint
+from warmstart.checkpoint.gguf_names import gguf_to_hf, hf_to_gguf, permute_rows, unpermute_rows
+from warmstart.errors import UnreadableError
+from warmstart.init.population import populate_model
+
+from .gguf_helpers import write_tiny_gguf
+
+
+def test_name_mapping_roundtrip():
+    pairs = {
+        "token_embd.weight": "model.embed_tokens.weight",
+        "output_norm.weight": "model.norm.weight",
+        "output.weight": "lm_head.weight",
+        "blk.3.attn_q.weight": "model.layers.3.self_attn.q_proj.weight",
+        "blk.3.attn_k.bias": "model.layers.3.self_attn.k_proj.bias",
+        "blk.0.attn_output.weight": "model.layers.0.self_attn.o_proj.weight",
+        "blk.1.attn_q_norm.weight": "model.layers.1.self_attn.q_norm.weight",
+        "blk.1.attn_k_norm.weight": "model.layers.1.self_attn.k_norm.weight",
+        "blk.2.ffn_gate.weight": "model.layers.2.mlp.gate_proj.weight",
+        "blk.2.ffn_up.weight": "model.layers.2.mlp.up_proj.weight",
+        "blk.2.ffn_down.weight": "model.layers.2.mlp.down_proj.weight",
+        "blk.2.attn_norm.weight": "model.layers.2.input_layernorm.weight",
+        "blk.2.ffn_norm.weight": "model.layers.2.post_attention_layernorm.weight",
+    }
+    for g, h in pairs.items():
+        assert gguf_to_hf(g) == h
+        assert hf_to_gguf(h) == g
+    assert gguf_to_hf("rope_freqs.weight") == "rope_freqs.weight"  # unknown names pass through
+
+
+def test_unpermute_inverts_permute():
+    w = np.arange(8 * 4 * 3, dtype=np.float32).reshape(32, 3)
+    for heads in (1, 2, 4):
+        p = permute_rows(w, heads)
+        assert not np.array_equal(p, w)
+        assert np.array_equal(unpermute_rows(p, heads), w)
+
+
+@pytest.mark.parametrize("preset, weight_type, embed_type", [
+    ("llama-tiny", "Q8_0", "F16"),
+    ("llama-tiny", "Q4_0", "Q8_0"),
+    ("llama-tiny", "Q4_1", "F32"),
+    ("qwen2-tiny", "Q8_0", "F16"),
+    ("qwen3-tiny", "F16", "Q8_0"),
+])
+def test_tiny_gguf_tensors_config_model(tmp_path, tiny_model_factory, tiny_tokenizer, preset, weight_type,
+                                        embed_type):
+    model = tiny_model_factory(preset)
+    path = tmp_path / "tiny.gguf"
+    expected = write_tiny_gguf(path, model, tiny_tokenizer, weight_type=weight_type, embed_type=embed_type)
+    ckpt = load_checkpoint(path)
+    assert ckpt.format == "gguf"
+    assert ckpt.declared_claims() == [("GGUF general.architecture", model.cfg.family)]
+    assert set(ckpt.tensor_info) == set(expected)
+    q = ckpt.tensor_info["model.layers.0.self_attn.q_proj.weight"]
+    assert q.dtype == weight_type and q.source_name == "blk.0.attn_q.weight"
+    for name, ref in expected.items():
+        got = ckpt.tensor(name)
+        assert tuple(got.shape) == ref.shape, name
+        assert torch.equal(got.float(), torch.from_numpy(ref)), name  # exact: un-permuted, dequantised
+    cfg = ckpt.model_config()
+    for field in ("family", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                  "intermediate_size", "rope_theta", "rms_norm_eps", "tie_word_embeddings", "attention_bias",
+                  "qk_norm"):
+        assert getattr(cfg, field) == getattr(model.cfg, field), field
+    populated = populate_model(ckpt)
+    ref_model = tiny_model_factory(preset)
+    ref_model.load_state_dict({k: torch.from_numpy(v) for k, v in expected.items()}, strict=False)
+    ids = torch.randint(0, cfg.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(populated(ids), ref_model(ids), atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["llama-tiny", "qwen2-tiny", "qwen3-tiny"])
+def test_tiny_gguf_matches_transformers(tmp_path, tiny_model_factory, tiny_tokenizer, preset):
+    transformers = pytest.importorskip("transformers")
+    model = tiny_model_factory(preset)
+    if preset == "qwen3-tiny":
+        # transformers' GGUF loader ignores qwen3.attention.key_length and uses Qwen3Config's
+        # default head_dim (128); give the tiny model that head_dim so both sides agree.
+        from warmstart.arch import CausalLM
+
+        torch.manual_seed(0)
+        model = CausalLM(model.cfg.replace(head_dim=128)).eval()
+        model.reset_parameters(seed=0)
+    write_tiny_gguf(tmp_path / "tiny.gguf", model, tiny_tokenizer, weight_type="Q8_0", embed_type="F16")
+    ckpt = load_checkpoint(tmp_path / "tiny.gguf")
+    ours = populate_model(ckpt)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf",
+                                                          dtype=torch.float32).eval()
+    ids = torch.randint(0, 512, (2, 20), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        diff = (ours(ids) - hf(ids).logits).abs().max().item()
+    assert diff <= 1e-4
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="tiny.gguf")
+    for text in ["def f(x):\n    return x  # é", "<|endoftext|>import os", "  indented\n\n\ttab"]:
+        assert ckpt.tokenizer.encode(text).ids == tok(text)["input_ids"], text
+
+
+def test_truncated_gguf(tmp_path, tiny_model_factory):
+    model = tiny_model_factory("llama-tiny")
+    path = tmp_path / "tiny.gguf"
+    write_tiny_gguf(path, model)
+    data = path.read_bytes()
+    for cut in (len(data) - 100, 200, 10):
+        bad = tmp_path / f"cut{cut}.gguf"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(UnreadableError, match="truncated|corrupt") as err:
+            load_checkpoint(bad)
+        assert str(bad) in str(err.value)
+
+
+def test_unsupported_gguf_version(tmp_path, tiny_model_factory):
+    model = tiny_model_factory("llama-tiny")
+    path = tmp_path / "tiny.gguf"
+    write_tiny_gguf(path, model)
+    data = bytearray(path.read_bytes())
+    data[4:8] = (7).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnreadableError, match="GGUF version 7"):
+        load_checkpoint(path)

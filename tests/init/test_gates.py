@@ -261,3 +261,14 @@ def test_step0_gate(hf_family_dirs):
     step0_gate(warm, val_loss=2.3, data_fingerprint="other-data")  # not comparable: allowed
     with pytest.raises(UntrainedInitError):
         step0_gate(warm, val_loss=float("nan"), data_fingerprint="abc")
+
+
+# ------------------------------------------------------------------- GGUF
+@pytest.mark.smollm2
+def test_real_smollm2_gguf_passes_gates_1_to_6():
+    warm = prepare_warm_start("smollm2-135m-instruct")
+    assert all(r.status == "passed" for r in warm.report), [r.line() for r in warm.report]
+    assert warm.config.family == "llama" and warm.config.vocab_size == 49152
+    assert warm.tokenizer.get_vocab_size() == 49152
+    assert warm.provenance_parent["format"] == "gguf"
+    assert sum(p.numel() for p in warm.model.parameters()) == 134_515_008

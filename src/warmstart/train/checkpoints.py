@@ -32,6 +32,18 @@ STEP_RE = re.compile(r"^step-(\d{6,})$")
 SLOW_SAVE_ENV = "WARMSTART_TEST_SLOW_SAVE"  # seconds to pause inside a save (tests widen the crash window)
 
 
+def _test_pause(step: int) -> None:
+    """Test hook: ``WARMSTART_TEST_SLOW_SAVE=SECONDS`` or ``SECONDS@STEP`` pauses a save after every file
+    is written but before the checkpoint is renamed into place (the window a crash test aims at)."""
+    spec = os.environ.get(SLOW_SAVE_ENV)
+    if not spec:
+        return
+    secs, _, at = spec.partition("@")
+    if at and int(at) != step:
+        return
+    time.sleep(float(secs))
+
+
 def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
@@ -177,9 +189,7 @@ def save_run_checkpoint(
         _write_json(ts / "state.json", full_state)
         fsync_dir(ts)
         fsync_dir(staging)
-        slow = os.environ.get(SLOW_SAVE_ENV)
-        if slow:
-            time.sleep(float(slow))
+        _test_pause(step)
         if final.exists():
             aside = ckdir / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(final, aside)

@@ -182,6 +182,10 @@ def resolve_config(flags: dict[str, Any] | None = None, config_path: str | None 
         merged.update(base)
     merged.update(file_cfg)
     merged.update(flags)
+    # A time or token budget given without a step budget replaces the default step budget.
+    given = {**file_cfg, **flags}
+    if ("max_time" in given or "max_tokens" in given) and "max_steps" not in given:
+        merged["max_steps"] = None
     if resume:
         merged["resume"] = str(resume)
         merged["out"] = str(resume)

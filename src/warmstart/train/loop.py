@@ -181,8 +181,10 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
                                   allow_unused_tensors=cfg.allow_unused_tensors,
                                   trust_pickle=cfg.trust_pickle, device=device)
         for gate in getattr(warm, "report", []) or []:
-            detail = f": {gate.detail}" if getattr(gate, "detail", "") else ""
-            say(f"gate {gate.name}: {gate.status}{detail}")
+            if hasattr(gate, "line"):
+                say(gate.line())
+            else:
+                say(f"gate {gate.name}: {gate.status} {getattr(gate, 'detail', '')}".rstrip())
         mcfg = warm.config
         tokenizer = warm.tokenizer
         parent = warm.provenance_parent

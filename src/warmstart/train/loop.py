@@ -413,6 +413,13 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
                 t_interval = now
             if eval_now:
                 last_val = evaluate(model, ds, cfg.eval_tokens, cfg.batch_size, device, amp)
+                if not math.isfinite(last_val):
+                    raise DivergenceError(
+                        f"training diverged by step {step}: the validation loss is {last_val}",
+                        why="the weights after this step no longer give finite outputs; nothing from this step "
+                            f"was written and the last good checkpoint is {last_ckpt or 'none (no checkpoint yet)'}",
+                        fix=f"lower --lr (now {cfg.lr:g}), lengthen --warmup-steps (now {cfg.warmup_steps}) or "
+                            f"keep --grad-clip on, then start again or --resume {run_dir}", path=run_dir)
                 rec["val_loss"] = last_val
                 rec.setdefault("tokens_seen", tokens_seen)
                 say(f"step {step}: val_loss {last_val:.4f}")

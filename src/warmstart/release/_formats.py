@@ -152,6 +152,13 @@ _GGUF_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7
                 10: "<Q", 11: "<q", 12: "<d"}
 
 
+class SkippedStrings(int):
+    """Stands for a GGUF string array that was bounds-checked but not decoded (its length)."""
+
+    def __repr__(self) -> str:
+        return f"<{int(self)} strings>"
+
+
 class _Cursor:
     def __init__(self, buf: memoryview, path: Path) -> None:
         self.buf, self.pos, self.path = buf, 0, path
@@ -191,6 +198,13 @@ class _Cursor:
                 size = struct.calcsize(fmt)
                 raw = self.take(size * n)
                 return list(struct.unpack("<" + fmt[1:] * n, raw)) if n else []
+            if sub == 8:  # string arrays (vocabularies, merges): bounds-checked, not decoded
+                for _ in range(n):
+                    ln = struct.unpack("<Q", self.take(8))[0]
+                    if self.pos + ln > len(self.buf):
+                        self.take(ln)  # raises Unreadable
+                    self.pos += ln
+                return SkippedStrings(n)
             return [self.value(sub) for _ in range(n)]
         raise Unreadable(f"{self.path}: unknown GGUF value type {vtype} (corrupted header)")
 

@@ -139,11 +139,27 @@ def default_fixed_path(ckpt_path: str | Path) -> Path:
     return p.with_name(p.stem + "-fixed" + p.suffix) if p.suffix else p.with_name(p.name + "-fixed")
 
 
+def _display_path(ckpt_path: str | Path) -> tuple[str | Path, str | None]:
+    """A file shipped in a Python package is shown by its alias (e.g. smollm2-135m-instruct)."""
+    try:
+        from warmstart.checkpoint.aliases import ALIASES
+    except ImportError:  # pragma: no cover
+        return ckpt_path, None
+    name = Path(ckpt_path).name
+    for alias, (_pkg, filename, _pip) in ALIASES.items():
+        if name == filename and "site-packages" in str(ckpt_path):
+            return alias, f"{alias}-fixed{Path(filename).suffix}"
+    return ckpt_path, None
+
+
 def stamp_recipe(ckpt_path: str | Path, family: str | None, extra_flags: list[str] | None = None,
                  out: str | Path | None = None) -> str:
     """The `warmstart stamp` line that supplies identity (and the listed provenance flags)."""
     import shlex
 
+    ckpt_path, alias_out = _display_path(ckpt_path)
+    if out is None and alias_out is not None:
+        out = alias_out
     parts = ["warmstart", "stamp", shlex.quote(str(ckpt_path))]
     if family:
         ident = family_identity(family)

@@ -1,0 +1,412 @@
+"""``warmstart inspect``, ``warmstart eval``, ``warmstart generate``."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from warmstart.cli import app
+from warmstart.errors import TokenizerError, UsageError
+
+_INSPECT_HELP = """Show what a checkpoint is: format, declared architecture claims, family, parameter
+count, dtypes, vocabulary, tokenizer, metadata and lineage. Any format: a Hugging Face directory,
+a run directory, a single .safetensors file, a GGUF file, or an alias.
+
+Examples:
+
+  warmstart inspect smollm2-135m-instruct
+
+  warmstart inspect runs/demo --tensors       # + the tensor table
+
+  warmstart inspect model.safetensors --json  # one JSON object
+
+  warmstart inspect runs/demo --quality       # + the 0-100 provenance score
+"""
+
+_EVAL_HELP = """Mean next-token loss and perplexity of a checkpoint on a text file or a directory of .py files.
+
+The text is tokenized with the checkpoint's tokenizer (or --tokenizer), documents are joined with
+EOS, and the token stream is cut into non-overlapping windows of --seq-len; every token after the
+first is predicted exactly once.
+
+Examples:
+
+  warmstart eval smollm2-135m-instruct --data /usr/lib/python3.11/textwrap.py
+
+  warmstart eval runs/demo --data ./src --include '*.py' --max-tokens 20000 --json
+
+  warmstart eval model.gguf --data notes.txt --seq-len 1024 --batch-size 4 --device cuda
+"""
+
+_GENERATE_HELP = """Sample text from a checkpoint (KV cache; greedy at --temperature 0, else temperature and
+top-p sampling, reproducible with --seed).
+
+Examples:
+
+  warmstart generate smollm2-135m-instruct --prompt "def fibonacci(n):"
+
+  warmstart generate runs/demo --prompt "import os" --max-new-tokens 64 --temperature 0.8 --top-p 0.95 --seed 1
+
+  warmstart generate model.gguf --prompt "Hello" --json
+"""
+
+
+# ---------------------------------------------------------------- shared
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _load(ckpt_arg: str, trust_pickle: bool):
+    from warmstart.checkpoint import load_checkpoint, resolve_checkpoint_path
+
+    return load_checkpoint(resolve_checkpoint_path(ckpt_arg), trust_pickle=trust_pickle)
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UsageError(f"--device '{name}' is not one of auto, cpu, cuda", fix="use --device auto|cpu|cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available",
+                         fix="use --device cpu (or auto)")
+    return torch.device(name)
+
+
+def _tokenizer(ckpt, tokenizer_path: Optional[Path]):
+    if tokenizer_path is not None:
+        from tokenizers import Tokenizer
+
+        if not tokenizer_path.is_file():
+            raise UsageError(f"--tokenizer {tokenizer_path} does not exist", fix="pass a tokenizer.json file")
+        try:
+            return Tokenizer.from_file(str(tokenizer_path))
+        except Exception as err:  # noqa: BLE001 - tokenizers raises plain Exception
+            raise UsageError(f"--tokenizer {tokenizer_path} is not a tokenizer.json ({err})") from None
+    if ckpt.tokenizer is None:
+        raise UsageError("the checkpoint has no tokenizer (no tokenizer.json, no GGUF vocabulary)",
+                         fix="pass the model's tokenizer.json with --tokenizer", path=ckpt.path)
+    return ckpt.tokenizer
+
+
+def _model(ckpt, device, allow_unused: bool):
+    from warmstart.init.population import populate_model
+
+    model = populate_model(ckpt, allow_unused=allow_unused, device=device)
+    return model.eval()
+
+
+def _check_tokenizer_fits(tok, vocab_rows: int, path) -> None:
+    size = tok.get_vocab_size(with_added_tokens=True)
+    if size > vocab_rows:
+        raise TokenizerError(
+            f"the tokenizer has {size} tokens but the model's embedding has {vocab_rows} rows",
+            why="ids at or above the embedding size cannot be looked up",
+            fix="use the tokenizer the model was trained with", path=path)
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def inspect_summary(ckpt, *, tensors: bool = False) -> dict:
+    """The JSON-able summary ``warmstart inspect`` prints (also used by tests and other commands)."""
+    from warmstart.arch.families import get_family, normalize_family
+    from warmstart.errors import WarmstartError
+
+    claims = ckpt.declared_claims()
+    declared = None
+    for _, value in claims:
+        declared = normalize_family(value)
+        if declared:
+            break
+    try:
+        from warmstart.init.evidence import infer_family_from_names
+
+        evidence, evidence_why = infer_family_from_names(ckpt.tensor_info)
+    except ImportError:  # pragma: no cover - during bring-up only
+        evidence, evidence_why = None, ""
+    fam = get_family(declared or evidence)
+    config_error = None
+    try:
+        cfg = ckpt.model_config()
+        model_summary = {k: getattr(cfg, k) for k in (
+            "family", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+            "intermediate_size", "rope_theta", "rms_norm_eps", "max_position_embeddings", "tie_word_embeddings",
+            "attention_bias", "qk_norm")}
+    except WarmstartError as err:
+        model_summary, config_error = None, err.paragraph()
+    tok = ckpt.tokenizer
+    out = {
+        "path": str(ckpt.path),
+        "resolved": str(ckpt.root),
+        "format": ckpt.format,
+        "files": [{"path": str(f), "bytes": f.stat().st_size} for f in ckpt.files],
+        "declared_claims": [{"where": w, "value": v} for w, v in claims],
+        "family": {
+            "declared": declared,
+            "evidence": evidence,
+            "evidence_reason": evidence_why,
+            "kind": fam.kind if fam else None,
+            "display": fam.display if fam else None,
+        },
+        "parameters": ckpt.num_parameters(),
+        "num_tensors": len(ckpt.tensor_info),
+        "dtypes": ckpt.dtype_histogram(),
+        "vocab_size": ckpt.config.get("vocab_size"),
+        "tokenizer": {
+            "present": tok is not None,
+            "vocab_size": tok.get_vocab_size(with_added_tokens=True) if tok is not None else None,
+        },
+        "model": model_summary,
+        "config_error": config_error,
+        "metadata": ckpt.metadata,
+        "lineage": {"parent": ckpt.parent},
+    }
+    if tensors:
+        out["tensors"] = [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "source_name": i.source_name}
+                          for i in ckpt.tensor_info.values()]
+    return out
+
+
+def _human_count(n: int) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def _print_inspect(s: dict, quality_text: str | None) -> None:
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"[bold]{s['path']}[/bold]" + (f"  → {s['resolved']}" if s["resolved"] != s["path"] else ""))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="cyan", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("format", s["format"])
+    grid.add_row("files", "\n".join(f"{f['path']} ({f['bytes'] / 1e6:.1f} MB)" for f in s["files"]))
+    claims = "\n".join(f"{c['value']}  [dim]({c['where']})[/dim]" for c in s["declared_claims"]) or "none"
+    grid.add_row("declared", claims)
+    fam = s["family"]
+    grid.add_row("family", f"{fam['display'] or 'unknown'} [dim]({fam['kind'] or 'unrecognised'})[/dim]; "
+                 f"tensor evidence: {fam['evidence'] or 'undecided'}"
+                 + (f" [dim]({fam['evidence_reason']})[/dim]" if fam["evidence_reason"] else ""))
+    grid.add_row("parameters", f"{_human_count(s['parameters'])} ({s['parameters']:,}) in {s['num_tensors']} tensors")
+    grid.add_row("dtypes", ", ".join(f"{k}×{v}" for k, v in s["dtypes"].items()))
+    tok = s["tokenizer"]
+    grid.add_row("vocab", f"{s['vocab_size']} (config)" + (f"; tokenizer {tok['vocab_size']} tokens"
+                                                             if tok["present"] else "; no tokenizer"))
+    if s["model"]:
+        m = s["model"]
+        grid.add_row("shape", f"hidden {m['hidden_size']}, layers {m['num_layers']}, heads {m['num_heads']}/"
+                     f"{m['num_kv_heads']} kv, head_dim {m['head_dim']}, ffn {m['intermediate_size']}, "
+                     f"rope θ {m['rope_theta']:g}, tied {m['tie_word_embeddings']}")
+    elif s["config_error"]:
+        grid.add_row("config", f"[red]{s['config_error']}[/red]")
+    parent = s["lineage"]["parent"]
+    grid.add_row("lineage", f"parent {parent.get('path')} sha256 {str(parent.get('sha256'))[:16]}…"
+                 if parent else "no parent recorded")
+    meta = {k: v for k, v in s["metadata"].items() if k != "parent"}
+    if meta:
+        grid.add_row("metadata", "\n".join(f"{k}: {json.dumps(v) if not isinstance(v, str) else v}"
+                                           for k, v in meta.items()))
+    con.print(grid)
+    if "tensors" in s:
+        table = Table(show_lines=False, header_style="bold")
+        for col in ("name", "shape", "dtype", "stored as"):
+            table.add_column(col)
+        for t in s["tensors"]:
+            table.add_row(t["name"], "×".join(map(str, t["shape"])) or "scalar", t["dtype"],
+                          t["source_name"] if t["source_name"] != t["name"] else "")
+        con.print(table)
+    if quality_text:
+        con.print(quality_text, markup=False)
+
+
+@app.command("inspect", help=_INSPECT_HELP)
+def inspect_cmd(
+    ckpt: str = typer.Argument(..., help="Checkpoint: directory, file, run dir or alias (smollm2-135m-instruct)."),
+    tensors: bool = typer.Option(False, "--tensors", help="Add the tensor table."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the human view."),
+    quality: bool = typer.Option(False, "--quality", help="Add the 0-100 provenance score (release readiness)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle",
+                                      help="Allow pickle files, loaded with torch.load(weights_only=True)."),
+) -> None:
+    checkpoint = _load(ckpt, trust_pickle)
+    summary = inspect_summary(checkpoint, tensors=tensors)
+    quality_text = None
+    if quality:
+        from warmstart.release.quality import quality_report, render_quality
+
+        report = quality_report(checkpoint)
+        summary["quality"] = report
+        quality_text = render_quality(report)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_inspect(summary, quality_text)
+
+
+# ------------------------------------------------------------------- eval
+
+
+def _eval_texts(data: Path, include: list[str]) -> list[tuple[Path, str]]:
+    if not data.exists():
+        raise UsageError(f"--data {data} does not exist", fix="pass a text file or a directory")
+    if data.is_file():
+        files = [data]
+    else:
+        patterns = include or ["*.py"]
+        files = sorted({p for pat in patterns for p in data.rglob(pat) if p.is_file()})
+        if not files:
+            raise UsageError(f"--data {data} holds no files matching {', '.join(patterns)}",
+                             fix="pass --include with a glob that matches, e.g. --include '*.txt'")
+    out = []
+    for f in files:
+        raw = f.read_bytes()
+        try:
+            out.append((f, raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            if len(files) == 1:
+                raise UsageError(f"{f} is not UTF-8 text", fix="pass a text file") from None
+    return out
+
+
+def evaluate(model, token_ids, *, seq_len: int, batch_size: int, device) -> tuple[float, int]:
+    """Mean next-token loss over non-overlapping windows of ``seq_len`` predictions. -> (loss, tokens)."""
+    import torch
+    import torch.nn.functional as F
+
+    ids = torch.as_tensor(token_ids, dtype=torch.long)
+    n_windows = (len(ids) - 1) // seq_len
+    total, count = 0.0, 0
+    with torch.no_grad():
+        full = ids[: n_windows * seq_len + 1]
+        for start in range(0, n_windows, batch_size):
+            rows = range(start, min(start + batch_size, n_windows))
+            x = torch.stack([full[r * seq_len: (r + 1) * seq_len] for r in rows]).to(device)
+            y = torch.stack([full[r * seq_len + 1: (r + 1) * seq_len + 1] for r in rows]).to(device)
+            logits = model(x)
+            total += F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
+                                     reduction="sum").item()
+            count += y.numel()
+        rest = ids[n_windows * seq_len:]
+        if len(rest) >= 2:
+            logits = model(rest[None, :-1].to(device))
+            total += F.cross_entropy(logits[0].float(), rest[1:].to(device), reduction="sum").item()
+            count += len(rest) - 1
+    if count == 0:
+        raise UsageError("the evaluation text has fewer than 2 tokens", fix="pass more text with --data")
+    return total / count, count
+
+
+@app.command("eval", help=_EVAL_HELP)
+def eval_cmd(
+    ckpt: str = typer.Argument(..., help="Checkpoint: directory, file, run dir or alias."),
+    data: Path = typer.Option(..., "--data", help="A text file, or a directory (files matching --include)."),
+    include: Optional[List[str]] = typer.Option(None, "--include", help="Glob for directories (default '*.py')."),
+    seq_len: int = typer.Option(512, "--seq-len", min=1, help="Window length in tokens."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Windows per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json overriding the checkpoint's."),
+    allow_unused: bool = typer.Option(False, "--allow-unused-tensors", help="Ignore tensors the model does not use."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow pickle files (weights_only=True)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    t0 = time.perf_counter()
+    checkpoint = _load(ckpt, trust_pickle)
+    tok = _tokenizer(checkpoint, tokenizer)
+    dev = _device(device)
+    model = _model(checkpoint, dev, allow_unused)
+    _check_tokenizer_fits(tok, model.cfg.vocab_size, checkpoint.path)
+    texts = _eval_texts(data, include or [])
+    eos = model.cfg.eos_token_id
+    ids: list[int] = []
+    for enc in tok.encode_batch([t for _, t in texts], add_special_tokens=False):
+        if ids and eos is not None:
+            ids.append(eos)
+        ids.extend(enc.ids)
+        if max_tokens is not None and len(ids) >= max_tokens:
+            break
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    loss, count = evaluate(model, ids, seq_len=seq_len, batch_size=batch_size, device=dev)
+    result = {
+        "checkpoint": str(checkpoint.path),
+        "data": str(data),
+        "files": len(texts),
+        "tokens": count,
+        "seq_len": seq_len,
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "random_init_loss": math.log(model.cfg.vocab_size),
+        "device": str(dev),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    con = _console()
+    con.print(f"[bold]{result['checkpoint']}[/bold] on {result['data']} ({result['files']} file(s), "
+              f"{count:,} predicted tokens, seq {seq_len}, {dev})")
+    con.print(f"loss [bold]{loss:.4f}[/bold]   perplexity [bold]{result['perplexity']:.2f}[/bold]   "
+              f"[dim](random init ≈ ln V = {result['random_init_loss']:.2f})[/dim]")
+
+
+# --------------------------------------------------------------- generate
+
+
+@app.command("generate", help=_GENERATE_HELP)
+def generate_cmd(
+    ckpt: str = typer.Argument(..., help="Checkpoint: directory, file, run dir or alias."),
+    prompt: str = typer.Option(..., "--prompt", help="Text to continue."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens to generate at most."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (with temperature>0)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json overriding the checkpoint's."),
+    allow_unused: bool = typer.Option(False, "--allow-unused-tensors", help="Ignore tensors the model does not use."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow pickle files (weights_only=True)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    import torch
+
+    checkpoint = _load(ckpt, trust_pickle)
+    tok = _tokenizer(checkpoint, tokenizer)
+    dev = _device(device)
+    model = _model(checkpoint, dev, allow_unused)
+    _check_tokenizer_fits(tok, model.cfg.vocab_size, checkpoint.path)
+    ids = tok.encode(prompt).ids
+    if not ids:
+        raise UsageError("the prompt encodes to no tokens", fix="pass a non-empty --prompt")
+    gen = None
+    if seed is not None:
+        torch.manual_seed(seed)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+    t0 = time.perf_counter()
+    out = model.generate(torch.tensor([ids], device=dev), max_new_tokens, temperature=temperature, top_p=top_p,
+                         eos_token_id=model.cfg.eos_token_id, generator=gen)
+    seconds = time.perf_counter() - t0
+    new = out[0, len(ids):].tolist()
+    completion = tok.decode(new, skip_special_tokens=True)
+    if as_json:
+        typer.echo(json.dumps({"prompt": prompt, "completion": completion, "new_tokens": len(new),
+                               "token_ids": new, "seconds": round(seconds, 3)}))
+        return
+    con = _console()
+    con.print(prompt, end="", markup=False, style="bold")
+    con.print(completion, markup=False)
+    con.print(f"[dim]{len(new)} tokens in {seconds:.2f}s ({len(new) / max(seconds, 1e-9):.1f} tok/s)[/dim]")

@@ -315,9 +315,24 @@ class RawCheckpoint:
         return out
 
 
+def resolve_root(path: str | Path) -> Path:
+    """A run directory stands for its latest checkpoint (as warmstart's loader does)."""
+    p = Path(path)
+    if not p.is_dir() or (p / "config.json").exists():
+        return p
+    try:
+        from warmstart.checkpoint.load import _resolve_run_dir
+    except ImportError:  # pragma: no cover
+        return p
+    try:
+        return _resolve_run_dir(p)
+    except Exception as err:  # noqa: BLE001 - the loader's UnreadableError
+        raise Unreadable(str(err)) from None
+
+
 def parse_checkpoint(path: str | Path) -> RawCheckpoint:
     """Structure of any supported checkpoint. Raises ``Unreadable`` when the format is unknown."""
-    p = Path(path)
+    p = resolve_root(path)
     if not p.exists():
         raise Unreadable(f"{p}: no such file or directory")
     fmt = detect_format(p)

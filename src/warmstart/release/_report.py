@@ -50,34 +50,25 @@ def status_line(c: Check, width: int = 22) -> str:
     return line
 
 
-def dumps(obj: Any) -> str:
-    def default(o):
-        if hasattr(o, "to_dict"):
-            return o.to_dict()
-        if hasattr(o, "item"):
-            return o.item()
-        return str(o)
-
-    return json.dumps(obj, indent=2, default=default, allow_nan=False) if _finite(obj) else \
-        json.dumps(_scrub(obj), indent=2, default=default)
-
-
-def _finite(obj: Any) -> bool:
-    try:
-        json.dumps(obj, allow_nan=False, default=str)
-        return True
-    except ValueError:
-        return False
-
-
-def _scrub(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
+def to_plain(obj: Any) -> Any:
+    """Checks, dataclasses, paths, numpy/torch scalars -> JSON types; non-finite floats -> strings."""
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
     if isinstance(obj, dict):
-        return {k: _scrub(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_scrub(v) for v in obj]
-    return obj
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    if hasattr(obj, "item"):
+        return to_plain(obj.item())
+    return str(obj)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(to_plain(obj), indent=2, allow_nan=False)
 
 
 def build_model(ckpt, cfg=None):

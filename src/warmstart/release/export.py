@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from warmstart.errors import CheckFailedError, UsageError
-from warmstart.release._formats import parse_checkpoint
+from warmstart.release._formats import parse_checkpoint, resolve_root
 from warmstart.release._meta import read_provenance
 from warmstart.release._report import PROBE_TEXT, build_model, probe_ids
 from warmstart.release.gguf_write import GGUF_DTYPES, gguf_tensor_type, roundtrip_value, write_gguf
@@ -27,17 +27,6 @@ TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat
 STRICT_TOL = 1e-4
 # Expected distance from the fp32 source (reported, not gated): the dtype's own rounding.
 DTYPE_TOL = {"f32": 1e-4, "f16": 2e-2, "bf16": 8e-2, "q8_0": 8e-2}
-
-
-def resolve_root(path: str | Path) -> Path:
-    """A run directory stands for its latest checkpoint (as the loader does)."""
-    p = Path(path)
-    try:
-        from warmstart.checkpoint.load import _resolve_run_dir
-
-        return _resolve_run_dir(p) if p.is_dir() else p
-    except ImportError:  # pragma: no cover
-        return p
 
 
 def _tensor_type(target: str, dtype: str, name: str, shape: tuple[int, ...]) -> str:

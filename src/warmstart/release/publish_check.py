@@ -74,7 +74,7 @@ def publish_check(path: str | Path, *, card: str | Path | None = None,
     if not ctx.readable:
         for n in ("quality", "qa", "model-card", "hf-token", "smoke-gen", "export"):
             gates.append(Check(n, SKIP, "the checkpoint is not readable"))
-        return _finish(ctx, gates, None, exit_code=2)
+        return _finish(ctx, gates, None, exit_code=2 if v["verdict"] == "UNREADABLE" else 1)
     q = ctx.quality()
     short = [f"{d['name']} {d['score']}/{d['max']}: " + "; ".join(d["missing"])
              for d in q["dimensions"].values() if d["missing"]]

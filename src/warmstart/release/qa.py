@@ -176,7 +176,7 @@ def run_qa(path: str | Path, *, ctx: QAContext | None = None) -> dict[str, Any]:
     if not ctx.readable:
         for name in ("finite", "tokenizer", "probe-loss", "generation", "export-safetensors", "metadata", "hf-schema"):
             gates.append(Check(name, SKIP, "the checkpoint is not readable"))
-        return _finish(ctx, gates, exit_code=2)
+        return _finish(ctx, gates, exit_code=2 if v["verdict"] == "UNREADABLE" else 1)
     by = {c.name: c for c in v["checks"]}
     values = by.get("values")
     if values is None:

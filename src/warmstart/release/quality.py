@@ -45,7 +45,7 @@ def quality_report(ckpt, *, validation: dict | None = None) -> dict[str, Any]:
 
         ckpt = load_checkpoint(ckpt)
     path = Path(ckpt.path)
-    rc = parse_checkpoint(path)
+    rc = parse_checkpoint(getattr(ckpt, "root", None) or path)
     prov = read_provenance(rc)
     ident = declared_identity(rc, prov)
     ev_family, ev_why = evidence_family(rc)

@@ -31,6 +31,7 @@ from warmstart.release._formats import (
     Unreadable,
     hash_tensor_bytes,
     parse_checkpoint,
+    resolve_root,
     sha256_checkpoint,
 )
 from warmstart.release._meta import (
@@ -102,7 +103,7 @@ def stamp_checkpoint(
     parent: str | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    src, out = Path(src), Path(out)
+    src, out = resolve_root(src), Path(out)
     if _same_path(src, out) or (src.is_dir() and out.resolve().is_relative_to(src.resolve())):
         raise UsageError(f"the output {out} is the input checkpoint (or inside it)",
                          why="stamp never overwrites its input; a failed write would destroy the only copy",

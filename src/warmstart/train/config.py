@@ -31,7 +31,7 @@ class TrainConfig:
     max_corpus_bytes: int | None = None
     val_fraction: float = 0.02
     cache_dir: str | None = None
-    seq_len: int = 256
+    seq_len: int = 128
     batch_size: int = 16
     grad_accum: int = 1
     # optimisation
@@ -45,12 +45,12 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     # budget
-    max_steps: int | None = 150
+    max_steps: int | None = 100
     max_tokens: int | None = None
     max_time: float | None = None  # seconds
     # eval / checkpoints / logging
-    eval_every: int = 25
-    eval_tokens: int = 16384
+    eval_every: int = 20
+    eval_tokens: int = 8192
     save_every: int = 50
     keep_last: int = 2
     log_every: int = 5

@@ -128,3 +128,14 @@ def test_unsupported_gguf_version(tmp_path, tiny_model_factory):
     path.write_bytes(bytes(data))
     with pytest.raises(UnreadableError, match="GGUF version 7"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q4_1"])
+def test_fast_dequant_bit_identical_to_gguf(qtype):
+    from gguf import GGMLQuantizationType, quants
+
+    from warmstart.checkpoint.gguf_read import _FAST_DEQUANT, dequantize_reference
+
+    w = np.random.default_rng(0).standard_normal((48, 256)).astype(np.float32) * 3
+    rows = quants.quantize(w, getattr(GGMLQuantizationType, qtype))
+    assert torch.equal(_FAST_DEQUANT[qtype](rows, w.shape), dequantize_reference(rows, qtype, w.shape))

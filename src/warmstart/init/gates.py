@@ -147,9 +147,9 @@ def _gate_evidence(ckpt, path: str, declared: str | None, concrete) -> tuple[str
     if inferred is None:
         return None, GateResult("evidence", SKIPPED, f"tensor names cannot decide ({reason})")
     if inferred != declared:
-        where, value, _ = concrete[0]
+        claims = ", ".join(f"{where} = '{value}'" for where, value, _ in concrete)
         raise EvidenceError(
-            f"{where} declares '{value}' ({declared}) but the tensors are {inferred}: {reason}",
+            f"the metadata declares {declared} ({claims}) but the tensors are {inferred}: {reason}",
             why=f"building a {declared} model from {inferred} tensors would leave parameters unmatched or "
             "wrongly shaped, and the run would train from partly random weights (a step-0 loss near ln V)",
             fix=f"repair the metadata with: {repair_command(path, inferred)}",

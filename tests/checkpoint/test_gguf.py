@@ -83,6 +83,7 @@ def test_tiny_gguf_tensors_config_model(tmp_path, tiny_model_factory, tiny_token
 @pytest.mark.parametrize("preset", ["llama-tiny", "qwen2-tiny", "qwen3-tiny"])
 def test_tiny_gguf_matches_transformers(tmp_path, tiny_model_factory, tiny_tokenizer, preset):
     transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # transformers' GGUF loader needs it
     model = tiny_model_factory(preset)
     if preset == "qwen3-tiny":
         # transformers' GGUF loader ignores qwen3.attention.key_length and uses Qwen3Config's

@@ -38,6 +38,7 @@ def smollm2():
 @pytest.fixture(scope="session")
 def smollm2_hf(smollm2):
     transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # transformers' GGUF loader needs it
     path = smollm2[0]
     tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,

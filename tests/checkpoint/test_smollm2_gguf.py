@@ -96,3 +96,26 @@ def test_greedy_generation_is_text(smollm2):
     out = model.generate(prompt, 12)
     text = ckpt.tokenizer.decode(out[0, prompt.shape[1]:].tolist())
     assert len(set(out[0, prompt.shape[1]:].tolist())) > 1 and text.strip()
+
+
+def test_saved_run_checkpoint_loads_in_transformers(tmp_path, smollm2):
+    """GGUF -> warmstart model -> save_hf_checkpoint: transformers loads the directory with the same
+    logits, and AutoTokenizer on it gives the GGUF tokenizer's ids (the `pretrain --init` output path)."""
+    transformers = pytest.importorskip("transformers")
+    from warmstart.checkpoint.write import save_hf_checkpoint
+
+    _, ckpt, model = smollm2
+    out = save_hf_checkpoint(tmp_path / "step-000000", model.cfg, model.canonical_state_dict(),
+                             tokenizer=ckpt.tokenizer, provenance={"architecture": "llama"})
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    ids = torch.tensor([ckpt.tokenizer.encode(TEXTS[1]).ids])
+    with torch.no_grad():
+        assert (model(ids) - hf(ids).logits).abs().max().item() <= 1e-4
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert tok.eos_token == "<|im_end|>" and tok.bos_token == "<|im_start|>"
+    for text in TEXTS:
+        assert tok(text)["input_ids"] == ckpt.tokenizer.encode(text).ids, text
+    reloaded = load_checkpoint(out)
+    assert reloaded.format == "hf-dir"
+    assert torch.equal(reloaded.tensor("model.layers.3.self_attn.q_proj.weight"),
+                       model.model.layers[3].self_attn.q_proj.weight)

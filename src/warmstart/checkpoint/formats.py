@@ -45,12 +45,17 @@ def sniff_file(path: Path) -> str:
         head = fh.read(16)
     if head[:4] == b"GGUF":
         return FORMAT_GGUF
+    looks_safetensors = len(head) >= 9 and head[8:9] == b"{"
+    # A safetensors header length can itself begin with pickle-like bytes (640 = 0x280 is
+    # b"\x80\x02..."), so a plausible safetensors prefix wins over the pickle opcodes.
+    if looks_safetensors and struct.unpack("<Q", head[:8])[0] <= size - 8:
+        return FORMAT_SAFETENSORS
     if head[:4] == b"PK\x03\x04":
         return FORMAT_PICKLE
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return FORMAT_PICKLE
-    if len(head) >= 9 and head[8:9] == b"{":
-        return FORMAT_SAFETENSORS
+    if looks_safetensors:
+        return FORMAT_SAFETENSORS  # implausible header length: read_safetensors_header says so
     if size == 0:
         raise UnreadableError("the file is empty (0 bytes)", why="an interrupted download or write leaves this",
                               fix="re-download or re-export the checkpoint", path=path)

@@ -9,7 +9,7 @@ from warmstart.checkpoint.gguf_names import PERMUTED_ARCHS, hf_to_gguf, permute_
 
 
 def write_tiny_gguf(path, model, tokenizer=None, *, weight_type: str = "Q8_0", embed_type: str = "F16",
-                    name: str = "tiny") -> dict[str, np.ndarray]:
+                    name: str = "tiny", extra_tensors: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Write ``model`` (a warmstart CausalLM) as GGUF; return the HF-layout float32 values a
     reader must reproduce (quantise -> dequantise of each tensor, before llama.cpp's permutation)."""
     cfg = model.cfg
@@ -75,6 +75,8 @@ def write_tiny_gguf(path, model, tokenizer=None, *, weight_type: str = "Q8_0", e
             w.add_tensor(gname, np.ascontiguousarray(stored))
         else:
             w.add_tensor(gname, np.ascontiguousarray(stored), raw_dtype=qtype)
+    for gname, arr in (extra_tensors or {}).items():
+        w.add_tensor(gname, np.ascontiguousarray(arr, dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -140,3 +140,34 @@ def test_fast_dequant_bit_identical_to_gguf(qtype):
     w = np.random.default_rng(0).standard_normal((48, 256)).astype(np.float32) * 3
     rows = quants.quantize(w, getattr(GGMLQuantizationType, qtype))
     assert torch.equal(_FAST_DEQUANT[qtype](rows, w.shape), dequantize_reference(rows, qtype, w.shape))
+
+
+def test_llama3_rope_freqs_become_rope_scaling(tmp_path, tiny_model_factory):
+    """Llama 3.1+ GGUFs carry llama3 rope scaling as rope_freqs.weight: it must become the config's
+    rope_scaling (not be dropped as a cache), and the model must match HF-style llama3 rope."""
+    from warmstart.arch import CausalLM
+    from warmstart.checkpoint.gguf_read import llama3_rope_factors
+
+    base = tiny_model_factory("llama-tiny")
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 256}
+    ref = CausalLM(base.cfg.replace(rope_scaling=scaling)).eval()
+    ref.load_state_dict(base.state_dict())
+    freqs = llama3_rope_factors(base.cfg.rope_theta, base.cfg.head_dim, 8.0, 1.0, 4.0, 256).astype(np.float32)
+    assert 1.0 < freqs[3] < 8.0  # one in-between frequency
+    expected = write_tiny_gguf(tmp_path / "l3.gguf", ref, weight_type="F16", embed_type="F32",
+                               extra_tensors={"rope_freqs.weight": freqs})
+    ckpt = load_checkpoint(tmp_path / "l3.gguf")
+    assert ckpt.model_config().rope_scaling == scaling
+    model = populate_model(ckpt)
+    ref.load_state_dict({k: torch.from_numpy(v) for k, v in expected.items()}, strict=False)
+    ids = torch.arange(40)[None]
+    with torch.no_grad():
+        assert torch.allclose(model(ids), ref(ids), atol=1e-5)
+
+    # factors that are not the llama3 schedule are refused by name, never ignored
+    from warmstart.errors import FamilyError
+
+    write_tiny_gguf(tmp_path / "odd.gguf", base, extra_tensors={"rope_freqs.weight": np.linspace(1, 3, 8)})
+    with pytest.raises(FamilyError, match="rope_freqs"):
+        load_checkpoint(tmp_path / "odd.gguf").model_config()

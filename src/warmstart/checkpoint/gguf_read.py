@@ -328,6 +328,45 @@ def _nice_float(x: float) -> float:
     return float(str(np.float32(x)))
 
 
+def llama3_rope_factors(theta: float, dim: int, factor: float, low: float, high: float, old_ctx: int) -> np.ndarray:
+    """The per-frequency divisors llama.cpp's converter writes as ``rope_freqs.weight``."""
+    inv = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    wavelen = 2 * math.pi / inv.astype(np.float64)
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    mid = 1 / ((1 - smooth) / factor + smooth)
+    return np.where(wavelen < old_ctx / high, 1.0, np.where(wavelen > old_ctx / low, factor, mid))
+
+
+def llama3_rope_from_factors(factors: np.ndarray, theta: float, dim: int) -> dict | None:
+    """Recover HF's llama3 ``rope_scaling`` from ``rope_freqs.weight``; None if it does not fit.
+
+    The factors are 1 at high frequencies, ``factor`` at low ones and smoothly in between; with
+    Llama 3's low/high frequency factors (1, 4) one in-between value fixes
+    ``original_max_position_embeddings``. The recovered parameters are accepted only if they
+    reproduce every stored factor.
+    """
+    if dim <= 0 or factors.shape[0] != dim // 2:
+        return None
+    factor = float(factors.max())
+    if factor <= 1.0 + 1e-6:
+        return None
+    low, high = 1.0, 4.0
+    inv = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    wavelen = 2 * math.pi / inv.astype(np.float64)
+    mid = np.nonzero((factors > 1 + 1e-6) & (factors < factor * (1 - 1e-6)))[0]
+    if mid.size:
+        smooth = (1 / factors[mid[0]] - 1 / factor) / (1 - 1 / factor)
+        candidates = [int(round(wavelen[mid[0]] * (smooth * (high - low) + low)))]
+    else:
+        candidates = [2 ** k for k in range(8, 18)]
+    for old_ctx in candidates:
+        params = {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+                  "original_max_position_embeddings": old_ctx}
+        if np.allclose(llama3_rope_factors(theta, dim, factor, low, high, old_ctx), factors, rtol=1e-4, atol=0):
+            return params
+    return None
+
+
 def gguf_hf_config(g: GGUFFile) -> dict:
     """A HF-style config.json dict built from the GGUF's ``{arch}.*`` keys and tensor shapes."""
     md = g.metadata
@@ -374,6 +413,14 @@ def gguf_hf_config(g: GGUFFile) -> dict:
     scaling = key("rope.scaling.type")
     if scaling and scaling != "none":
         cfg["rope_scaling"] = {"rope_type": scaling, "factor": key("rope.scaling.factor", 1.0)}
+    freqs = g.tensors.get("rope_freqs.weight")
+    if freqs is not None and "rope_scaling" not in cfg:
+        # Llama 3.1+: llama.cpp stores llama3 rope scaling as per-frequency factors, not as keys.
+        factors = g.read(freqs).double().numpy().reshape(-1)
+        dim = int(key("rope.dimension_count") or head_dim or 0)
+        cfg["rope_scaling"] = llama3_rope_from_factors(factors, cfg["rope_theta"], dim) or {
+            # not the llama3 schedule: ModelConfig refuses this rope type by name
+            "rope_type": "per-frequency factors (GGUF rope_freqs.weight)"}
     if normalize_family(arch) == "llama":
         cfg["attention_bias"] = "blk.0.attn_q.bias" in g.tensors
         cfg["mlp_bias"] = "blk.0.ffn_up.bias" in g.tensors

@@ -47,8 +47,14 @@ def read_front_matter(text: str) -> tuple[dict | None, str]:
     return meta, ""
 
 
-def card_gate(ckpt_path: Path, card: str | Path | None) -> Check:
-    p = Path(card) if card else default_card_path(ckpt_path)
+def card_gate(ckpt_path: Path, card: str | Path | None, root: Path | None = None) -> Check:
+    if card:
+        p = Path(card)
+    else:
+        cands = [default_card_path(ckpt_path)]
+        if root is not None and Path(root) != Path(ckpt_path):
+            cands.insert(0, default_card_path(Path(root)))  # a run dir's latest checkpoint dir
+        p = next((c for c in cands if c.is_file()), cands[-1])
     fix = f"warmstart card {ckpt_path} -o {p}"
     if not p.is_file():
         return Check("model-card", FAIL, f"no model card at {p}", fix=fix)
@@ -89,7 +95,7 @@ def publish_check(path: str | Path, *, card: str | Path | None = None,
     gates.append(Check("qa", PASS if qa["verdict"] == "GO" else FAIL, f"qa {qa['verdict']}",
                        items=[b for b in qa["blockers"]], fix="" if qa["verdict"] == "GO" else
                        "fix the qa blockers listed (run `warmstart qa CKPT`)"))
-    gates.append(card_gate(ctx.path, card))
+    gates.append(card_gate(ctx.path, card, getattr(ctx.ckpt, "root", None)))
     tok = env.get("HF_TOKEN", "")
     gates.append(Check("hf-token", PASS if tok.strip() else FAIL,
                        "HF_TOKEN is set" if tok.strip() else "HF_TOKEN is not set",

@@ -9,7 +9,8 @@ from warmstart.checkpoint.gguf_names import PERMUTED_ARCHS, hf_to_gguf, permute_
 
 
 def write_tiny_gguf(path, model, tokenizer=None, *, weight_type: str = "Q8_0", embed_type: str = "F16",
-                    name: str = "tiny", extra_tensors: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                    name: str = "tiny", extra_tensors: dict[str, np.ndarray] | None = None, pre: str = "default",
+                    add_bos: bool = False) -> dict[str, np.ndarray]:
     """Write ``model`` (a warmstart CausalLM) as GGUF; return the HF-layout float32 values a
     reader must reproduce (quantise -> dequantise of each tensor, before llama.cpp's permutation)."""
     cfg = model.cfg
@@ -42,13 +43,13 @@ def write_tiny_gguf(path, model, tokenizer=None, *, weight_type: str = "Q8_0", e
         specials = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
         types = [3 if t in specials else (5 if t.startswith("[PAD") else 1) for t in tokens]
         w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("default")
+        w.add_tokenizer_pre(pre)
         w.add_token_list(tokens)
         w.add_token_merges(merges)
         w.add_token_types(types)
         w.add_bos_token_id(cfg.bos_token_id if cfg.bos_token_id is not None else 0)
         w.add_eos_token_id(cfg.eos_token_id if cfg.eos_token_id is not None else 0)
-        w.add_add_bos_token(False)
+        w.add_add_bos_token(add_bos)
     expected: dict[str, np.ndarray] = {}
     for hf_name, t in model.canonical_state_dict().items():
         arr = t.detach().float().numpy()

@@ -171,3 +171,15 @@ def test_llama3_rope_freqs_become_rope_scaling(tmp_path, tiny_model_factory):
     write_tiny_gguf(tmp_path / "odd.gguf", base, extra_tensors={"rope_freqs.weight": np.linspace(1, 3, 8)})
     with pytest.raises(FamilyError, match="rope_freqs"):
         load_checkpoint(tmp_path / "odd.gguf").model_config()
+
+
+@pytest.mark.parametrize("pre, add_bos", [("qwen2", False), ("llama-bpe", False), ("smollm", True)])
+def test_tiny_gguf_tokenizer_variants_match_transformers(tmp_path, tiny_model_factory, tiny_tokenizer, pre,
+                                                          add_bos):
+    transformers = pytest.importorskip("transformers")
+    model = tiny_model_factory("llama-tiny")
+    write_tiny_gguf(tmp_path / "t.gguf", model, tiny_tokenizer, pre=pre, add_bos=add_bos)
+    ours = load_checkpoint(tmp_path / "t.gguf").tokenizer
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="t.gguf")
+    for text in ["def f(x):\n    return x  # é 中文", "it's 12345 apples!!\n\n  ok", "<|endoftext|>x 🚀"]:
+        assert ours.encode(text).ids == theirs(text)["input_ids"], text

@@ -72,7 +72,7 @@ def test_failure_leaves_no_partial_dir(tmp_path, tiny_model_factory):
     model = tiny_model_factory("llama-tiny")
     sd = model.canonical_state_dict()
     sd["bad"] = sd["model.embed_tokens.weight"]  # shared storage: safetensors refuses
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="share memory"):
         save_hf_checkpoint(tmp_path / "ck", model.cfg, sd)
     assert os.listdir(tmp_path) == []
 

@@ -498,7 +498,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, map(chr, cs)))
+    return dict(zip(bs, map(chr, cs), strict=True))
 
 
 def gguf_tokenizer(g: GGUFFile):
@@ -540,11 +540,11 @@ def gguf_tokenizer(g: GGUFFile):
     tk.decoder = decoders.ByteLevel()
     types = md.get("tokenizer.ggml.token_type") or []
     control = [AddedToken(t, normalized=False, special=True)
-               for t, ty in zip(tokens, types) if ty == _TOKEN_CONTROL and set(t) <= alphabet]
+               for t, ty in zip(tokens, types, strict=False) if ty == _TOKEN_CONTROL and set(t) <= alphabet]
     if control:
         tk.add_special_tokens(control)
     user = [AddedToken(t, normalized=False, special=False)
-            for t, ty in zip(tokens, types) if ty == _TOKEN_USER_DEFINED and t in vocab]
+            for t, ty in zip(tokens, types, strict=False) if ty == _TOKEN_USER_DEFINED and t in vocab]
     if user:
         tk.add_tokens(user)
     bos_id = md.get("tokenizer.ggml.bos_token_id")

@@ -183,3 +183,36 @@ def test_tiny_gguf_tokenizer_variants_match_transformers(tmp_path, tiny_model_fa
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="t.gguf")
     for text in ["def f(x):\n    return x  # é 中文", "it's 12345 apples!!\n\n  ok", "<|endoftext|>x 🚀"]:
         assert ours.encode(text).ids == theirs(text)["input_ids"], text
+
+
+# K-quant block layouts: (bytes per 256 values, offsets of the fp16 scale fields)
+_K_BLOCKS = {"Q4_K": (144, (0, 2)), "Q5_K": (176, (0, 2)), "Q6_K": (210, (208,))}
+
+
+@pytest.mark.parametrize("qtype", sorted(_K_BLOCKS))
+def test_k_quants_dequantise_like_transformers(tmp_path, qtype):
+    """gguf-py cannot quantise K types, so the blocks are random bytes with sane fp16 scales; the
+    GGUF read back must equal transformers' own (independent, torch) dequantiser."""
+    from gguf import GGMLQuantizationType, GGUFWriter
+
+    dequant = pytest.importorskip("transformers.integrations.gguf.dequant")
+    nbytes, scale_offsets = _K_BLOCKS[qtype]
+    rows, cols = 6, 512
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 256, size=(rows * cols // 256, nbytes), dtype=np.uint8)
+    for off in scale_offsets:
+        raw[:, off:off + 2] = rng.uniform(0.001, 0.05, size=(raw.shape[0], 1)).astype(np.float16).view(np.uint8)
+    raw = raw.reshape(rows, -1)
+    w = GGUFWriter(str(tmp_path / "k.gguf"), "llama")
+    w.add_tensor("blk.0.ffn_up.weight", raw, raw_dtype=getattr(GGMLQuantizationType, qtype))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    ckpt = load_checkpoint(tmp_path / "k.gguf")
+    info = ckpt.tensor_info["model.layers.0.mlp.up_proj.weight"]
+    assert info.shape == (rows, cols) and info.dtype == qtype
+    ours = ckpt.tensor(info.name)
+    ref = dequant.dequantize(torch.from_numpy(raw.reshape(-1)), int(getattr(GGMLQuantizationType, qtype)))
+    assert torch.isfinite(ours).all()
+    assert torch.allclose(ours, ref.reshape(rows, cols), rtol=1e-6, atol=1e-6)

@@ -51,6 +51,7 @@ def test_unpermute_inverts_permute():
     ("llama-tiny", "Q4_1", "F32"),
     ("qwen2-tiny", "Q8_0", "F16"),
     ("qwen3-tiny", "F16", "Q8_0"),
+    ("qwen2-tiny", "BF16", "BF16"),
 ])
 def test_tiny_gguf_tensors_config_model(tmp_path, tiny_model_factory, tiny_tokenizer, preset, weight_type,
                                         embed_type):
@@ -63,6 +64,8 @@ def test_tiny_gguf_tensors_config_model(tmp_path, tiny_model_factory, tiny_token
     assert set(ckpt.tensor_info) == set(expected)
     q = ckpt.tensor_info["model.layers.0.self_attn.q_proj.weight"]
     assert q.dtype == weight_type and q.source_name == "blk.0.attn_q.weight"
+    keeps = {"F16": torch.float16, "BF16": torch.bfloat16}
+    assert ckpt.tensor(q.name).dtype == keeps.get(weight_type, torch.float32)  # half types kept, exact
     for name, ref in expected.items():
         got = ckpt.tensor(name)
         assert tuple(got.shape) == ref.shape, name

@@ -118,8 +118,9 @@ def build_card(ckpt_path: str | Path, *, ckpt=None) -> str:
         front["datasets"] = [str(s) for s in sources]
     front["library_name"] = "transformers"
     front["pipeline_tag"] = "text-generation"
-    front["tags"] = ["warmstart", family, "text-generation",
-                     "continued-pretraining" if base_model else "pretraining"]
+    front["tags"] = ["warmstart", family, "text-generation"]
+    if prov.get("warmstart_version") is not None:
+        front["tags"].append("continued-pretraining" if base_model else "pretraining")
     if val_loss is not None:
         front["model-index"] = [{
             "name": name,
@@ -144,8 +145,13 @@ def build_card(ckpt_path: str | Path, *, ckpt=None) -> str:
     desc = f"A {family} decoder-only language model"
     if n_params:
         desc += f" with {n_params / 1e6:.1f}M parameters"
-    desc += (f", continued-pretrained from `{base_model}`" if base_model else ", pretrained from scratch")
-    desc += " with [warmstart](https://pypi.org/project/warmstart/)."
+    trained_here = prov.get("warmstart_version") is not None
+    if base_model:
+        desc += f", continued-pretrained from `{base_model}`"
+    elif trained_here:
+        desc += ", pretrained from scratch"
+    desc += " with [warmstart](https://pypi.org/project/warmstart/)." if trained_here else \
+        " (card written by [warmstart](https://pypi.org/project/warmstart/); no warmstart training record)."
     parts.append(desc + "\n")
     if cfg is not None:
         parts.append(f"Architecture: `{cfg.hf_architecture}` (model_type `{cfg.model_type}`), {cfg.num_layers} "

@@ -48,14 +48,19 @@ def read_front_matter(text: str) -> tuple[dict | None, str]:
 
 
 def card_gate(ckpt_path: Path, card: str | Path | None, root: Path | None = None) -> Check:
+    from warmstart.release._meta import _display_path
+
+    shown, alias_out = _display_path(ckpt_path)
     if card:
         p = Path(card)
+    elif alias_out is not None:  # a model shipped inside a package: the card lives in the working dir
+        p = Path("README.md")
     else:
         cands = [default_card_path(ckpt_path)]
         if root is not None and Path(root) != Path(ckpt_path):
             cands.insert(0, default_card_path(Path(root)))  # a run dir's latest checkpoint dir
         p = next((c for c in cands if c.is_file()), cands[-1])
-    fix = f"warmstart card {ckpt_path} -o {p}"
+    fix = f"warmstart card {shown} -o {p}" + (f" and pass --card {p}" if alias_out is not None else "")
     if not p.is_file():
         return Check("model-card", FAIL, f"no model card at {p}", fix=fix)
     meta, problem = read_front_matter(p.read_text(encoding="utf-8", errors="replace"))

@@ -270,6 +270,9 @@ def write_gguf(
         w.close()
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        from warmstart.release._formats import make_readable
+
+        make_readable(tmp)
         os.replace(tmp, out_path)
     except BaseException:
         try:

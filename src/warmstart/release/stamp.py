@@ -30,6 +30,7 @@ from warmstart.errors import CheckFailedError, EvidenceError, UsageError
 from warmstart.release._formats import (
     Unreadable,
     hash_tensor_bytes,
+    make_readable,
     parse_checkpoint,
     resolve_root,
     sha256_checkpoint,
@@ -278,6 +279,7 @@ def write_safetensors_with_header(src: Path, data_start: int, header: dict, out:
             shutil.copyfileobj(fi, fo, 1 << 24)
             fo.flush()
             os.fsync(fo.fileno())
+        make_readable(tmp)
         os.replace(tmp, out)
     except BaseException:
         try:
@@ -351,6 +353,7 @@ def _stamp_gguf(rc, out: Path, ident: dict, updates: dict) -> None:
             w.write_tensor_data(t.data, tensor_endianess=reader.endianess)
         w.close()
         _fsync(Path(tmp))
+        make_readable(tmp)
         os.replace(tmp, out)
     except BaseException:
         try:

@@ -76,6 +76,11 @@ def read_provenance(rc: RawCheckpoint) -> dict:
         obj = _maybe_json(kv.get(GGUF_PROVENANCE_KEY)) if GGUF_PROVENANCE_KEY in kv else {}
         if isinstance(obj, dict):
             prov.update(obj)
+        for k, v in kv.items():  # one key per field: warmstart.license, warmstart.data_sources, ...
+            if k.startswith("warmstart.") and k != GGUF_PROVENANCE_KEY:
+                prov[k.removeprefix("warmstart.")] = _maybe_json(v) if isinstance(v, str) and \
+                    k.removeprefix("warmstart.") not in ("license", "data_license", "data_fingerprint",
+                                                         "warmstart_version", "created") else v
         if kv.get("general.architecture"):
             prov["architecture"] = kv["general.architecture"]
         if kv.get("general.license") and not prov.get("license"):
@@ -91,6 +96,29 @@ def read_provenance(rc: RawCheckpoint) -> dict:
     return prov
 
 
+def gguf_provenance_kvs(prov: dict) -> list[tuple[str, object, int]]:
+    """``warmstart.<field>`` GGUF key/values for a warmstart.json-shaped dict.
+
+    Strings, integers and floats keep their type; lists, dicts and null are JSON strings.
+    """
+    import gguf
+
+    out: list[tuple[str, object, int]] = []
+    for k, v in prov.items():
+        key = f"warmstart.{k}"
+        if isinstance(v, bool):
+            out.append((key, v, gguf.GGUFValueType.BOOL))
+        elif isinstance(v, int):
+            out.append((key, v, gguf.GGUFValueType.INT64))
+        elif isinstance(v, float):
+            out.append((key, v, gguf.GGUFValueType.FLOAT64))
+        elif isinstance(v, str):
+            out.append((key, v, gguf.GGUFValueType.STRING))
+        else:
+            out.append((key, json.dumps(v, default=str), gguf.GGUFValueType.STRING))
+    return out
+
+
 def declared_identity(rc: RawCheckpoint, prov: dict | None = None) -> dict[str, tuple[str | None, str]]:
     """{"architecture"|"hf_architecture"|"model_type": (value, where)}."""
     prov = read_provenance(rc) if prov is None else prov
@@ -104,8 +132,8 @@ def declared_identity(rc: RawCheckpoint, prov: dict | None = None) -> dict[str, 
         where_cfg = "__metadata__['config']" if "config" in rc.files[0].metadata else "config.json"
         where_prov = "__metadata__"
     else:
-        where_cfg = GGUF_PROVENANCE_KEY
-        where_prov = GGUF_PROVENANCE_KEY
+        where_cfg = "GGUF warmstart.*"
+        where_prov = "GGUF warmstart.*"
     out: dict[str, tuple[str | None, str]] = {}
     if rc.format == "gguf":
         out["architecture"] = (prov.get("architecture"), "general.architecture")

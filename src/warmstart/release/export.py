@@ -94,7 +94,7 @@ def export_checkpoint(
             else:
                 pre = _pre_from_tokenizer(tok)
             write_gguf(out, cfg, names, lambda n: sd[n], tokenizer=tok, dtype=dtype, provenance=prov,
-                       tokenizer_pre=pre)
+                       tokenizer_pre=pre, chat_template=_chat_template(rc))
         elif to == "safetensors":
             from warmstart.checkpoint.write import save_safetensors
 
@@ -138,6 +138,19 @@ def _remove(p: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
     elif p.exists():
         p.unlink()
+
+
+def _chat_template(rc) -> str | None:
+    """The source's chat template (GGUF key or tokenizer_config.json), carried into a GGUF."""
+    if rc.format == "gguf":
+        t = rc.files[0].metadata.get("tokenizer.chat_template")
+        return t if isinstance(t, str) else None
+    cfg_path = (rc.path if rc.format == "hf-dir" else rc.path.parent) / "tokenizer_config.json"
+    try:
+        t = json.loads(cfg_path.read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return t if isinstance(t, str) else None
 
 
 def _pre_from_tokenizer(tok) -> str | None:

@@ -188,6 +188,7 @@ def write_gguf(
     provenance: dict | None = None,
     name: str | None = None,
     tokenizer_pre: str | None = None,
+    chat_template: str | None = None,
 ) -> dict[str, str]:
     """Write ``out_path`` atomically. Returns {hf_name: ggml_type} of what was written.
 
@@ -237,8 +238,12 @@ def write_gguf(
         if isinstance(parent, dict) and (parent.get("name") or parent.get("path")):
             w.add_base_model_count(1)
             w.add_base_model_name(str(parent.get("name") or parent.get("path")), 0)
-        if prov:
-            w.add_string("warmstart.provenance", json.dumps(prov, default=str))
+        from warmstart.release._meta import gguf_provenance_kvs
+
+        for key, val, vtype in gguf_provenance_kvs(prov):
+            w.add_key_value(key, val, vtype)
+        if chat_template:
+            w.add_chat_template(chat_template)
         if tokenizer is not None:
             add_tokenizer(w, tokenizer, cfg, cfg.vocab_size, tokenizer_pre)
         else:

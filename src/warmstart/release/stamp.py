@@ -36,7 +36,6 @@ from warmstart.release._formats import (
     sha256_checkpoint,
 )
 from warmstart.release._meta import (
-    GGUF_PROVENANCE_KEY,
     declared_identity,
     evidence_family,
     gguf_arch_name,
@@ -320,7 +319,10 @@ def _stamp_gguf(rc, out: Path, ident: dict, updates: dict) -> None:
         par = updates["parent"]
         extra.append(("general.base_model.0.name", str(par.get("name") or par.get("path")),
                       gguf.GGUFValueType.STRING))
-    replace[GGUF_PROVENANCE_KEY] = (json.dumps(prov, default=str), gguf.GGUFValueType.STRING)
+    from warmstart.release._meta import gguf_provenance_kvs
+
+    drop_prefixes.append("warmstart.")  # rewritten below from the merged provenance
+    extra += gguf_provenance_kvs(prov)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)

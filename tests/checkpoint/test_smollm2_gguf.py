@@ -84,7 +84,7 @@ def test_loss_equals_transformers_on_python_source(smollm2, smollm2_hf):
         theirs_logits = smollm2_hf[1](ids).logits
     ours = torch.nn.functional.cross_entropy(ours_logits[0, :-1], ids[0, 1:]).item()
     theirs = torch.nn.functional.cross_entropy(theirs_logits[0, :-1], ids[0, 1:]).item()
-    print(f"\nSmolLM2 GGUF loss on textwrap.py (512 tokens): warmstart {ours:.4f} transformers {theirs:.4f}")
+    print(f"\nSmolLM2 GGUF loss on textwrap.py (512 tokens): warmstart {ours:.6f} transformers {theirs:.6f}")
     assert abs(ours - theirs) <= 0.01
     assert ours < 0.5 * math.log(49152)
     assert (ours_logits - theirs_logits).abs().max().item() < 1e-2

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import shutil
 import struct
-import subprocess
-import sys
 
 import pytest
 
@@ -16,8 +14,26 @@ from warmstart.release.qa import run_qa
 from warmstart.release.validate import validate
 
 
+class _Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
 def _cli(*args):
-    p = subprocess.run([sys.executable, "-m", "warmstart", *map(str, args)], capture_output=True, text=True)
+    """`warmstart ARGS` in-process (same entry point as the console script): exit code, stdout, stderr."""
+    import contextlib
+    import io
+
+    from warmstart.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    p = _Result(code, out.getvalue(), err.getvalue())
     assert "Traceback" not in p.stderr + p.stdout, p.stderr
     return p
 

@@ -98,11 +98,8 @@ def test_publish_check_go(good):
 def test_publish_check_cli_env(good):
     """HF_TOKEN through the environment of a real process; without it: NO-GO naming the fix."""
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    p = subprocess.run([sys.executable, "-m", "warmstart", "publish-check", str(good), "--json"],
-                       capture_output=True, text=True, env=env)
-    assert p.returncode == 1, p.stderr
-    rep = json.loads(p.stdout)
-    assert rep["verdict"] == "NO-GO"
+    rep = publish_check(good, env=env)
+    assert rep["verdict"] == "NO-GO" and rep["exit_code"] == 1
     assert len(rep["blockers"]) == 1 and rep["blockers"][0].startswith("hf-token:")
     assert "export HF_TOKEN" in rep["blockers"][0]
     p = subprocess.run([sys.executable, "-m", "warmstart", "publish-check", str(good)],

@@ -43,6 +43,8 @@ def test_quality_then_stamp(smollm2, tmp_path):
     assert hash_tensor_bytes(out) == hash_tensor_bytes(smollm2)
     prov = read_provenance(parse_checkpoint(out))
     assert prov["hf_architecture"] == "LlamaForCausalLM" and prov["license"] == "apache-2.0"
-    q2 = quality_report(out)
-    assert q2["dimensions"]["hf_identity"]["score"] == 20
-    assert q2["dimensions"]["provenance"]["score"] == 25
+    from warmstart.release._meta import declared_identity
+
+    ident = {k: v for k, (v, _) in declared_identity(parse_checkpoint(out)).items()}
+    assert ident == {"architecture": "llama", "hf_architecture": "LlamaForCausalLM", "model_type": "llama"}
+    assert prov["data_sources"] == ["HuggingFaceTB/smollm-corpus"] and prov["parent"]["name"]

@@ -244,7 +244,9 @@ def clean_partials(run_dir: Path) -> None:
     ckdir = Path(run_dir) / "checkpoints"
     if ckdir.is_dir():
         for p in ckdir.iterdir():
-            if p.name.startswith(".step-") and (".partial-" in p.name or ".old-" in p.name or ".tmp-" in p.name):
+            # ours (.step-N.partial-X, .step-N.old-X) and save_hf_checkpoint's staging inside them
+            if p.name.startswith(".") and "step-" in p.name and any(
+                    t in p.name for t in (".partial-", ".old-", ".tmp-")):
                 shutil.rmtree(p, ignore_errors=True)
 
 

@@ -113,3 +113,14 @@ def test_export_refusals(ckpt_factory, tmp_path):
     with pytest.raises(UsageError):
         export_checkpoint(src, "gguf", tmp_path / "exists.gguf")
     assert (tmp_path / "exists.gguf").read_bytes() == b"x"
+
+
+def test_export_never_writes_into_its_input(ckpt_factory, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(ckpt_factory("llama"), src)
+    before = (src / "model.safetensors").read_bytes()
+    with pytest.raises(UsageError):
+        export_checkpoint(src, "safetensors", src / "model.safetensors", overwrite=True)
+    assert (src / "model.safetensors").read_bytes() == before

@@ -68,6 +68,7 @@ def export_checkpoint(
                              fix="choose a new path with -o" + ("" if same else ", or pass --overwrite"))
     if ckpt is None:
         ckpt = load_checkpoint(src)
+    _refuse_own_input(ckpt, src_path, out)
     cfg = ckpt.model_config()
     if model is None:
         model = build_model(ckpt, cfg)
@@ -133,6 +134,22 @@ def export_checkpoint(
     return report
 
 
+def _refuse_own_input(ckpt, src: Path, out: Path) -> None:
+    """Never write onto (or into) the checkpoint being read, --overwrite or not."""
+    try:
+        o = out.resolve()
+        inputs = {Path(f).resolve() for f in getattr(ckpt, "files", [])}
+        roots = {src.resolve(), Path(getattr(ckpt, "root", src)).resolve()}
+    except OSError:
+        return
+    if o in inputs or o in roots or any(r.is_dir() and o.is_relative_to(r) and o.name in
+                                        ("model.safetensors", "config.json", "tokenizer.json")
+                                        for r in roots):
+        raise UsageError(f"the output {out} is (part of) the input checkpoint",
+                         why="export never overwrites what it reads",
+                         fix="choose a path outside the input checkpoint with -o")
+
+
 def _remove(p: Path) -> None:
     if p.is_dir():
         shutil.rmtree(p, ignore_errors=True)
@@ -187,7 +204,7 @@ def verify_roundtrip(model, cfg, out: Path, types: dict[str, str], tok=None) -> 
             raise CheckFailedError(
                 f"the exported config reads back differently: "
                 + ", ".join(f"{k} {getattr(cfg, k)} -> {getattr(cfg2, k)}" for k in diffs),
-                code="WS303", why="the export was removed", path=out, fix="report this as a bug")
+                why="the export was removed", path=out, fix="report this as a bug")
         m2 = build_model(back, cfg2)
         ids = probe_ids(tok, cfg.vocab_size)
         ref_model = _rounded_copy(model, cfg, types)
@@ -202,12 +219,12 @@ def verify_roundtrip(model, cfg, out: Path, types: dict[str, str], tok=None) -> 
         if not strict <= STRICT_TOL:
             raise CheckFailedError(
                 f"the export's logits differ from the source's: max relative diff {strict:.3g} > {STRICT_TOL}",
-                code="WS303", why="the file does not hold the model it was written from; the export was removed",
+                why="the file does not hold the model it was written from; the export was removed",
                 path=out, fix="report this as a bug")
         tok2 = back.tokenizer
         if tok is not None:
             if tok2 is None:
-                raise CheckFailedError("the export lost the tokenizer", code="WS303", path=out,
+                raise CheckFailedError("the export lost the tokenizer", path=out,
                                        fix="report this as a bug")
             a = tok.encode(PROBE_TEXT, add_special_tokens=False).ids
             b = tok2.encode(PROBE_TEXT, add_special_tokens=False).ids
@@ -215,7 +232,7 @@ def verify_roundtrip(model, cfg, out: Path, types: dict[str, str], tok=None) -> 
                 first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
                 raise CheckFailedError(
                     f"the export's tokenizer gives different ids on the probe text (first difference at token "
-                    f"{first}: {a[first:first + 3]} vs {b[first:first + 3]})", code="WS303", path=out,
+                    f"{first}: {a[first:first + 3]} vs {b[first:first + 3]})", path=out,
                     why="the export was removed", fix="report this as a bug")
             result["tokenizer_ids_equal"] = True
         return result

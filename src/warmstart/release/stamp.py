@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.arch.families import FAMILIES, SUPPORTED, get_family, normalize_family, supported_list
-from warmstart.errors import CheckFailedError, EvidenceError, UsageError
+from warmstart.errors import CheckFailedError, EvidenceError, UnreadableError, UsageError
 from warmstart.release._formats import (
     Unreadable,
     hash_tensor_bytes,
@@ -113,14 +113,13 @@ def stamp_checkpoint(
     try:
         rc = parse_checkpoint(src)
     except Unreadable as err:
-        raise UsageError(str(err), fix="stamp needs a readable checkpoint; run `warmstart validate` on it",
-                         code="WS101") from None
+        raise UnreadableError(str(err), fix="stamp needs a readable checkpoint; run `warmstart validate` on it") \
+            from None
     problems = rc.all_problems()
     if problems:
         raise CheckFailedError(f"{src} is structurally broken ({problems[0]})",
                                why="stamp copies tensor bytes as they are and would copy the damage",
-                               fix="run `warmstart validate` and repair or re-export the checkpoint first",
-                               code="WS301")
+                               fix="run `warmstart validate` and repair or re-export the checkpoint first")
     ident = resolve_identity(architecture, hf_architecture, model_type)
     ev, why = evidence_family(rc)
     if ident and ev and ident["architecture"] != ev:
@@ -166,13 +165,13 @@ def stamp_checkpoint(
         after = hash_tensor_bytes(out_rc)
     except Exception as err:  # noqa: BLE001
         _remove(out)
-        raise CheckFailedError(f"the stamped copy does not read back ({err})", code="WS302",
+        raise CheckFailedError(f"the stamped copy does not read back ({err})",
                                why="the output was removed", fix="report this as a bug") from None
     if before != after:
         diff = sorted(set(before) ^ set(after)) + sorted(n for n in before if n in after and before[n] != after[n])
         _remove(out)
         raise CheckFailedError(f"tensor data changed while stamping ({len(diff)} tensor(s), e.g. {diff[:3]})",
-                               code="WS302", why="stamp must leave every tensor byte-identical; the output "
+                               why="stamp must leave every tensor byte-identical; the output "
                                "was removed", fix="report this as a bug")
     after_ident = declared_identity(out_rc)
     return {

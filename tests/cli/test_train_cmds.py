@@ -172,7 +172,16 @@ def test_sigkill_during_checkpoint_write_leaves_previous_checkpoint(corpus, tmp_
     r = ws("pretrain", "--resume", run)
     assert "resuming" in r.stdout and "step-000002" in r.stdout
     assert (ck / "latest").read_text().strip() == "step-000004"
-    assert not list(ck.glob(".step-*"))  # leftovers of the killed save are cleaned
+    assert not list(ck.glob(".*"))  # leftovers of the killed save are cleaned
+    # The killed-and-resumed run's per-step losses equal an uninterrupted run's, exactly.
+    ref = tmp_path / "ref"
+    ws(*tiny_args(corpus, cache, ref, "--max-steps", 4, "--save-every", 2))
+
+    def losses(run):
+        recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in recs if "loss" in r]
+
+    assert losses(run) == losses(ref) and [s for s, _ in losses(ref)] == [1, 2, 3, 4]
 
 
 def test_cli_defaults_match_trainconfig():

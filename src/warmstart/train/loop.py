@@ -132,7 +132,9 @@ def _budget(cfg: TrainConfig, tokens_per_step: int) -> int | None:
 # ------------------------------------------------------------------ main entry
 
 
-def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool = False) -> RunSummary:
+def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool = False,
+             print_summary: bool = True) -> RunSummary:
+    """Train as ``cfg`` says; returns the run summary. ``quiet`` silences progress, not the summary."""
     cfg.validate()
     t_start = time.time()
     device = resolve_device(cfg.device)
@@ -155,7 +157,6 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
             raise UsageError(f"run directory {run_dir} already holds a run",
                              why="a new run never overwrites an old one",
                              fix=f"continue it with --resume {run_dir}, or pass another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     own_reporter = reporter is None
     out = reporter or Reporter(None, quiet=quiet, tty=False)
@@ -174,7 +175,7 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
         say(f"resuming {run_dir} from {resume_ckpt.name}")
     elif cfg.init:
         try:
-            from warmstart.init import prepare_warm_start, step0_gate
+            from warmstart.init import prepare_warm_start
         except ImportError as err:  # pragma: no cover - only while init/ is being built
             raise UsageError(f"warm start is not available in this build ({err})") from None
         warm = prepare_warm_start(cfg.init, tokenizer_path=cfg.tokenizer,
@@ -268,7 +269,8 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
         ck.clean_partials(run_dir)
         say(f"resumed at step {step}, {tokens_seen:,} tokens seen, val_loss {last_val}")
 
-    # -------------------------------------------------------- run directory
+    # -------------------------------------------------------- run directory (only once every gate passed)
+    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
     tokenizer.save(str(run_dir / "tokenizer.json"))
     metrics = MetricsLog(run_dir / "metrics.jsonl", truncate_after_step=step if resuming else None)
@@ -453,7 +455,7 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
         resumed_from=str(resume_ckpt) if resume_ckpt else None,
     )
     atomic_write_json(run_dir / "summary.json", asdict(summary))
-    if not quiet:
+    if print_summary:
         for line in summary.lines():
             print(line, flush=True)
     return summary

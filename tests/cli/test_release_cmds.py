@@ -9,8 +9,23 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "release"))
-from conftest import ckpt_factory, tokenizer  # noqa: E402,F401  (shared fixtures)
+
+def _load_release_fixtures():
+    """tests/release/conftest.py under its own module name (every conftest is called 'conftest')."""
+    import importlib.util
+
+    name = "warmstart_tests_release_fixtures"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "release" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_fx = _load_release_fixtures()
+ckpt_factory, tokenizer = _fx.ckpt_factory, _fx.tokenizer  # shared fixtures
 
 COMMANDS = ["validate", "stamp", "export", "qa", "card", "publish-check"]
 

@@ -73,7 +73,7 @@ def test_architecture_alone_fills_the_rest():
 
 
 def test_refuses_own_input(formats, tmp_path):
-    for fmt, src in formats.items():
+    for src in formats.values():
         before = hash_tensor_bytes(src)
         with pytest.raises(UsageError):
             stamp_checkpoint(src, src, license="mit")

@@ -202,7 +202,7 @@ def verify_roundtrip(model, cfg, out: Path, types: dict[str, str], tok=None) -> 
                 diffs.append(k)
         if diffs:
             raise CheckFailedError(
-                f"the exported config reads back differently: "
+                "the exported config reads back differently: "
                 + ", ".join(f"{k} {getattr(cfg, k)} -> {getattr(cfg2, k)}" for k in diffs),
                 why="the export was removed", path=out, fix="report this as a bug")
         m2 = build_model(back, cfg2)

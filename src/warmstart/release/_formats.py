@@ -400,8 +400,9 @@ def _parse_hf_dir(p: Path) -> RawCheckpoint:
         for name, shard in held.items():
             if name not in wmap:
                 rc.problems.append(f"'{name}' in {shard} is missing from the index weight_map")
-    else:
-        files = sorted(p.glob("*.safetensors"))
+    else:  # as the loader: model.safetensors when present, else the directory's safetensors files
+        files = [p / "model.safetensors"] if (p / "model.safetensors").is_file() else \
+            sorted(f for f in p.glob("*.safetensors") if not f.name.startswith("."))
         if not files:
             rc.problems.append("no model.safetensors (and no model.safetensors.index.json)")
         for f in files:

@@ -9,11 +9,13 @@ never a partial one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +42,27 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+def _default_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success fsync it and rename it into place.
+
+    The temporary file gets the usual permissions (0666 & ~umask, not mkstemp's 0600).
+    On any failure it is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
+        os.chmod(tmp, _default_mode())
+        fsync_file(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -58,7 +71,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             pass
         raise
     fsync_dir(path.parent)
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -87,7 +106,7 @@ def _write_json_durable(path: Path, obj: Any) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: str | os.PathLike) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
@@ -108,19 +127,8 @@ def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     if metadata:
         meta.update({str(k): str(v) for k, v in metadata.items()})
     clean = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(clean, tmp, metadata=meta)
-        _fsync_file(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata=meta)
     return path
 
 
@@ -217,20 +225,17 @@ def save_hf_checkpoint(
         raise UsageError(f"{out_dir} exists and is not a directory", path=out_dir,
                          fix="choose another output path")
 
-    token = uuid.uuid4().hex[:8]
-    staging = parent / f".{out_dir.name}.tmp-{token}"
-    staging.mkdir()
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as staging:
         _write_json_durable(staging / "config.json", cfg.to_hf_config(_dtype_name(state_dict)))
         tensors = _dedupe_tied(state_dict, cfg)
         meta = {"format": "pt"}
         clean = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
         save_file(clean, str(staging / "model.safetensors"), metadata=meta)
         del clean
-        _fsync_file(staging / "model.safetensors")
+        fsync_file(staging / "model.safetensors")
         if tokenizer is not None:
             tokenizer.save(str(staging / "tokenizer.json"))
-            _fsync_file(staging / "tokenizer.json")
+            fsync_file(staging / "tokenizer.json")
             _write_json_durable(staging / "tokenizer_config.json", tokenizer_config_for(tokenizer, cfg))
         _write_json_durable(staging / "generation_config.json",
                             generation_config if generation_config is not None else generation_config_for(cfg))
@@ -248,12 +253,33 @@ def save_hf_checkpoint(
                     fh.flush()
                     os.fsync(fh.fileno())
             fsync_dir(target.parent)
+    return out_dir
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging directory beside ``out_dir``; on success rename it into place.
+
+    Files written inside must be fsynced by the caller; the staging directory and the
+    parent are fsynced here. On failure the staging directory is removed and ``out_dir``
+    is untouched. With ``overwrite`` an existing ``out_dir`` is swapped out safely.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    staging = out_dir.parent / f".{out_dir.name}.tmp-{token}"
+    staging.mkdir()
+    try:
+        yield staging
         fsync_dir(staging)
+        if out_dir.exists() and not overwrite:
+            raise UsageError(f"output directory {out_dir} already exists", path=out_dir,
+                             why="warmstart never replaces a directory unless asked",
+                             fix="choose another output path")
         _swap_into_place(staging, out_dir, token)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out_dir
 
 
 def _dtype_name(state_dict: dict[str, torch.Tensor]) -> str:
@@ -282,6 +308,6 @@ def _swap_into_place(staging: Path, out_dir: Path, token: str) -> None:
 
 
 __all__ = [
-    "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "fsync_dir",
+    "atomic_dir", "atomic_path", "atomic_write_bytes", "fsync_file", "atomic_write_json", "atomic_write_text", "fsync_dir",
     "generation_config_for", "save_hf_checkpoint", "save_safetensors", "tokenizer_config_for",
 ]

@@ -456,15 +456,3 @@ def sha256_checkpoint(path: str | Path) -> str:
         h.update(f.name.encode())
         h.update(sha256_file(f).encode())
     return h.hexdigest()
-
-
-def make_readable(path: str | Path) -> None:
-    """Give a file made by ``tempfile.mkstemp`` (0600) the usual permissions (0666 & ~umask)."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        os.chmod(path, 0o666 & ~mask)
-    except OSError:
-        pass

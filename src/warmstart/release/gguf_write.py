@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from warmstart.arch.config import ModelConfig
+from warmstart.checkpoint.write import atomic_path
 from warmstart.errors import UsageError
 
 GGUF_DTYPES = ("f32", "f16", "bf16", "q8_0")
@@ -205,11 +205,9 @@ def write_gguf(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     arch = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}[cfg.family]
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
     written: dict[str, str] = {}
-    try:
-        w = gguf.GGUFWriter(tmp, arch)
+    with atomic_path(out_path) as tmp:
+        w = gguf.GGUFWriter(str(tmp), arch)
         w.add_name(name or (provenance or {}).get("name") or f"warmstart-{cfg.family}")
         w.add_context_length(cfg.max_position_embeddings)
         w.add_embedding_length(cfg.hidden_size)
@@ -273,21 +271,6 @@ def write_gguf(
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        from warmstart.release._formats import make_readable
-
-        make_readable(tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    from warmstart.checkpoint.write import fsync_dir
-
-    fsync_dir(out_path.parent)
     return written
 
 

@@ -20,17 +20,15 @@ import json
 import os
 import shutil
 import struct
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 from warmstart.arch.families import FAMILIES, SUPPORTED, get_family, normalize_family, supported_list
+from warmstart.checkpoint.write import atomic_dir, atomic_path, fsync_file
 from warmstart.errors import CheckFailedError, EvidenceError, UnreadableError, UsageError
 from warmstart.release._formats import (
     Unreadable,
     hash_tensor_bytes,
-    make_readable,
     parse_checkpoint,
     resolve_root,
     sha256_checkpoint,
@@ -195,21 +193,11 @@ def _remove(p: Path) -> None:
             pass
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
 # ------------------------------------------------------------------ HF dir
 
 def _stamp_hf_dir(rc, out: Path, ident: dict, updates: dict) -> None:
-    from warmstart.checkpoint.write import fsync_dir
-
     src = rc.path
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with atomic_dir(out) as staging:
         for entry in sorted(src.iterdir()):
             if entry.name in ("config.json", "warmstart.json"):
                 continue
@@ -217,7 +205,7 @@ def _stamp_hf_dir(rc, out: Path, ident: dict, updates: dict) -> None:
                 shutil.copytree(entry, staging / entry.name)
             else:
                 shutil.copyfile(entry, staging / entry.name)
-                _fsync(staging / entry.name)
+                fsync_file(staging / entry.name)
         cfg = dict(rc.config)
         if ident:
             cfg["architectures"] = [ident["hf_architecture"]]
@@ -226,14 +214,8 @@ def _stamp_hf_dir(rc, out: Path, ident: dict, updates: dict) -> None:
         ws = read_provenance(rc)
         ws.update(updates)
         (staging / "warmstart.json").write_text(json.dumps(ws, indent=2, default=str) + "\n", encoding="utf-8")
-        _fsync(staging / "config.json")
-        _fsync(staging / "warmstart.json")
-        fsync_dir(staging)
-        os.replace(staging, out)
-        fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        fsync_file(staging / "config.json")
+        fsync_file(staging / "warmstart.json")
 
 
 # -------------------------------------------------------------- safetensors
@@ -263,37 +245,19 @@ def _stamp_safetensors(rc, out: Path, ident: dict, updates: dict) -> None:
 
 
 def write_safetensors_with_header(src: Path, data_start: int, header: dict, out: Path) -> None:
-    from warmstart.checkpoint.write import fsync_dir
-
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * ((8 - len(blob) % 8) % 8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fo, open(src, "rb") as fi:
-            fo.write(struct.pack("<Q", len(blob)))
-            fo.write(blob)
-            fi.seek(data_start)
-            shutil.copyfileobj(fi, fo, 1 << 24)
-            fo.flush()
-            os.fsync(fo.fileno())
-        make_readable(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(out.parent)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fo, open(src, "rb") as fi:
+        fo.write(struct.pack("<Q", len(blob)))
+        fo.write(blob)
+        fi.seek(data_start)
+        shutil.copyfileobj(fi, fo, 1 << 24)
 
 
 # --------------------------------------------------------------------- GGUF
 
 def _stamp_gguf(rc, out: Path, ident: dict, updates: dict) -> None:
     import gguf
-
-    from warmstart.checkpoint.write import fsync_dir
 
     reader = gguf.GGUFReader(str(rc.path))
     old_arch = rc.files[0].metadata.get("general.architecture") or "llama"
@@ -323,11 +287,8 @@ def _stamp_gguf(rc, out: Path, ident: dict, updates: dict) -> None:
     drop_prefixes.append("warmstart.")  # rewritten below from the merged provenance
     extra += gguf_provenance_kvs(prov)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        w = gguf.GGUFWriter(tmp, new_arch)
+    with atomic_path(out) as tmp:
+        w = gguf.GGUFWriter(str(tmp), new_arch)
         for field in reader.fields.values():
             name = field.name
             if name == gguf.Keys.General.ARCHITECTURE or name.startswith("GGUF."):
@@ -353,16 +314,6 @@ def _stamp_gguf(rc, out: Path, ident: dict, updates: dict) -> None:
         for t in reader.tensors:
             w.write_tensor_data(t.data, tensor_endianess=reader.endianess)
         w.close()
-        _fsync(Path(tmp))
-        make_readable(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(out.parent)
 
 
 __all__ = ["resolve_identity", "stamp_checkpoint", "safetensors_metadata_update", "write_safetensors_with_header"]

@@ -76,7 +76,7 @@ def test_llama_qk_permutation_applied(ckpt_factory, tmp_path):
     """attn_q in the GGUF is llama.cpp's permuted layout, not the HF rows."""
     import gguf
 
-    from warmstart.release.gguf_write import llama_permute
+    from warmstart.checkpoint.gguf_names import permute_rows
 
     src = ckpt_factory("llama")
     out = tmp_path / "m.gguf"
@@ -86,7 +86,7 @@ def test_llama_qk_permutation_applied(ckpt_factory, tmp_path):
     q = next(t for t in r.tensors if t.name == "blk.0.attn_q.weight")
     stored = torch.from_numpy(q.data.copy()).reshape(hf_q.shape)
     assert not torch.equal(stored, hf_q)
-    assert torch.equal(stored, llama_permute(hf_q, 4, 4))
+    assert torch.equal(stored, permute_rows(hf_q, 4))
 
 
 def test_single_safetensors_metadata(ckpt_factory, tmp_path):

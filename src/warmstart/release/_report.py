@@ -39,6 +39,20 @@ class Check:
         return asdict(self)
 
 
+def verdict(path, gates: list[Check], exit_code: int | None = None, **extra: Any) -> dict[str, Any]:
+    """GO only when no gate failed; every failure becomes a blocker with its fix."""
+    go = not any(g.status == FAIL for g in gates)
+    return {
+        "path": str(path),
+        "verdict": "GO" if go else "NO-GO",
+        "exit_code": 0 if go else (exit_code or 1),
+        "gates": gates,
+        "blockers": [f"{g.name}: {g.detail}" + (f" — fix: {g.fix}" if g.fix else "") for g in gates
+                     if g.status == FAIL],
+        **extra,
+    }
+
+
 def status_line(c: Check, width: int = 22) -> str:
     line = f"  {c.status:<4}  {c.name:<{width}} {c.detail}"
     for it in c.items[:12]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -19,52 +18,18 @@ import numpy as np
 import torch
 
 from warmstart.arch.config import ModelConfig
+from warmstart.checkpoint.gguf_names import hf_to_gguf, permutation_heads, permute_rows
 from warmstart.checkpoint.write import atomic_path
 from warmstart.errors import UsageError
 
 GGUF_DTYPES = ("f32", "f16", "bf16", "q8_0")
 
-_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-_LAYER_MAP = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "self_attn.o_proj.bias": "attn_output.bias",
-    "self_attn.q_norm.weight": "attn_q_norm.weight",
-    "self_attn.k_norm.weight": "attn_k_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-_TOP_MAP = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
-
-
 def hf_to_gguf_name(name: str) -> str:
-    if name in _TOP_MAP:
-        return _TOP_MAP[name]
-    m = _LAYER.match(name)
-    if m and m.group(2) in _LAYER_MAP:
-        return f"blk.{m.group(1)}.{_LAYER_MAP[m.group(2)]}"
-    raise UsageError(f"tensor '{name}' has no llama.cpp GGUF name",
-                     why="the GGUF exporter maps only the tensors of warmstart's decoder families")
-
-
-def llama_permute(w: torch.Tensor, n_head: int, n_head_kv: int | None = None) -> torch.Tensor:
-    """llama.cpp's Q/K row permutation (HF rotate-half layout -> GGML interleaved)."""
-    if n_head_kv is not None and n_head != n_head_kv:
-        n_head = n_head_kv
-    shape = w.shape
-    return w.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+    gguf_name = hf_to_gguf(name)
+    if gguf_name == name:
+        raise UsageError(f"tensor '{name}' has no llama.cpp GGUF name",
+                         why="the GGUF exporter maps only the tensors of warmstart's decoder families")
+    return gguf_name
 
 
 def gguf_tensor_type(name: str, shape: tuple[int, ...], dtype: str) -> str:
@@ -255,10 +220,9 @@ def write_gguf(
                 continue
             t = get_tensor(hf).detach().float()
             if cfg.family == "llama":
-                if hf.endswith("self_attn.q_proj.weight") or hf.endswith("self_attn.q_proj.bias"):
-                    t = llama_permute(t, cfg.num_heads, cfg.num_heads)
-                elif hf.endswith("self_attn.k_proj.weight") or hf.endswith("self_attn.k_proj.bias"):
-                    t = llama_permute(t, cfg.num_heads, cfg.num_kv_heads)
+                n_head = permutation_heads(hf_to_gguf_name(hf), "llama", cfg.num_heads, cfg.num_kv_heads)
+                if n_head is not None:
+                    t = permute_rows(t, n_head)
             gtype = gguf_tensor_type(hf, tuple(t.shape), dtype)
             arr, raw = _encode(t, gtype)
             if raw is None:
@@ -274,5 +238,5 @@ def write_gguf(
     return written
 
 
-__all__ = ["GGUF_DTYPES", "add_tokenizer", "gguf_tensor_type", "hf_to_gguf_name", "llama_permute",
+__all__ = ["GGUF_DTYPES", "add_tokenizer", "gguf_tensor_type", "hf_to_gguf_name",
            "roundtrip_value", "write_gguf"]

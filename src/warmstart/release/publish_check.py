@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from warmstart.release._report import FAIL, PASS, SKIP, WARN, Check
+from warmstart.release._report import FAIL, PASS, SKIP, WARN, Check, verdict
 from warmstart.release.qa import QAContext, export_gate, run_qa
 from warmstart.release.quality import PASS_SCORE
 
@@ -129,19 +129,9 @@ PROMPT = "def count_words(path):"
 
 
 def _finish(ctx: QAContext, gates: list[Check], q: dict | None, exit_code: int | None = None) -> dict[str, Any]:
-    go = not any(g.status == FAIL for g in gates)
     for i, g in enumerate(gates, 1):
         g.data.setdefault("order", i)
-    return {
-        "path": str(ctx.path),
-        "verdict": "GO" if go else "NO-GO",
-        "exit_code": 0 if go else (exit_code or 1),
-        "gates": gates,
-        "blockers": [f"{g.name}: {g.detail}" + (f" — fix: {g.fix}" if g.fix else "") for g in gates
-                     if g.status == FAIL],
-        "quality": q,
-        "stamp_recipe": (q or {}).get("stamp_recipe"),
-    }
+    return verdict(ctx.path, gates, exit_code, quality=q, stamp_recipe=(q or {}).get("stamp_recipe"))
 
 
 __all__ = ["card_gate", "default_card_path", "publish_check", "read_front_matter"]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from warmstart.errors import WarmstartError
-from warmstart.release._report import FAIL, PASS, PROBE_TEXT, PROMPT_TEXT, SKIP, WARN, Check, build_model
+from warmstart.release._report import FAIL, PASS, PROBE_TEXT, PROMPT_TEXT, SKIP, WARN, Check, build_model, verdict
 from warmstart.release.validate import public, validate
 
 
@@ -199,16 +199,7 @@ def run_qa(path: str | Path, *, ctx: QAContext | None = None) -> dict[str, Any]:
 
 
 def _finish(ctx: QAContext, gates: list[Check], exit_code: int | None = None) -> dict[str, Any]:
-    go = not any(g.status == FAIL for g in gates)
-    return {
-        "path": str(ctx.path),
-        "verdict": "GO" if go else "NO-GO",
-        "exit_code": 0 if go else (exit_code or 1),
-        "gates": gates,
-        "blockers": [f"{g.name}: {g.detail}" + (f" — fix: {g.fix}" if g.fix else "") for g in gates
-                     if g.status == FAIL],
-        "validation": public(ctx.validation),
-    }
+    return verdict(ctx.path, gates, exit_code, validation=public(ctx.validation))
 
 
 def render_gates(title: str, report: dict) -> str:

@@ -32,10 +32,10 @@ class TrainConfig:
     val_fraction: float = 0.02
     cache_dir: str | None = None
     seq_len: int = 128
-    batch_size: int = 16
+    batch_size: int = 8
     grad_accum: int = 1
     # optimisation
-    lr: float = 3e-3
+    lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 10
     lr_decay_steps: int | None = None  # cosine horizon; default = the step budget
@@ -45,15 +45,15 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     # budget
-    max_steps: int | None = 100
+    max_steps: int | None = 300
     max_tokens: int | None = None
     max_time: float | None = None  # seconds
     # eval / checkpoints / logging
-    eval_every: int = 20
+    eval_every: int = 25
     eval_tokens: int = 8192
-    save_every: int = 50
+    save_every: int = 100
     keep_last: int = 2
-    log_every: int = 5
+    log_every: int = 10
     # runtime
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16

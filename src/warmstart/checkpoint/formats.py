@@ -18,7 +18,7 @@ import json
 import math
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from warmstart.errors import UnreadableError
@@ -81,72 +81,142 @@ class SafetensorsHeader:
     data_start: int  # 8 + header length
 
 
-def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
-    """Parse and fully validate a safetensors header; raise UnreadableError naming the defect."""
+@dataclass
+class SafetensorsDefect:
+    message: str
+    why: str = "the file is not a valid safetensors file"
+    level: str = "problem"  # "fatal" (header unusable) | "problem" | "warning" (bytes belonging to no tensor)
+
+
+@dataclass
+class SafetensorsCheck:
+    """Everything found in a safetensors header; ``defects`` in the order they are detected."""
+
+    path: Path
+    size: int
+    header_len: int = 0
+    header: dict = field(default_factory=dict)  # the JSON header as stored, ``__metadata__`` included
+    metadata: dict = field(default_factory=dict)
+    tensors: dict[str, dict] = field(default_factory=dict)  # entries whose dtype, shape and offsets are usable
+    defects: list[SafetensorsDefect] = field(default_factory=list)
+
+    @property
+    def data_start(self) -> int:
+        return 8 + self.header_len
+
+    @property
+    def fatal(self) -> SafetensorsDefect | None:
+        return next((d for d in self.defects if d.level == "fatal"), None)
+
+    @property
+    def problems(self) -> list[str]:
+        return [d.message for d in self.defects if d.level != "warning"]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [d.message for d in self.defects if d.level == "warning"]
+
+
+def check_safetensors(path: str | os.PathLike) -> SafetensorsCheck:
+    """Validate a safetensors header completely, collecting every defect instead of stopping at the first.
+
+    A "fatal" defect (the header cannot be located or parsed) ends the check; otherwise every
+    tensor entry, the byte coverage of the data section and the trailing bytes are checked.
+    """
     path = Path(path)
     size = path.stat().st_size
+    res = SafetensorsCheck(path, size)
 
-    def bad(found: str, why: str = "the file is not a valid safetensors file") -> UnreadableError:
-        return UnreadableError(found, why=why, fix="re-download or re-export the checkpoint", path=path)
+    def add(found: str, why: str = "the file is not a valid safetensors file", level: str = "problem") -> None:
+        res.defects.append(SafetensorsDefect(found, why, level))
 
     if size < 8:
-        raise bad(f"safetensors file is truncated: {size} bytes, shorter than the 8-byte header length")
+        add(f"safetensors file is truncated: {size} bytes, shorter than the 8-byte header length", level="fatal")
+        return res
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
         if n > size - 8:
-            raise bad(f"safetensors header length is {n} bytes, larger than the file ({size} bytes)",
-                      why="the file is truncated or its first 8 bytes are corrupt")
+            add(f"safetensors header length is {n} bytes, larger than the file ({size} bytes)",
+                "the file is truncated or its first 8 bytes are corrupt", "fatal")
+            return res
         if n > SAFETENSORS_MAX_HEADER:
-            raise bad(f"safetensors header length is {n} bytes, above the {SAFETENSORS_MAX_HEADER}-byte limit")
+            add(f"safetensors header length is {n} bytes, above the {SAFETENSORS_MAX_HEADER}-byte limit",
+                level="fatal")
+            return res
         raw = fh.read(n)
+    res.header_len = n
     if not raw.lstrip(b" ").startswith(b"{"):
-        raise bad(f"safetensors header is not a JSON object (starts with {raw[:16]!r})")
+        add(f"safetensors header is not a JSON object (starts with {raw[:16]!r})", level="fatal")
+        return res
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise bad(f"safetensors header is not valid JSON ({err})") from None
+        add(f"safetensors header is not valid JSON ({err})", level="fatal")
+        return res
     if not isinstance(header, dict):
-        raise bad("safetensors header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
+        add("safetensors header is not a JSON object", level="fatal")
+        return res
+    res.header = header
+    metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise bad("safetensors __metadata__ must map strings to strings")
+        add("safetensors __metadata__ must map strings to strings")
+    res.metadata = metadata if isinstance(metadata, dict) else {}
     data_len = size - 8 - n
     spans: list[tuple[int, int, str]] = []
     for name, info in header.items():
+        if name == "__metadata__":
+            continue
         if not isinstance(info, dict):
-            raise bad(f"safetensors entry '{name}' is not an object")
+            add(f"safetensors entry '{name}' is not an object")
+            continue
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if dtype not in SAFETENSORS_DTYPE_SIZES:
-            raise bad(f"tensor '{name}' has unknown dtype {dtype!r}")
+            add(f"tensor '{name}' has unknown dtype {dtype!r}")
+            continue
         if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise bad(f"tensor '{name}' has an invalid shape {shape!r}")
+            add(f"tensor '{name}' has an invalid shape {shape!r}")
+            continue
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise bad(f"tensor '{name}' has invalid data_offsets {offsets!r}")
+            add(f"tensor '{name}' has invalid data_offsets {offsets!r}")
+            continue
         begin, end = offsets
         if not 0 <= begin <= end:
-            raise bad(f"tensor '{name}' has data_offsets [{begin}, {end}] out of order")
+            add(f"tensor '{name}' has data_offsets [{begin}, {end}] out of order")
+            continue
         expected = math.prod(shape) * SAFETENSORS_DTYPE_SIZES[dtype]
         if end - begin != expected:
-            raise bad(f"tensor '{name}' ({dtype}, shape {shape}) needs {expected} bytes but its data_offsets "
-                      f"[{begin}, {end}] span {end - begin} bytes")
+            add(f"tensor '{name}' ({dtype}, shape {shape}) needs {expected} bytes but its data_offsets "
+                f"[{begin}, {end}] span {end - begin} bytes")
         if end > data_len:
-            raise bad(f"safetensors file is truncated: tensor '{name}' ends at data byte {end} but the data "
-                      f"section has only {data_len} bytes", why="part of the weights is missing")
+            add(f"safetensors file is truncated: tensor '{name}' ends at data byte {end} but the data "
+                f"section has only {data_len} bytes", "part of the weights is missing")
+        res.tensors[name] = info
         spans.append((begin, end, name))
     spans.sort()
     pos, prev = 0, None
     for begin, end, name in spans:
         if begin < pos:
-            raise bad(f"tensors '{prev}' and '{name}' overlap (data bytes {begin}..{pos})")
+            add(f"tensors '{prev}' and '{name}' overlap (data bytes {begin}..{pos})")
         if begin > pos:
-            raise bad(f"data bytes {pos}..{begin} (before tensor '{name}') belong to no tensor")
+            add(f"data bytes {pos}..{begin} (before tensor '{name}') belong to no tensor", level="warning")
         pos, prev = end, name
-    if pos != data_len:
-        raise bad(f"{data_len - pos} trailing bytes after the last tensor belong to no tensor")
-    return SafetensorsHeader(path, header, metadata, 8 + n)
+    if pos < data_len:
+        add(f"{data_len - pos} trailing bytes after the last tensor belong to no tensor", level="warning")
+    return res
+
+
+def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
+    """Parse and fully validate a safetensors header; raise UnreadableError naming the first defect."""
+    res = check_safetensors(path)
+    if res.defects:
+        first = res.defects[0]
+        raise UnreadableError(first.message, why=first.why, fix="re-download or re-export the checkpoint",
+                              path=res.path)
+    return SafetensorsHeader(res.path, res.tensors, res.metadata, res.data_start)
 
 
 __all__ = [
-    "FORMAT_GGUF", "FORMAT_PICKLE", "FORMAT_SAFETENSORS", "SAFETENSORS_DTYPE_SIZES", "SafetensorsHeader",
-    "read_safetensors_header", "sniff_file",
+    "FORMAT_GGUF", "FORMAT_PICKLE", "FORMAT_SAFETENSORS", "SAFETENSORS_DTYPE_SIZES", "SAFETENSORS_MAX_HEADER",
+    "SafetensorsCheck", "SafetensorsDefect", "SafetensorsHeader", "check_safetensors", "read_safetensors_header",
+    "sniff_file",
 ]

@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SAFETENSORS_DTYPE_SIZES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
-}
-MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+from warmstart.checkpoint.formats import (
+    FORMAT_GGUF,
+    FORMAT_PICKLE,
+    FORMAT_SAFETENSORS,
+    SAFETENSORS_DTYPE_SIZES,  # noqa: F401 - re-exported
+    check_safetensors,
+    sniff_file,
+)
+from warmstart.errors import UnreadableError
+
 GGUF_MAGIC = b"GGUF"
 
 
@@ -55,7 +60,7 @@ class RawFile:
 # ------------------------------------------------------------------ detection
 
 def detect_format(path: str | Path) -> str | None:
-    """"hf-dir" | "safetensors" | "gguf" | "pickle" | None, by content."""
+    """"hf-dir" | "safetensors" | "gguf" | "pickle" | None, by content (files: ``checkpoint.formats.sniff_file``)."""
     p = Path(path)
     if p.is_dir():
         if (p / "config.json").exists() or list(p.glob("*.safetensors")):
@@ -63,86 +68,39 @@ def detect_format(path: str | Path) -> str | None:
         return None
     if not p.is_file():
         return None
-    with open(p, "rb") as fh:
-        head = fh.read(16)
-    if head[:4] == GGUF_MAGIC:
-        return "gguf"
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        return "pickle"
-    if len(head) >= 9:
-        (n,) = struct.unpack("<Q", head[:8])
-        if 0 < n <= MAX_SAFETENSORS_HEADER and head[8:9] == b"{":
-            return "safetensors"
-    return None
+    try:
+        fmt = sniff_file(p)
+    except UnreadableError:
+        return None
+    return {FORMAT_GGUF: "gguf", FORMAT_PICKLE: "pickle", FORMAT_SAFETENSORS: "safetensors"}[fmt]
 
 
 # ---------------------------------------------------------------- safetensors
 
+def _checked_safetensors(p: Path):
+    """``checkpoint.formats.check_safetensors``; a header that cannot be parsed at all raises ``Unreadable``."""
+    res = check_safetensors(p)
+    if res.fatal is not None:
+        raise Unreadable(f"{p}: the safetensors header does not parse: {res.fatal.message}; {res.fatal.why}")
+    return res
+
+
 def read_safetensors_header(path: str | Path) -> tuple[dict, int]:
-    """(header dict, header length). Raises ``Unreadable``."""
-    p = Path(path)
-    size = p.stat().st_size
-    with open(p, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise Unreadable(f"{p}: {size} bytes, too short for a safetensors header")
-        (n,) = struct.unpack("<Q", raw)
-        if n > MAX_SAFETENSORS_HEADER or n > size - 8:
-            raise Unreadable(f"{p}: safetensors header length {n} is larger than the file "
-                             f"({size} bytes) or the 100 MB limit; the file is truncated or not safetensors")
-        blob = fh.read(n)
-    try:
-        header = json.loads(blob.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise Unreadable(f"{p}: the safetensors JSON header does not parse ({err}); "
-                         "the header bytes are corrupted") from None
-    if not isinstance(header, dict):
-        raise Unreadable(f"{p}: the safetensors header is not a JSON object")
-    return header, n
+    """(header dict as stored, ``__metadata__`` included; header length). Raises ``Unreadable``."""
+    res = _checked_safetensors(Path(path))
+    return res.header, res.header_len
 
 
 def parse_safetensors(path: str | Path) -> RawFile:
+    """Every tensor whose entry is usable, with all of the header's problems and warnings listed."""
     p = Path(path)
-    header, n = read_safetensors_header(p)
-    size = p.stat().st_size
-    rf = RawFile(path=p, kind="safetensors", size=size, data_start=8 + n)
-    meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict):
-        rf.problems.append("__metadata__ is not a JSON object")
-        meta = {}
-    rf.metadata = meta
-    data_len = size - rf.data_start
-    for name, info in header.items():
-        if not isinstance(info, dict):
-            rf.problems.append(f"tensor '{name}': header entry is not an object")
-            continue
-        dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in SAFETENSORS_DTYPE_SIZES:
-            rf.problems.append(f"tensor '{name}': unknown dtype {dtype!r}")
-            continue
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            rf.problems.append(f"tensor '{name}': invalid shape {shape!r}")
-            continue
-        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)
-                and 0 <= offs[0] <= offs[1]):
-            rf.problems.append(f"tensor '{name}': invalid data_offsets {offs!r}")
-            continue
-        numel = 1
-        for d in shape:
-            numel *= d
-        want = numel * SAFETENSORS_DTYPE_SIZES[dtype]
-        if offs[1] - offs[0] != want:
-            rf.problems.append(f"tensor '{name}': {dtype}{shape} needs {want} bytes but its data_offsets "
-                               f"span {offs[1] - offs[0]}")
-        if offs[1] > data_len:
-            rf.problems.append(f"tensor '{name}': data ends at byte {offs[1]} of the data section but the "
-                               f"file holds only {data_len} data bytes (truncated file)")
-        rf.tensors.append(RawTensor(name, dtype, tuple(shape), rf.data_start + offs[0],
-                                    rf.data_start + offs[1], p))
-    _check_overlaps(rf)
-    covered = max((t.end for t in rf.tensors), default=rf.data_start)
-    if covered < size:
-        rf.warnings.append(f"{size - covered} trailing bytes after the last tensor")
+    res = _checked_safetensors(p)
+    rf = RawFile(path=p, kind="safetensors", size=res.size, data_start=res.data_start, metadata=res.metadata,
+                 problems=res.problems, warnings=res.warnings)
+    for name, info in res.tensors.items():
+        begin, end = info["data_offsets"]
+        rf.tensors.append(RawTensor(name, info["dtype"], tuple(info["shape"]), rf.data_start + begin,
+                                    rf.data_start + end, p))
     return rf
 
 

@@ -57,14 +57,32 @@ class GGUFTensor:
     nbytes: int
 
 
+# Sanity limits on header counts: larger values mean a corrupt header (checked before any loop).
+MAX_COUNT = 1 << 20  # tensors, metadata entries
+MAX_STRING = 1 << 30  # bytes in one string
+MAX_ARRAY = 1 << 28  # elements in one metadata array
+
+
+class SkippedStrings(int):
+    """Stands for a GGUF string array that was bounds-checked but not decoded (its length)."""
+
+    def __repr__(self) -> str:
+        return f"<{int(self)} strings>"
+
+
 class _Cursor:
     """Bounds-checked little-endian reads from a memory-mapped file."""
 
-    def __init__(self, buf: memoryview | bytes, path: Path) -> None:
+    def __init__(self, buf: memoryview | bytes, path: Path, *, skip_string_arrays: bool = False) -> None:
         self.buf = buf
         self.pos = 0
         self.path = path
         self.size = len(buf)
+        self.skip_string_arrays = skip_string_arrays
+
+    def corrupt(self, found: str) -> UnreadableError:
+        return UnreadableError(f"GGUF file is corrupt: {found}", fix="re-download or re-export the file",
+                               path=self.path)
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
@@ -83,14 +101,19 @@ class _Cursor:
         self.pos += n
         return val
 
-    def string(self, what: str) -> str:
+    def string(self, what: str, *, strict: bool = True) -> str:
+        """A string; keys, names and scalar values must be UTF-8 (``strict``), array elements are decoded leniently."""
         n = self.scalar("<Q", what + " length")
+        if n > MAX_STRING:
+            raise self.corrupt(f"{what} length {n} at offset {self.pos} is absurd")
         self.need(n, what)
         raw = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
+            if strict:
+                raise self.corrupt(f"{what} at offset {self.pos - n} is not UTF-8") from None
             return raw.decode("utf-8", errors="replace")
 
     def value(self, vtype: int, what: str) -> Any:
@@ -101,14 +124,22 @@ class _Cursor:
         if vtype == _ARRAY:
             etype = self.scalar("<I", what + " element type")
             count = self.scalar("<Q", what + " element count")
+            if count > MAX_ARRAY:
+                raise self.corrupt(f"{what} declares {count} elements")
             if etype in _NP_SCALAR:
                 dt = np.dtype(_NP_SCALAR[etype])
                 self.need(count * dt.itemsize, what)
                 arr = np.frombuffer(self.buf, dtype=dt, count=count, offset=self.pos)
                 self.pos += count * dt.itemsize
                 return [bool(x) for x in arr] if etype == 7 else arr.tolist()
+            if etype == _STRING and self.skip_string_arrays:  # vocabularies, merges: bounds-checked only
+                for i in range(count):
+                    n = self.scalar("<Q", f"{what}[{i}] length")
+                    self.need(n, f"{what}[{i}]")
+                    self.pos += n
+                return SkippedStrings(count)
             if etype == _STRING:
-                return [self.string(f"{what}[{i}]") for i in range(count)]
+                return [self.string(f"{what}[{i}]", strict=False) for i in range(count)]
             if etype == _ARRAY:
                 return [self.value(_ARRAY, f"{what}[{i}]") for i in range(count)]
             raise UnreadableError(f"GGUF metadata {what} has unknown array element type {etype}",
@@ -117,79 +148,110 @@ class _Cursor:
                               fix="re-export the file with a current llama.cpp", path=self.path)
 
 
+@dataclass
+class GGUFHeader:
+    version: int
+    metadata: dict[str, Any]
+    infos: list[tuple[str, tuple[int, ...], int, int]]  # name, ggml dims (innermost first), type id, offset
+    alignment: int
+    data_start: int
+    file_size: int
+
+
+def parse_gguf_header(buf: memoryview | bytes, path: Path, *, skip_string_arrays: bool = False) -> GGUFHeader:
+    """Magic, version, metadata and tensor infos, every read bounds-checked; raises UnreadableError."""
+    file_size = len(buf)
+    cur = _Cursor(buf, path, skip_string_arrays=skip_string_arrays)
+    magic = bytes(buf[:4]) if file_size >= 4 else b""
+    if magic != GGUF_MAGIC:
+        raise UnreadableError(f"not a GGUF file: magic is {magic!r}, expected b'GGUF'", path=path)
+    cur.pos = 4
+    version = cur.scalar("<I", "version")
+    if version not in SUPPORTED_VERSIONS:
+        raise UnreadableError(
+            f"GGUF version {version} is not supported (supported: 2, 3)",
+            fix="convert the model with a current llama.cpp (convert_hf_to_gguf.py)",
+            path=path,
+        )
+    n_tensors = cur.scalar("<Q", "tensor count")
+    n_kv = cur.scalar("<Q", "metadata count")
+    # Each entry takes at least a few bytes; absurd counts mean a corrupt header.
+    if max(n_tensors, n_kv) > min(file_size, MAX_COUNT):
+        raise UnreadableError(
+            f"GGUF header is corrupt: {n_tensors} tensors and {n_kv} metadata entries declared in a "
+            f"{file_size}-byte file", fix="re-download or re-export the file", path=path)
+    metadata: dict[str, Any] = {}
+    for i in range(n_kv):
+        key = cur.string(f"metadata key #{i}")
+        vtype = cur.scalar("<I", f"type of metadata '{key}'")
+        metadata[key] = cur.value(vtype, f"metadata '{key}'")
+    infos: list[tuple[str, tuple[int, ...], int, int]] = []
+    for i in range(n_tensors):
+        name = cur.string(f"name of tensor #{i}")
+        n_dims = cur.scalar("<I", f"rank of tensor '{name}'")
+        if n_dims > 8:
+            raise UnreadableError(f"GGUF tensor '{name}' declares {n_dims} dimensions (at most 4 exist)",
+                                  fix="re-export the file", path=path)
+        dims = tuple(cur.scalar("<Q", f"shape of tensor '{name}'") for _ in range(n_dims))
+        type_id = cur.scalar("<I", f"type of tensor '{name}'")
+        offset = cur.scalar("<Q", f"offset of tensor '{name}'")
+        infos.append((name, dims, type_id, offset))
+    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT) or DEFAULT_ALIGNMENT)
+    data_start = cur.pos + (-cur.pos % alignment)
+    return GGUFHeader(version, metadata, infos, alignment, data_start, file_size)
+
+
+def gguf_tensor_table(header: GGUFHeader) -> tuple[list[GGUFTensor], list[tuple[str, str | None, str]]]:
+    """The tensors whose GGML type is known, and every defect found ``(message, why, fix)``, in file order."""
+    qtypes, sizes = _quant_types()
+    tensors: list[GGUFTensor] = []
+    defects: list[tuple[str, str | None, str]] = []
+    reexport = "re-export the file"
+    seen: set[str] = set()
+    for name, dims, type_id, offset in header.infos:
+        try:
+            qtype = qtypes(type_id)
+        except ValueError:
+            defects.append((f"GGUF tensor '{name}' has unknown GGML type id {type_id}", None,
+                            "re-export the file with a current llama.cpp"))
+            continue
+        block, type_size = sizes[qtype]
+        n_elem = math.prod(dims) if dims else 1
+        if dims and dims[0] % block:
+            defects.append(((f"GGUF tensor '{name}': row length {dims[0]} is not a multiple of the "
+                             f"{qtype.name} block size {block}"), None, reexport))
+        nbytes = n_elem // block * type_size
+        if offset % header.alignment:
+            defects.append((f"GGUF tensor '{name}': data offset {offset} is not aligned to {header.alignment}",
+                            None, reexport))
+        start = header.data_start + offset
+        if start + nbytes > header.file_size:
+            defects.append(((f"GGUF file is truncated: tensor '{name}' ({qtype.name}, shape "
+                             f"{list(reversed(dims))}) needs bytes {start}..{start + nbytes} but the file has "
+                             f"{header.file_size} bytes"),
+                            "part of the weights is missing", "re-download or re-export the file"))
+        if name in seen:
+            defects.append((f"GGUF tensor name '{name}' appears twice", None, reexport))
+        seen.add(name)
+        tensors.append(GGUFTensor(name, tuple(reversed(dims)), qtype.name, type_id, start, nbytes))
+    return tensors, defects
+
+
 class GGUFFile:
     """A parsed GGUF file: ``metadata`` (key -> value), ``tensors`` (llama.cpp name -> GGUFTensor)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._mm = np.memmap(self.path, dtype=np.uint8, mode="c")  # copy-on-write: writable views
-        file_size = self._mm.shape[0]
-        cur = _Cursor(memoryview(self._mm), self.path)
-        magic = bytes(self._mm[:4]) if file_size >= 4 else b""
-        if magic != GGUF_MAGIC:
-            raise UnreadableError(f"not a GGUF file: magic is {magic!r}, expected b'GGUF'", path=self.path)
-        cur.pos = 4
-        self.version = cur.scalar("<I", "version")
-        if self.version not in SUPPORTED_VERSIONS:
-            raise UnreadableError(
-                f"GGUF version {self.version} is not supported (supported: 2, 3)",
-                fix="convert the model with a current llama.cpp (convert_hf_to_gguf.py)",
-                path=self.path,
-            )
-        n_tensors = cur.scalar("<Q", "tensor count")
-        n_kv = cur.scalar("<Q", "metadata count")
-        # Each entry takes at least a few bytes; absurd counts mean a corrupt header.
-        if n_tensors > file_size or n_kv > file_size:
-            raise UnreadableError(
-                f"GGUF header is corrupt: {n_tensors} tensors and {n_kv} metadata entries declared in a "
-                f"{file_size}-byte file", fix="re-download or re-export the file", path=self.path)
-        self.metadata: dict[str, Any] = {}
-        for i in range(n_kv):
-            key = cur.string(f"metadata key #{i}")
-            vtype = cur.scalar("<I", f"type of metadata '{key}'")
-            self.metadata[key] = cur.value(vtype, f"metadata '{key}'")
-        raw: list[tuple[str, tuple[int, ...], int, int]] = []
-        for i in range(n_tensors):
-            name = cur.string(f"name of tensor #{i}")
-            n_dims = cur.scalar("<I", f"rank of tensor '{name}'")
-            if n_dims > 8:
-                raise UnreadableError(f"GGUF tensor '{name}' declares {n_dims} dimensions (at most 4 exist)",
-                                      fix="re-export the file", path=self.path)
-            dims = tuple(cur.scalar("<Q", f"shape of tensor '{name}'") for _ in range(n_dims))
-            type_id = cur.scalar("<I", f"type of tensor '{name}'")
-            offset = cur.scalar("<Q", f"offset of tensor '{name}'")
-            raw.append((name, dims, type_id, offset))
-        alignment = int(self.metadata.get("general.alignment", DEFAULT_ALIGNMENT) or DEFAULT_ALIGNMENT)
-        data_start = cur.pos + (-cur.pos % alignment)
-        self.data_start = data_start
-        self.tensors: dict[str, GGUFTensor] = {}
-        qtypes, sizes = _quant_types()
-        for name, dims, type_id, offset in raw:
-            try:
-                qtype = qtypes(type_id)
-            except ValueError:
-                raise UnreadableError(f"GGUF tensor '{name}' has unknown GGML type id {type_id}",
-                                      fix="re-export the file with a current llama.cpp", path=self.path) from None
-            block, type_size = sizes[qtype]
-            n_elem = math.prod(dims) if dims else 1
-            if dims and dims[0] % block:
-                raise UnreadableError(
-                    f"GGUF tensor '{name}': row length {dims[0]} is not a multiple of the {qtype.name} block "
-                    f"size {block}", fix="re-export the file", path=self.path)
-            nbytes = n_elem // block * type_size
-            start = data_start + offset
-            if start + nbytes > file_size:
-                raise UnreadableError(
-                    f"GGUF file is truncated: tensor '{name}' ({qtype.name}, shape {list(reversed(dims))}) "
-                    f"needs bytes {start}..{start + nbytes} but the file has {file_size} bytes",
-                    why="part of the weights is missing",
-                    fix="re-download or re-export the file",
-                    path=self.path,
-                )
-            if name in self.tensors:
-                raise UnreadableError(f"GGUF tensor name '{name}' appears twice", path=self.path,
-                                      fix="re-export the file")
-            self.tensors[name] = GGUFTensor(name, tuple(reversed(dims)), qtype.name, type_id, start, nbytes)
+        header = parse_gguf_header(memoryview(self._mm), self.path)
+        self.version = header.version
+        self.metadata: dict[str, Any] = header.metadata
+        self.data_start = header.data_start
+        tensors, defects = gguf_tensor_table(header)
+        if defects:
+            found, why, fix = defects[0]
+            raise UnreadableError(found, why=why, fix=fix, path=self.path)
+        self.tensors: dict[str, GGUFTensor] = {t.name: t for t in tensors}
 
     # ------------------------------------------------------------- tensors
     @property

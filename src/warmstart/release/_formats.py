@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,6 @@ from warmstart.checkpoint.formats import (
     sniff_file,
 )
 from warmstart.errors import UnreadableError
-
-GGUF_MAGIC = b"GGUF"
 
 
 class Unreadable(Exception):
@@ -106,133 +103,34 @@ def parse_safetensors(path: str | Path) -> RawFile:
 
 # ----------------------------------------------------------------------- GGUF
 
-_GGUF_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-                10: "<Q", 11: "<q", 12: "<d"}
-
-
-class SkippedStrings(int):
-    """Stands for a GGUF string array that was bounds-checked but not decoded (its length)."""
-
-    def __repr__(self) -> str:
-        return f"<{int(self)} strings>"
-
-
-class _Cursor:
-    def __init__(self, buf: memoryview, path: Path) -> None:
-        self.buf, self.pos, self.path = buf, 0, path
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.buf):
-            raise Unreadable(f"{self.path}: GGUF header runs past the end of the file at byte {self.pos} "
-                             "(truncated or corrupted header)")
-        out = bytes(self.buf[self.pos:self.pos + n])
-        self.pos += n
-        return out
-
-    def unpack(self, fmt: str):
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
-
-    def string(self) -> str:
-        n = self.unpack("<Q")
-        if n > 1 << 30:
-            raise Unreadable(f"{self.path}: GGUF string length {n} at byte {self.pos} is absurd (corrupted header)")
-        try:
-            return self.take(n).decode("utf-8")
-        except UnicodeDecodeError:
-            raise Unreadable(f"{self.path}: GGUF string at byte {self.pos} is not UTF-8 (corrupted header)") from None
-
-    def value(self, vtype: int):
-        if vtype in _GGUF_SCALAR:
-            return self.unpack(_GGUF_SCALAR[vtype])
-        if vtype == 8:
-            return self.string()
-        if vtype == 9:
-            sub = self.unpack("<I")
-            n = self.unpack("<Q")
-            if n > 1 << 28:
-                raise Unreadable(f"{self.path}: GGUF array length {n} is absurd (corrupted header)")
-            if sub in _GGUF_SCALAR:
-                fmt = _GGUF_SCALAR[sub]
-                size = struct.calcsize(fmt)
-                raw = self.take(size * n)
-                return list(struct.unpack("<" + fmt[1:] * n, raw)) if n else []
-            if sub == 8:  # string arrays (vocabularies, merges): bounds-checked, not decoded
-                for _ in range(n):
-                    ln = struct.unpack("<Q", self.take(8))[0]
-                    if self.pos + ln > len(self.buf):
-                        self.take(ln)  # raises Unreadable
-                    self.pos += ln
-                return SkippedStrings(n)
-            return [self.value(sub) for _ in range(n)]
-        raise Unreadable(f"{self.path}: unknown GGUF value type {vtype} (corrupted header)")
-
-
 def parse_gguf(path: str | Path) -> RawFile:
+    """The header through ``checkpoint.gguf_read``'s parser (string arrays bounds-checked, not decoded);
+    every tensor defect listed, plus overlaps."""
     import mmap
 
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+    from warmstart.checkpoint.gguf_read import gguf_tensor_table, parse_gguf_header
 
     p = Path(path)
     size = p.stat().st_size
-    with open(p, "rb") as fh:
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-    if mm is None:
+    if not size:
         raise Unreadable(f"{p}: empty file")
+    with open(p, "rb") as fh:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    failed = None
     try:
-        cur = _Cursor(memoryview(mm), p)
-        if cur.take(4) != GGUF_MAGIC:
-            raise Unreadable(f"{p}: no GGUF magic")
-        version = cur.unpack("<I")
-        if version not in (2, 3):
-            raise Unreadable(f"{p}: GGUF version {version} (supported: 2, 3)")
-        n_tensors = cur.unpack("<Q")
-        n_kv = cur.unpack("<Q")
-        if n_tensors > 1 << 20 or n_kv > 1 << 20:
-            raise Unreadable(f"{p}: GGUF header claims {n_tensors} tensors and {n_kv} keys (corrupted header)")
-        kv: dict[str, Any] = {}
-        for _ in range(n_kv):
-            key = cur.string()
-            vtype = cur.unpack("<I")
-            kv[key] = cur.value(vtype)
-        infos = []
-        for _ in range(n_tensors):
-            name = cur.string()
-            nd = cur.unpack("<I")
-            if nd > 8:
-                raise Unreadable(f"{p}: tensor '{name}' has {nd} dimensions (corrupted header)")
-            dims = [cur.unpack("<Q") for _ in range(nd)]
-            ttype = cur.unpack("<I")
-            off = cur.unpack("<Q")
-            infos.append((name, dims, ttype, off))
-        align = int(kv.get("general.alignment", 32) or 32)
-        data_start = (cur.pos + align - 1) // align * align
-    finally:
-        del cur
+        header = parse_gguf_header(memoryview(mm), p, skip_string_arrays=True)
+    except UnreadableError as err:
+        failed = f"{p}: {err.found}"
+    try:
         mm.close()
-    rf = RawFile(path=p, kind="gguf", size=size, data_start=data_start, metadata=kv, version=version,
-                 alignment=align)
-    for name, dims, ttype, off in infos:
-        try:
-            qt = GGMLQuantizationType(ttype)
-        except ValueError:
-            rf.problems.append(f"tensor '{name}': unknown GGML type {ttype}")
-            continue
-        block, tsize = GGML_QUANT_SIZES[qt]
-        numel = 1
-        for d in dims:
-            numel *= d
-        if dims and dims[0] % block:
-            rf.problems.append(f"tensor '{name}': row length {dims[0]} is not a multiple of the "
-                               f"{qt.name} block size {block}")
-        nbytes = numel // block * tsize
-        if off % align:
-            rf.problems.append(f"tensor '{name}': data offset {off} is not aligned to {align}")
-        start = data_start + off
-        end = start + nbytes
-        if end > size:
-            rf.problems.append(f"tensor '{name}': data ends at byte {end} but the file holds only {size} "
-                               "bytes (truncated file)")
-        rf.tensors.append(RawTensor(name, qt.name, tuple(reversed(dims)), start, end, p))
+    except BufferError:  # pragma: no cover - a view still alive: the GC closes it later
+        pass
+    if failed:
+        raise Unreadable(failed)
+    tensors, defects = gguf_tensor_table(header)
+    rf = RawFile(path=p, kind="gguf", size=size, data_start=header.data_start, metadata=header.metadata,
+                 version=header.version, alignment=header.alignment, problems=[d[0] for d in defects])
+    rf.tensors = [RawTensor(t.name, t.type_name, t.shape, t.offset, t.offset + t.nbytes, p) for t in tensors]
     _check_overlaps(rf)
     return rf
 

@@ -66,7 +66,7 @@ def pretrain_cmd(
     seq_len: int = typer.Option(128, help="Tokens per training sequence."),
     batch_size: int = typer.Option(8, help="Sequences per micro-batch."),
     grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
-    lr: float = typer.Option(2e-3, help="Peak learning rate."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (default 2e-3 from scratch, 5e-5 with --init)."),
     min_lr_ratio: float = typer.Option(0.1, help="Cosine floor as a fraction of --lr."),
     warmup_steps: int = typer.Option(10, "--warmup-steps", "--warmup", help="Linear warmup steps."),
     lr_decay_steps: Optional[int] = typer.Option(None, help="Cosine horizon (default: the step budget)."),

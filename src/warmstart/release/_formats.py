@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from warmstart.checkpoint.aliases import sha256_file  # noqa: F401  (re-exported for release modules)
 from warmstart.checkpoint.formats import (
     FORMAT_GGUF,
     FORMAT_PICKLE,
@@ -292,14 +293,6 @@ def hash_tensor_bytes(raw: RawCheckpoint | str | Path) -> dict[str, str]:
                     left -= len(chunk)
                 out[t.name] = h.hexdigest()
     return out
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sha256_checkpoint(path: str | Path) -> str:

@@ -103,6 +103,9 @@ class TrainConfig:
         need(0.0 < self.val_fraction < 0.5, f"--val-fraction {self.val_fraction} must be in (0, 0.5)")
 
 
+# Default peak learning rate with --init (the dataclass default, 2e-3, is for scratch runs).
+INIT_LR = 5e-5
+
 # Keys that define what is being trained; a resumed run must keep them.
 RESUME_FIXED = ("preset", "init", "tokenizer", "vocab_size", "data", "include", "text_field", "max_corpus_bytes",
                 "val_fraction", "seq_len", "seed")
@@ -197,6 +200,9 @@ def resolve_config(flags: dict[str, Any] | None = None, config_path: str | None 
                 why="they define the model and data the run was training on",
                 fix="leave them out (they are read from the run's config.yaml), or start a new run with --out",
                 path=resume)
+    if "lr" not in merged and merged.get("init"):
+        # Continued pretraining of trained weights wants a far smaller step than scratch.
+        merged["lr"] = INIT_LR
     cfg = TrainConfig.from_dict(merged)
     cfg.validate()
     return cfg

@@ -112,6 +112,8 @@ def test_run_dir_resolves_latest(tmp_path, tiny_hf_dir):
     os.remove(run / "checkpoints" / "latest")
     (run / "checkpoints" / "latest").write_text("step-000010\n")
     assert load_checkpoint(run).root == run / "checkpoints" / "step-000010"
+    # The pointer file itself is accepted too (what `ls checkpoints/` invites).
+    assert load_checkpoint(run / "checkpoints" / "latest").root == run / "checkpoints" / "step-000010"
 
 
 # ------------------------------------------------------------- corrupt inputs

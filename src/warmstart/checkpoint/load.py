@@ -175,6 +175,9 @@ def load_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> Chec
         raise UnreadableError("no such file or directory", fix="check the path", path=given)
     if given.is_dir():
         return _load_dir(given, trust_pickle)
+    if given.name == "latest" and given.parent.name == "checkpoints":
+        # The run's pointer file: the same as naming the run directory.
+        return _load_dir(given.parent.parent, trust_pickle)
     return _load_file(given, given, trust_pickle)
 
 

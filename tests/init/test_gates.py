@@ -261,6 +261,12 @@ def test_step0_gate(hf_family_dirs):
     step0_gate(warm, val_loss=2.3, data_fingerprint="other-data")  # not comparable: allowed
     with pytest.raises(UntrainedInitError):
         step0_gate(warm, val_loss=float("nan"), data_fingerprint="abc")
+    # A loss recorded over other validation windows is not comparable: reported, not refused.
+    warm.recorded_val_windows = 64
+    with pytest.raises(InitLossRegressionError):
+        step0_gate(warm, val_loss=2.3, data_fingerprint="abc", val_windows=64)
+    step0_gate(warm, val_loss=2.3, data_fingerprint="abc", val_windows=16)
+    assert "64 validation windows, here 16" in warm.report[-1].detail
 
 
 # ------------------------------------------------------------------- GGUF

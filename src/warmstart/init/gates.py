@@ -63,6 +63,7 @@ class WarmStart:
     provenance_parent: dict = field(default_factory=dict)
     recorded_val_loss: float | None = None
     recorded_data_fingerprint: str | None = None
+    recorded_val_windows: int | None = None  # how many validation windows the recorded loss averaged
 
     @property
     def random_init_loss(self) -> float:
@@ -300,6 +301,7 @@ def prepare_warm_start(
         provenance_parent=parent,
         recorded_val_loss=_recorded(meta, "val_loss"),
         recorded_data_fingerprint=meta.get("data_fingerprint"),
+        recorded_val_windows=meta.get("val_windows"),
     )
 
 
@@ -308,6 +310,7 @@ def step0_gate(
     *,
     val_loss: float,
     data_fingerprint: str | None,
+    val_windows: int | None = None,
     allow_untrained_init: bool = False,
     tolerance: float = 0.10,
 ) -> str:
@@ -329,7 +332,9 @@ def step0_gate(
         warm.report.append(GateResult("step-0", SKIPPED, f"{line}; allowed by --allow-untrained-init"))
         return line
     rec = warm.recorded_val_loss
-    same_data = rec is not None and data_fingerprint and data_fingerprint == warm.recorded_data_fingerprint
+    same_windows = warm.recorded_val_windows is None or warm.recorded_val_windows == val_windows
+    same_data = (rec is not None and data_fingerprint and data_fingerprint == warm.recorded_data_fingerprint
+                 and same_windows)
     if same_data and val_loss > rec * (1 + tolerance):
         raise InitLossRegressionError(
             f"step-0 val_loss {val_loss:.4f} exceeds the val_loss {rec:.4f} the checkpoint recorded on the same "
@@ -344,7 +349,9 @@ def step0_gate(
     if same_data:
         detail = f"{line}; recorded {rec:.4f} on the same data (within {100 * tolerance:.0f}%)"
     elif rec is not None:
-        detail = f"{line}; recorded {rec:.4f} on other data, not compared"
+        other = "other data" if data_fingerprint != warm.recorded_data_fingerprint else (
+            f"{warm.recorded_val_windows} validation windows, here {val_windows}")
+        detail = f"{line}; recorded {rec:.4f} on {other}, not compared"
     else:
         detail = f"{line}; no recorded val_loss to compare"
     warm.report.append(GateResult("step-0", PASSED, detail))

@@ -233,6 +233,7 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
             from warmstart.init import step0_gate
 
             line = step0_gate(warm, val_loss=first_val, data_fingerprint=ds.fingerprint,
+                              val_windows=len(ds.val_window_indices(cfg.eval_tokens)),
                               allow_untrained_init=cfg.allow_untrained_init, tolerance=cfg.init_loss_tolerance)
             say(line)
         else:
@@ -290,7 +291,8 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
             "architecture": mcfg.family, "hf_architecture": mcfg.hf_architecture, "model_type": mcfg.model_type,
             "license": cfg.license, "data_sources": list(ds.sources), "data_license": cfg.data_license,
             "parent": parent, "step": step, "tokens_seen": tokens_seen, "val_loss": val_loss,
-            "data_fingerprint": ds.fingerprint, "warmstart_version": __version__, "created": _now(),
+            "data_fingerprint": ds.fingerprint, "val_windows": len(ds.val_window_indices(cfg.eval_tokens)),
+            "warmstart_version": __version__, "created": _now(),
         }
 
     # device-side divergence flags (CUDA path)

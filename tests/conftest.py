@@ -7,6 +7,7 @@ import inspect
 import textwrap
 
 import pytest
+from _corpus import make_corpus
 
 
 def _stdlib_text() -> str:
@@ -78,3 +79,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "smollm2" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A directory of real stdlib source files (tests/_corpus.py)."""
+    return make_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return tmp_path / "cache"

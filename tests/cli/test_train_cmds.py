@@ -4,35 +4,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-CORPUS_FILES = ["textwrap.py", "string.py", "heapq.py", "bisect.py", "queue.py", "shlex.py",
-                "json/decoder.py", "json/encoder.py", "colorsys.py", "fnmatch.py", "keyword.py", "glob.py"]
+from _corpus import make_corpus
 
-# Run the real entry point; while a sibling command module is still missing in a bring-up tree,
-# register only this module's commands.
-_LAUNCH = (
-    "import sys, warmstart.cli as c\n"
-    "try:\n    import warmstart.cli.checkpoint_cmds\n"
-    "except ImportError:\n    c._register = lambda: __import__('warmstart.cli.train_cmds')\n"
-    "c.main(sys.argv[1:])\n"
-)
+_LAUNCH = ["-m", "warmstart"]
 
 
 def ws(*args, env=None, timeout=300, check=True) -> subprocess.CompletedProcess:
     e = dict(os.environ)
     e.pop("WARMSTART_DEBUG", None)
     e.update(env or {})
-    p = subprocess.run([sys.executable, "-c", _LAUNCH, *map(str, args)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, *_LAUNCH, *map(str, args)], capture_output=True, text=True,
                        env=e, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
@@ -42,18 +32,13 @@ def ws(*args, env=None, timeout=300, check=True) -> subprocess.CompletedProcess:
 def popen(*args, env=None) -> subprocess.Popen:
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.Popen([sys.executable, "-c", _LAUNCH, *map(str, args)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, *_LAUNCH, *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=e)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    src = Path(sysconfig.get_paths()["stdlib"])
-    for rel in CORPUS_FILES:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src / rel, root / rel)
-    return root
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def tiny_args(corpus, cache, out, *extra):

@@ -39,14 +39,37 @@ from warmstart.train.optim import build_optimizer  # noqa: E402
 DEFAULT_BATCH = {"smollm2-135m": 32, "qwen2.5-0.5b": 16}  # measured best fits on an H100 80GB
 
 
+def transformers_model(cfg):
+    """The same shape built by transformers (SDPA attention): the side-by-side baseline."""
+    import torch.nn.functional as F
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    d = cfg.to_hf_config()
+    model_type = d.pop("model_type")
+    d.pop("architectures")
+    hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **d), attn_implementation="sdpa")
+
+    def loss(x, y):
+        logits = hf(input_ids=x).logits
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+
+    hf.loss = loss
+    return hf
+
+
 def bench_one(preset: str, *, device: torch.device, seq_len: int, batch_size: int, steps: int, warmup: int,
-              compile_: bool, bf16: bool, act_ckpt: bool, seed: int = 0) -> dict:
+              compile_: bool, bf16: bool, act_ckpt: bool, seed: int = 0, impl: str = "warmstart") -> dict:
     cfg = get_preset(preset)
     torch.manual_seed(seed)
-    model = CausalLM(cfg)
-    model.reset_parameters(seed)
+    if impl == "transformers":
+        model = transformers_model(cfg)
+        if act_ckpt:
+            model.gradient_checkpointing_enable()
+    else:
+        model = CausalLM(cfg)
+        model.reset_parameters(seed)
+        model.activation_checkpointing = act_ckpt
     model = model.to(device=device, dtype=torch.float32).train()
-    model.activation_checkpointing = act_ckpt
     opt = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), device=device)
     fused = device.type == "cuda"
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -88,7 +111,7 @@ def bench_one(preset: str, *, device: torch.device, seq_len: int, batch_size: in
     dt = time.perf_counter() - t0
     tokens = steps * batch_size * seq_len
     res = {
-        "preset": preset, "params": model.num_parameters(), "compile": compile_, "bf16_autocast": bf16,
+        "impl": impl, "preset": preset, "params": model.num_parameters(), "compile": compile_, "bf16_autocast": bf16,
         "activation_checkpointing": act_ckpt, "seq_len": seq_len, "batch_size": batch_size, "steps": steps,
         "warmup_steps": warmup, "warmup_seconds": round(warm_s, 2), "seconds": round(dt, 4),
         "tokens_per_s": round(tokens / dt, 1), "ms_per_step": round(1000 * dt / steps, 2),
@@ -121,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="default: both on CUDA, off on CPU")
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="default bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--activation-checkpointing", action="store_true")
+    ap.add_argument("--impl", choices=["warmstart", "transformers", "both"], default="warmstart",
+                    help="also time transformers' model of the same shape in the same run (baseline)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     args = ap.parse_args(argv)
 
@@ -138,26 +163,31 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
 
     results = []
+    impls = ["warmstart", "transformers"] if args.impl == "both" else [args.impl]
     for preset in presets:
         bs = args.batch_size or (DEFAULT_BATCH.get(preset, 8) if device.type == "cuda" else 1)
         for c in modes:
-            try:
-                r = bench_one(preset, device=device, seq_len=args.seq_len, batch_size=bs, steps=args.steps,
-                              warmup=warmup, compile_=c, bf16=bf16, act_ckpt=args.activation_checkpointing)
-            except torch.OutOfMemoryError as err:  # noqa: PERF203
-                r = {"preset": preset, "compile": c, "batch_size": bs, "error": f"OOM: {err}"[:300]}
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            results.append(r)
-            print(json.dumps(r), flush=True)
+            for impl in impls:
+                try:
+                    r = bench_one(preset, device=device, seq_len=args.seq_len, batch_size=bs, steps=args.steps,
+                                  warmup=warmup, compile_=c, bf16=bf16, act_ckpt=args.activation_checkpointing,
+                                  impl=impl)
+                except torch.OutOfMemoryError as err:  # noqa: PERF203
+                    r = {"impl": impl, "preset": preset, "compile": c, "batch_size": bs,
+                         "error": f"OOM: {err}"[:300]}
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                results.append(r)
+                print(json.dumps(r), flush=True)
 
-    header = f"{'preset':<14} {'compile':<8} {'batch':>5} {'seq':>5} {'tokens/s':>12} {'ms/step':>9} {'peak GiB':>9}"
+    header = (f"{'impl':<12} {'preset':<14} {'compile':<8} {'batch':>5} {'seq':>5} {'tokens/s':>12} {'ms/step':>9} "
+              f"{'peak GiB':>9}")
     print("\n" + header + "\n" + "-" * len(header))
     for r in results:
         if "error" in r:
-            print(f"{r['preset']:<14} {str(r['compile']):<8} {r['batch_size']:>5}  {r['error'][:60]}")
+            print(f"{r['impl']:<12} {r['preset']:<14} {str(r['compile']):<8} {r['batch_size']:>5}  {r['error'][:60]}")
             continue
-        print(f"{r['preset']:<14} {str(r['compile']):<8} {r['batch_size']:>5} {r['seq_len']:>5} "
+        print(f"{r['impl']:<12} {r['preset']:<14} {str(r['compile']):<8} {r['batch_size']:>5} {r['seq_len']:>5} "
               f"{r['tokens_per_s']:>12,.0f} {r['ms_per_step']:>9.1f} {r.get('peak_mem_gib', float('nan')):>9}")
     env = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

@@ -34,12 +34,8 @@ def print_error(err: WarmstartError) -> None:
 def _register() -> None:
     # Imported for their side effect: each adds its commands to ``app``.
     from warmstart.cli import checkpoint_cmds  # noqa: F401  inspect, eval, generate
+    from warmstart.cli import release_cmds  # noqa: F401  validate, stamp, export, qa, card, publish-check
     from warmstart.cli import train_cmds  # noqa: F401  pretrain, prepare, plot
-
-    try:
-        from warmstart.cli import release_cmds  # noqa: F401  validate, stamp, export, qa, card, publish-check
-    except ImportError:  # pragma: no cover - during bring-up only
-        pass
 
 
 def main(argv: list[str] | None = None) -> None:

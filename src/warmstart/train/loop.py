@@ -174,18 +174,13 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
         parent = prov.get("parent")
         say(f"resuming {run_dir} from {resume_ckpt.name}")
     elif cfg.init:
-        try:
-            from warmstart.init import prepare_warm_start
-        except ImportError as err:  # pragma: no cover - only while init/ is being built
-            raise UsageError(f"warm start is not available in this build ({err})") from None
+        from warmstart.init import prepare_warm_start
+
         warm = prepare_warm_start(cfg.init, tokenizer_path=cfg.tokenizer,
                                   allow_unused_tensors=cfg.allow_unused_tensors,
                                   trust_pickle=cfg.trust_pickle, device=device)
-        for gate in getattr(warm, "report", []) or []:
-            if hasattr(gate, "line"):
-                say(gate.line())
-            else:
-                say(f"gate {gate.name}: {gate.status} {getattr(gate, 'detail', '')}".rstrip())
+        for gate in warm.report:
+            say(gate.line())
         mcfg = warm.config
         tokenizer = warm.tokenizer
         parent = warm.provenance_parent

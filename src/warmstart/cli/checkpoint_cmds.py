@@ -6,12 +6,19 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from warmstart.cli import app
 from warmstart.errors import TokenizerError, UsageError
+
+# Options shared by the commands that run a model (eval, generate).
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")]
+TokenizerOpt = Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json overriding the checkpoint's.")]
+AllowUnusedOpt = Annotated[bool, typer.Option("--allow-unused-tensors", help="Ignore tensors the model does not use.")]
+TrustPickleOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow pickle files (weights_only=True).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 _INSPECT_HELP = """Show what a checkpoint is: format, declared architecture claims, family, parameter
 count, dtypes, vocabulary, tokenizer, metadata and lineage. Any format: a Hugging Face directory,
@@ -322,11 +329,11 @@ def eval_cmd(
     seq_len: int = typer.Option(512, "--seq-len", min=1, help="Window length in tokens."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Windows per forward pass."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json overriding the checkpoint's."),
-    allow_unused: bool = typer.Option(False, "--allow-unused-tensors", help="Ignore tensors the model does not use."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow pickle files (weights_only=True)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    device: DeviceOpt = "auto",
+    tokenizer: TokenizerOpt = None,
+    allow_unused: AllowUnusedOpt = False,
+    trust_pickle: TrustPickleOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     t0 = time.perf_counter()
     checkpoint = _load(ckpt, trust_pickle)
@@ -379,11 +386,11 @@ def generate_cmd(
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (with temperature>0)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json overriding the checkpoint's."),
-    allow_unused: bool = typer.Option(False, "--allow-unused-tensors", help="Ignore tensors the model does not use."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow pickle files (weights_only=True)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    device: DeviceOpt = "auto",
+    tokenizer: TokenizerOpt = None,
+    allow_unused: AllowUnusedOpt = False,
+    trust_pickle: TrustPickleOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     import torch
 

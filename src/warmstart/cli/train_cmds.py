@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from warmstart.cli import app
 from warmstart.errors import UsageError
+
+# Corpus options shared by pretrain and prepare.
+IncludeOpt = Annotated[Optional[List[str]], typer.Option(help="Glob for directory sources (repeatable), e.g. '*.py'.")]
+TextFieldOpt = Annotated[str, typer.Option(help="JSONL / Parquet field holding the text.")]
+VocabSizeOpt = Annotated[int, typer.Option(help="Vocabulary of the byte-level BPE trained on the corpus (scratch).")]
+ValFractionOpt = Annotated[float, typer.Option(help="Share of documents held out for validation.")]
+MaxCorpusBytesOpt = Annotated[Optional[int], typer.Option(help="Read at most this many bytes of text.")]
+CacheDirOpt = Annotated[Optional[str], typer.Option(help="Token cache root (default $WARMSTART_CACHE or "
+                                                      "~/.cache/warmstart/tokens).")]
 
 _PRETRAIN_HELP = """Train a causal LM from a preset (scratch) or continue from a checkpoint (--init).
 
@@ -54,15 +63,14 @@ def pretrain_cmd(
     preset: str = typer.Option("llama-small", help="Model shape for scratch runs (ignored with --init)."),
     init: Optional[str] = typer.Option(None, help="Checkpoint to continue pretraining from (warm start, gated)."),
     tokenizer: Optional[str] = typer.Option(None, help="tokenizer.json to use; default: train a BPE on the corpus."),
-    vocab_size: int = typer.Option(8192, help="Vocabulary of the BPE trained for scratch runs."),
+    vocab_size: VocabSizeOpt = 8192,
     data: Optional[List[str]] = typer.Option(None, help="Text file, directory, .jsonl, .parquet or prepared "
                                              "cache (repeatable). Default: the Python stdlib."),
-    include: Optional[List[str]] = typer.Option(None, help="Glob for directory sources (repeatable), e.g. '*.py'."),
-    text_field: str = typer.Option("text", help="JSONL / Parquet field holding the text."),
-    max_corpus_bytes: Optional[int] = typer.Option(None, help="Read at most this many bytes of text."),
-    val_fraction: float = typer.Option(0.02, help="Share of documents held out for validation."),
-    cache_dir: Optional[str] = typer.Option(None, help="Token cache dir (default $WARMSTART_CACHE or "
-                                            "~/.cache/warmstart/tokens)."),
+    include: IncludeOpt = None,
+    text_field: TextFieldOpt = "text",
+    max_corpus_bytes: MaxCorpusBytesOpt = None,
+    val_fraction: ValFractionOpt = 0.02,
+    cache_dir: CacheDirOpt = None,
     seq_len: int = typer.Option(128, help="Tokens per training sequence."),
     batch_size: int = typer.Option(8, help="Sequences per micro-batch."),
     grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
@@ -116,15 +124,14 @@ def pretrain_cmd(
 def prepare_cmd(
     data: Optional[List[str]] = typer.Option(None, help="Text file, directory, .jsonl or .parquet (repeatable). "
                                              "Default: the Python stdlib."),
-    include: Optional[List[str]] = typer.Option(None, help="Glob for directory sources (repeatable)."),
-    text_field: str = typer.Option("text", help="JSONL / Parquet field holding the text."),
+    include: IncludeOpt = None,
+    text_field: TextFieldOpt = "text",
     tokenizer: Optional[str] = typer.Option(None, help="tokenizer.json (default: train a byte-level BPE)."),
-    vocab_size: int = typer.Option(8192, help="Vocabulary of the trained BPE."),
+    vocab_size: VocabSizeOpt = 8192,
     seq_len: int = typer.Option(128, help="Sequence length the cache is checked against."),
-    val_fraction: float = typer.Option(0.02, help="Share of documents held out for validation."),
-    max_corpus_bytes: Optional[int] = typer.Option(None, help="Read at most this many bytes of text."),
-    cache_dir: Optional[str] = typer.Option(None, help="Cache root (default $WARMSTART_CACHE or "
-                                            "~/.cache/warmstart/tokens)."),
+    val_fraction: ValFractionOpt = 0.02,
+    max_corpus_bytes: MaxCorpusBytesOpt = None,
+    cache_dir: CacheDirOpt = None,
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even if a cache entry exists."),
 ) -> None:
     """Tokenize a corpus once into a reusable token cache; prints its path.

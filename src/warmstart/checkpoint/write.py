@@ -98,7 +98,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def _write_json_durable(path: Path, obj: Any) -> None:
+def write_json_durable(path: Path, obj: Any) -> None:
     """Plain write + fsync, for files inside a staging directory (renamed as a whole later)."""
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
@@ -195,65 +195,51 @@ def save_hf_checkpoint(
     provenance: dict | None = None,
     generation_config: dict | None = None,
     overwrite: bool = False,
-    extra_files: dict[str, bytes | str | dict] | None = None,
 ) -> Path:
-    """Write a Hugging Face-compatible checkpoint directory atomically.
+    """Write a Hugging Face-compatible checkpoint directory atomically (``write_hf_files``
+    inside ``atomic_dir``).
+
+    An existing ``out_dir`` is refused unless ``overwrite=True``; then the old directory
+    is first renamed aside, the new one renamed in, and only then the old one removed,
+    so at every moment one complete checkpoint sits at ``out_dir`` or its aside name.
+    """
+    with atomic_dir(out_dir, overwrite=overwrite) as staging:
+        write_hf_files(staging, cfg, state_dict, tokenizer=tokenizer, provenance=provenance,
+                       generation_config=generation_config)
+    return Path(out_dir)
+
+
+def write_hf_files(
+    directory: Path,
+    cfg: ModelConfig,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    tokenizer=None,
+    provenance: dict | None = None,
+    generation_config: dict | None = None,
+) -> None:
+    """Write the HF checkpoint files into ``directory`` (normally an ``atomic_dir`` staging dir).
 
     Contents: ``config.json`` (``cfg.to_hf_config()``), ``model.safetensors`` (HF names,
     contiguous, tied ``lm_head.weight`` dropped), ``tokenizer.json`` +
     ``tokenizer_config.json`` when ``tokenizer`` (a ``tokenizers.Tokenizer``) is given,
     ``generation_config.json``, and ``warmstart.json`` when ``provenance`` is given.
-    ``extra_files`` maps relative paths (e.g. ``trainer_state/state.json``) to bytes,
-    text or a JSON-able dict, written inside the same atomic directory.
-
-    The directory is built under a temporary sibling name and renamed into place.
-    An existing ``out_dir`` is refused unless ``overwrite=True``; then the old directory
-    is first renamed aside, the new one renamed in, and only then the old one removed,
-    so at every moment one complete checkpoint sits at ``out_dir`` or its aside name.
+    Every file is fsynced.
     """
-    out_dir = Path(out_dir)
-    parent = out_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists() and not overwrite:
-        raise UsageError(
-            f"output directory {out_dir} already exists",
-            why="warmstart never replaces a checkpoint unless asked",
-            fix="choose another output path, or pass overwrite=True / --overwrite",
-            path=out_dir,
-        )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir} exists and is not a directory", path=out_dir,
-                         fix="choose another output path")
-
-    with atomic_dir(out_dir, overwrite=overwrite) as staging:
-        _write_json_durable(staging / "config.json", cfg.to_hf_config(_dtype_name(state_dict)))
-        tensors = _dedupe_tied(state_dict, cfg)
-        meta = {"format": "pt"}
-        clean = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-        save_file(clean, str(staging / "model.safetensors"), metadata=meta)
-        del clean
-        fsync_file(staging / "model.safetensors")
-        if tokenizer is not None:
-            tokenizer.save(str(staging / "tokenizer.json"))
-            fsync_file(staging / "tokenizer.json")
-            _write_json_durable(staging / "tokenizer_config.json", tokenizer_config_for(tokenizer, cfg))
-        _write_json_durable(staging / "generation_config.json",
-                            generation_config if generation_config is not None else generation_config_for(cfg))
-        if provenance is not None:
-            _write_json_durable(staging / "warmstart.json", provenance)
-        for rel, content in (extra_files or {}).items():
-            target = staging / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, dict) or isinstance(content, list):
-                _write_json_durable(target, content)
-            else:
-                data = content.encode("utf-8") if isinstance(content, str) else content
-                with open(target, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            fsync_dir(target.parent)
-    return out_dir
+    write_json_durable(directory / "config.json", cfg.to_hf_config(_dtype_name(state_dict)))
+    tensors = _dedupe_tied(state_dict, cfg)
+    clean = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    save_file(clean, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    del clean
+    fsync_file(directory / "model.safetensors")
+    if tokenizer is not None:
+        tokenizer.save(str(directory / "tokenizer.json"))
+        fsync_file(directory / "tokenizer.json")
+        write_json_durable(directory / "tokenizer_config.json", tokenizer_config_for(tokenizer, cfg))
+    write_json_durable(directory / "generation_config.json",
+                       generation_config if generation_config is not None else generation_config_for(cfg))
+    if provenance is not None:
+        write_json_durable(directory / "warmstart.json", provenance)
 
 
 @contextlib.contextmanager
@@ -265,17 +251,25 @@ def atomic_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     is untouched. With ``overwrite`` an existing ``out_dir`` is swapped out safely.
     """
     out_dir = Path(out_dir)
+
+    def refuse_existing() -> None:
+        if out_dir.exists() and not overwrite:
+            raise UsageError(f"output directory {out_dir} already exists", path=out_dir,
+                             why="warmstart never replaces a directory unless asked",
+                             fix="choose another output path, or pass overwrite=True / --overwrite")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"{out_dir} exists and is not a directory", path=out_dir,
+                             fix="choose another output path")
+
+    refuse_existing()  # before any work; again before the rename (it may have appeared meanwhile)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:8]
-    staging = out_dir.parent / f".{out_dir.name}.tmp-{token}"
+    staging = out_dir.parent / f".{out_dir.name}.partial-{token}"
     staging.mkdir()
     try:
         yield staging
         fsync_dir(staging)
-        if out_dir.exists() and not overwrite:
-            raise UsageError(f"output directory {out_dir} already exists", path=out_dir,
-                             why="warmstart never replaces a directory unless asked",
-                             fix="choose another output path")
+        refuse_existing()
         _swap_into_place(staging, out_dir, token)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -310,4 +304,5 @@ def _swap_into_place(staging: Path, out_dir: Path, token: str) -> None:
 __all__ = [
     "atomic_dir", "atomic_path", "atomic_write_bytes", "fsync_file", "atomic_write_json", "atomic_write_text", "fsync_dir",
     "generation_config_for", "save_hf_checkpoint", "save_safetensors", "tokenizer_config_for",
+    "write_hf_files", "write_json_durable",
 ]

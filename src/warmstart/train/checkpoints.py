@@ -1,7 +1,7 @@
 """Run checkpoints: HF directory + ``warmstart.json`` + ``trainer_state/``; rotation; resume.
 
 ``RUN_DIR/checkpoints/step-NNNNNN/`` is built completely under a hidden staging name
-(``.step-NNNNNN.partial-XXXX``): the HF files through ``save_hf_checkpoint``, then
+(``.step-NNNNNN.partial-XXXX``, ``atomic_dir``): the HF files through ``write_hf_files``, then
 ``trainer_state/`` (``optimizer.safetensors`` + ``optimizer.json`` index, ``rng.safetensors``,
 ``state.json``), each file fsynced. Only then is it renamed into place, and only after that is
 ``checkpoints/latest`` (a one-line text file naming the step dir) replaced atomically. A crash at
@@ -16,7 +16,6 @@ import random
 import re
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from warmstart.arch import CausalLM, ModelConfig
-from warmstart.checkpoint.write import atomic_write_text, fsync_dir, save_hf_checkpoint
+from warmstart.checkpoint.write import (
+    atomic_dir,
+    atomic_write_text,
+    fsync_dir,
+    fsync_file,
+    write_hf_files,
+    write_json_durable,
+)
 from warmstart.errors import ResumeError
 
 STEP_RE = re.compile(r"^step-(\d{6,})$")
@@ -48,16 +54,6 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(obj, indent=2) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 # ------------------------------------------------------------------ optimizer
@@ -168,39 +164,26 @@ def save_run_checkpoint(
     ckdir = Path(run_dir) / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / step_dir_name(step)
-    staging = ckdir / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_dir(final, overwrite=True) as staging:
         sd = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.canonical_state_dict().items()}
-        save_hf_checkpoint(staging, model_config, sd, tokenizer=tokenizer, provenance=provenance)
+        write_hf_files(staging, model_config, sd, tokenizer=tokenizer, provenance=provenance)
         del sd
         ts = staging / "trainer_state"
         ts.mkdir()
         opt_t, opt_idx = optimizer_tensors(optimizer)
         save_file(opt_t, str(ts / "optimizer.safetensors"), metadata={"format": "pt"})
-        _fsync_file(ts / "optimizer.safetensors")
+        fsync_file(ts / "optimizer.safetensors")
         del opt_t
-        _write_json(ts / "optimizer.json", opt_idx)
+        write_json_durable(ts / "optimizer.json", opt_idx)
         rng_t, rng_js = rng_state()
         save_file(rng_t, str(ts / "rng.safetensors"), metadata={"format": "pt"})
-        _fsync_file(ts / "rng.safetensors")
+        fsync_file(ts / "rng.safetensors")
         full_state = dict(state)
         full_state["rng"] = rng_js
         full_state["format"] = "warmstart-trainer-state-v1"
-        _write_json(ts / "state.json", full_state)
+        write_json_durable(ts / "state.json", full_state)
         fsync_dir(ts)
-        fsync_dir(staging)
         _test_pause(step)
-        if final.exists():
-            aside = ckdir / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, aside)
-            os.replace(staging, final)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.replace(staging, final)
-        fsync_dir(ckdir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     atomic_write_text(ckdir / "latest", final.name + "\n")
     return final
 
@@ -244,7 +227,7 @@ def clean_partials(run_dir: Path) -> None:
     ckdir = Path(run_dir) / "checkpoints"
     if ckdir.is_dir():
         for p in ckdir.iterdir():
-            # ours (.step-N.partial-X, .step-N.old-X) and save_hf_checkpoint's staging inside them
+            # atomic_dir's staging (.step-N.partial-X) and set-aside (.step-N.old-X) directories
             if p.name.startswith(".") and "step-" in p.name and any(
                     t in p.name for t in (".partial-", ".old-", ".tmp-")):
                 shutil.rmtree(p, ignore_errors=True)

@@ -249,15 +249,6 @@ def find_resume_checkpoint(run_dir: Path) -> Path:
     return latest
 
 
-def load_model_weights(model: CausalLM, ckpt_dir: Path) -> None:
-    sd = load_file(str(ckpt_dir / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    allowed_missing = {"lm_head.weight"} if model.cfg.tie_word_embeddings else set()
-    if set(missing) - allowed_missing or unexpected:
-        raise ResumeError(f"checkpoint tensors do not match the model (missing {sorted(missing)[:5]}, "
-                          f"unexpected {sorted(unexpected)[:5]})", path=ckpt_dir)
-
-
 def load_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer) -> dict:
     ts = ckpt_dir / "trainer_state"
     try:

@@ -29,6 +29,8 @@ import torch
 
 from warmstart import __version__
 from warmstart.arch import CausalLM, ModelConfig, get_preset
+from warmstart.checkpoint import load_checkpoint
+from warmstart.init.population import populate_model
 from warmstart.checkpoint.write import atomic_write_json, atomic_write_text
 from warmstart.data import BatchSampler, TokenDataset, build_dataset, load_tokenizer
 from warmstart.errors import DivergenceError, ResumeError, UsageError
@@ -206,10 +208,10 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
             mcfg = base.replace(vocab_size=V, bos_token_id=ds.eos_id, eos_token_id=ds.eos_id,
                                 pad_token_id=ds.eos_id,
                                 max_position_embeddings=max(base.max_position_embeddings, cfg.seq_len))
-        model = CausalLM(mcfg)
-        if resume_ckpt is not None:
-            ck.load_model_weights(model, resume_ckpt)
+        if resume_ckpt is not None:  # strict population, as for --init: nothing random-initialised
+            model = populate_model(load_checkpoint(resume_ckpt), mcfg)
         else:
+            model = CausalLM(mcfg)
             model.reset_parameters(cfg.seed)
     model = model.to(device=device, dtype=torch.float32)
     model.activation_checkpointing = bool(cfg.activation_checkpointing)

@@ -12,6 +12,7 @@ import typer
 
 from warmstart.cli import app
 from warmstart.errors import TokenizerError, UsageError
+from warmstart.runtime import resolve_device
 
 # Options shared by the commands that run a model (eval, generate).
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")]
@@ -76,19 +77,6 @@ def _load(ckpt_arg: str, trust_pickle: bool):
     from warmstart.checkpoint import load_checkpoint, resolve_checkpoint_path
 
     return load_checkpoint(resolve_checkpoint_path(ckpt_arg), trust_pickle=trust_pickle)
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise UsageError(f"--device '{name}' is not one of auto, cpu, cuda", fix="use --device auto|cpu|cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available",
-                         fix="use --device cpu (or auto)")
-    return torch.device(name)
 
 
 def _tokenizer(ckpt, tokenizer_path: Optional[Path]):
@@ -293,34 +281,6 @@ def _eval_texts(data: Path, include: list[str]) -> list[tuple[Path, str]]:
     return out
 
 
-def evaluate(model, token_ids, *, seq_len: int, batch_size: int, device) -> tuple[float, int]:
-    """Mean next-token loss over non-overlapping windows of ``seq_len`` predictions. -> (loss, tokens)."""
-    import torch
-    import torch.nn.functional as F
-
-    ids = torch.as_tensor(token_ids, dtype=torch.long)
-    n_windows = (len(ids) - 1) // seq_len
-    total, count = 0.0, 0
-    with torch.no_grad():
-        full = ids[: n_windows * seq_len + 1]
-        for start in range(0, n_windows, batch_size):
-            rows = range(start, min(start + batch_size, n_windows))
-            x = torch.stack([full[r * seq_len: (r + 1) * seq_len] for r in rows]).to(device)
-            y = torch.stack([full[r * seq_len + 1: (r + 1) * seq_len + 1] for r in rows]).to(device)
-            logits = model(x)
-            total += F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
-                                     reduction="sum").item()
-            count += y.numel()
-        rest = ids[n_windows * seq_len:]
-        if len(rest) >= 2:
-            logits = model(rest[None, :-1].to(device))
-            total += F.cross_entropy(logits[0].float(), rest[1:].to(device), reduction="sum").item()
-            count += len(rest) - 1
-    if count == 0:
-        raise UsageError("the evaluation text has fewer than 2 tokens", fix="pass more text with --data")
-    return total / count, count
-
-
 @app.command("eval", help=_EVAL_HELP)
 def eval_cmd(
     ckpt: str = typer.Argument(..., help="Checkpoint: directory, file, run dir or alias."),
@@ -336,9 +296,11 @@ def eval_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     t0 = time.perf_counter()
+    from warmstart.train.evaluate import evaluate_tokens
+
     checkpoint = _load(ckpt, trust_pickle)
     tok = _tokenizer(checkpoint, tokenizer)
-    dev = _device(device)
+    dev = resolve_device(device)
     model = _model(checkpoint, dev, allow_unused)
     _check_tokenizer_fits(tok, model.cfg.vocab_size, checkpoint.path)
     texts = _eval_texts(data, include or [])
@@ -352,7 +314,7 @@ def eval_cmd(
             break
     if max_tokens is not None:
         ids = ids[:max_tokens]
-    loss, count = evaluate(model, ids, seq_len=seq_len, batch_size=batch_size, device=dev)
+    loss, count = evaluate_tokens(model, ids, seq_len=seq_len, batch_size=batch_size, device=dev)
     result = {
         "checkpoint": str(checkpoint.path),
         "data": str(data),
@@ -396,7 +358,7 @@ def generate_cmd(
 
     checkpoint = _load(ckpt, trust_pickle)
     tok = _tokenizer(checkpoint, tokenizer)
-    dev = _device(device)
+    dev = resolve_device(device)
     model = _model(checkpoint, dev, allow_unused)
     _check_tokenizer_fits(tok, model.cfg.vocab_size, checkpoint.path)
     ids = tok.encode(prompt).ids

@@ -35,7 +35,9 @@ from warmstart.checkpoint.write import atomic_write_json, atomic_write_text
 from warmstart.data import BatchSampler, TokenDataset, build_dataset, load_tokenizer
 from warmstart.errors import DivergenceError, ResumeError, UsageError
 from warmstart.train import checkpoints as ck
+from warmstart.runtime import amp_context, resolve_device
 from warmstart.train.config import TrainConfig, dump_yaml
+from warmstart.train.evaluate import evaluate, to_device
 from warmstart.train.optim import build_optimizer, lr_at
 from warmstart.train.report import MetricsLog, Reporter, TensorBoard, fmt_duration
 
@@ -68,48 +70,6 @@ class RunSummary:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} was asked for but CUDA is not available",
-                         fix="use --device cpu (or auto)")
-    return dev
-
-
-def amp_context(device: torch.device, dtype_flag: str) -> Callable[[], contextlib.AbstractContextManager]:
-    use_bf16 = dtype_flag == "bf16" or (dtype_flag == "auto" and device.type == "cuda")
-    if not use_bf16:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def to_device(batch: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    t = torch.from_numpy(batch)
-    if device.type == "cuda":
-        t = t.pin_memory().to(device, non_blocking=True)
-    return t[:, :-1], t[:, 1:]
-
-
-@torch.no_grad()
-def evaluate(model: CausalLM, ds: TokenDataset, eval_tokens: int, batch_size: int, device: torch.device,
-             amp: Callable[[], contextlib.AbstractContextManager]) -> float:
-    """Mean next-token loss over the fixed validation windows (every window has seq_len targets)."""
-    idx = ds.val_window_indices(eval_tokens)
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for i in range(0, len(idx), batch_size):
-        chunk = idx[i : i + batch_size]
-        x, y = to_device(ds.val_windows(chunk), device)
-        with amp():
-            loss = model.loss(x, y)
-        total += loss.double() * len(chunk)
-    model.train(was_training)
-    return float(total.item() / len(idx))
 
 
 def _now() -> str:

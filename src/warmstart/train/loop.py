@@ -124,8 +124,9 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
         out.close()
         out = Reporter(budget.total_steps, start_step=state.step, quiet=quiet)
     guard = DivergenceGuard(device, state, run_dir=run_dir, lr=cfg.lr, warmup_steps=cfg.warmup_steps)
-    run = Run(cfg, run_dir, device, amp, source, ds, mcfg, model, compile_loss(model, cfg), optimizer, state,
-              budget, guard, log, out)
+    run = Run(cfg=cfg, run_dir=run_dir, device=device, amp=amp, source=source, ds=ds, mcfg=mcfg, model=model,
+              loss_fn=compile_loss(model, cfg), optimizer=optimizer, state=state, budget=budget, guard=guard,
+              log=log, out=out)
     try:
         stopped_by = train(run)
     finally:
@@ -159,7 +160,7 @@ def train(run: Run) -> str:
         save_now = (cfg.save_every > 0 and state.step % cfg.save_every == 0) or last
         eval_now = (cfg.eval_every > 0 and state.step % cfg.eval_every == 0) or save_now
         if log_now or eval_now:
-            _checkpoint_point(run, meter, lr, log_now=log_now, eval_now=eval_now, save_now=save_now)
+            _log_eval_save(run, meter, lr, log_now=log_now, eval_now=eval_now, save_now=save_now)
     if state.steps_this_run == 0 and state.last_checkpoint is None:
         # Nothing to do (e.g. a budget already reached): still leave a checkpoint behind.
         run.guard.check()
@@ -167,7 +168,7 @@ def train(run: Run) -> str:
     return stopped_by
 
 
-def _checkpoint_point(run: Run, meter: IntervalMeter, lr: float, *, log_now: bool, eval_now: bool,
+def _log_eval_save(run: Run, meter: IntervalMeter, lr: float, *, log_now: bool, eval_now: bool,
                       save_now: bool) -> None:
     """A sync point: the divergence check, then the log record, evaluation and checkpoint that are due."""
     state = run.state

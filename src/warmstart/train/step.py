@@ -4,7 +4,8 @@ The hot path makes no host-device synchronisation. On CUDA the guard runs on the
 whose loss or gradient norm is not finite sets a sticky flag that the fused AdamW kernel reads as
 ``found_inf``, so neither that update nor any later one is applied; ``check()`` reads the flag at
 the next log / eval / save point and raises ``DivergenceError`` before anything is written. On
-CPU the check runs every step, before the optimizer step.
+CPU the check runs every step, before the optimizer step. Under several ranks (issue 9) ``check``
+is where the flag is all-reduced, so that every rank stops at the same step.
 """
 
 from __future__ import annotations

@@ -193,3 +193,75 @@ def test_cli_defaults_match_trainconfig():
             assert got == want, (name, got, want)
             checked += 1
     assert checked >= 40
+
+
+def _pretrain_command():
+    import typer
+
+    import warmstart.cli.train_cmds  # noqa: F401
+    from warmstart.cli import app
+
+    return typer.main.get_command(app).commands
+
+
+def test_every_trainconfig_field_is_a_generated_option():
+    """Defaults, help and spellings come from TrainConfig's declarations; --config/--quiet are CLI-only."""
+    import dataclasses
+
+    from warmstart.train import TrainConfig
+
+    commands = _pretrain_command()
+    params = {p.name: p for p in commands["pretrain"].params}
+    fields = dataclasses.fields(TrainConfig)
+    assert set(params) == {f.name for f in fields} | {"config", "quiet"}
+    for f in fields:
+        p = params[f.name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        assert (list(p.default or []) if isinstance(default, list) else p.default) == default, f.name
+        assert p.help == f.metadata["help"] and p.help, f.name
+        assert "--" + f.name.replace("_", "-") in p.opts, (f.name, p.opts)
+    assert params["warmup_steps"].opts == ["--warmup-steps", "--warmup"]
+    assert params["compile"].secondary_opts == ["--no-compile"]
+    assert params["activation_checkpointing"].secondary_opts == ["--no-activation-checkpointing"]
+    assert params["allow_untrained_init"].is_flag and not params["allow_untrained_init"].secondary_opts
+    assert params["quiet"].opts == ["--quiet", "-q"] and params["config"].opts == ["--config"]
+    assert params["data"].multiple and params["include"].multiple
+    # prepare reuses the corpus declarations (three with their own wording)
+    prep = {p.name: p for p in commands["prepare"].params}
+    assert set(prep) == {"data", "include", "text_field", "tokenizer", "vocab_size", "seq_len", "val_fraction",
+                         "max_corpus_bytes", "cache_dir", "rebuild"}
+    for name in ("include", "text_field", "vocab_size", "val_fraction", "max_corpus_bytes", "cache_dir"):
+        assert (prep[name].help, prep[name].default) == (params[name].help, params[name].default), name
+    assert prep["seq_len"].default == 128 and prep["seq_len"].help != params["seq_len"].help
+
+
+def test_only_typed_flags_are_explicit():
+    """Flags override --config, which overrides a resumed run's config.yaml: only typed flags count."""
+    from warmstart.cli.train_cmds import _explicit
+
+    cmd = _pretrain_command()["pretrain"]
+    ctx = cmd.make_context("pretrain", ["--lr", "0.1", "--warmup", "3", "--no-compile", "--data", "a", "--data", "b",
+                                        "--max-time", "15m", "-q"])
+    values = dict(ctx.params)
+    assert values.pop("quiet") is True and values.pop("config") is None
+    assert _explicit(ctx, values) == {"lr": 0.1, "warmup_steps": 3, "compile": False, "data": ["a", "b"],
+                                      "max_time": "15m"}
+    ctx = cmd.make_context("pretrain", [])
+    assert _explicit(ctx, {k: v for k, v in ctx.params.items() if k not in ("config", "quiet")}) == {}
+
+
+def test_pretrain_help_lists_every_option_with_its_help():
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from warmstart.cli import app
+    from warmstart.train import TrainConfig
+
+    _pretrain_command()
+    res = CliRunner().invoke(app, ["pretrain", "--help"], env={"COLUMNS": "300"}, prog_name="warmstart")
+    assert res.exit_code == 0, res.output
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in res.output, f.name
+        assert f.metadata["help"][:40] in res.output, f.name
+    assert "--config" in res.output and "--quiet" in res.output and "Examples" in res.output

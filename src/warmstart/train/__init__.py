@@ -1,8 +1,15 @@
-"""Optimizer, schedule, the training loop, run checkpoints and exact resume."""
+"""The trainer in parts: config, model source, train state, step, guard, budget, parallelize hook, checkpoints.
+
+``pretrain`` (loop.py) assembles them; see its module docstring for the order of work.
+"""
 
 from warmstart.train.config import TrainConfig, resolve_config
-from warmstart.train.loop import RunSummary, evaluate, pretrain
+from warmstart.train.evaluate import evaluate
+from warmstart.train.loop import RunSummary, pretrain
 from warmstart.train.optim import build_optimizer, lr_at, param_groups
+from warmstart.train.parallel import parallelize
+from warmstart.train.state import TrainState
+from warmstart.train.step import DivergenceGuard, train_step
 
-__all__ = ["RunSummary", "TrainConfig", "build_optimizer", "evaluate", "lr_at", "param_groups", "pretrain",
-           "resolve_config"]
+__all__ = ["DivergenceGuard", "RunSummary", "TrainConfig", "TrainState", "build_optimizer", "evaluate", "lr_at",
+           "param_groups", "parallelize", "pretrain", "resolve_config", "train_step"]

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -32,9 +30,10 @@ from warmstart.checkpoint.write import (
     write_hf_files,
     write_json_durable,
 )
-from warmstart.errors import ResumeError
+from warmstart.errors import ResumeError, UsageError
 
 STEP_RE = re.compile(r"^step-(\d{6,})$")
+STATE_FORMAT = "warmstart-trainer-state-v1"
 SLOW_SAVE_ENV = "WARMSTART_TEST_SLOW_SAVE"  # seconds to pause inside a save (tests widen the crash window)
 
 
@@ -54,6 +53,18 @@ def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
+def run_directory(out: str | None, resume: str | None) -> Path:
+    """The run directory: ``--resume``'s (which must be a run), else ``--out`` or ``runs/<time>``
+    (which must not hold a run yet: a new run never overwrites an old one)."""
+    run_dir = Path(resume or out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise ResumeError(f"'{run_dir}' is not a warmstart run directory (no config.yaml)", path=run_dir)
+    elif list_step_dirs(run_dir) or (run_dir / "metrics.jsonl").exists():
+        raise UsageError(f"run directory {run_dir} already holds a run",
+                         why="a new run never overwrites an old one",
+                         fix=f"continue it with --resume {run_dir}, or pass another --out")
+    return run_dir
 
 
 # ------------------------------------------------------------------ optimizer
@@ -116,36 +127,6 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-# ------------------------------------------------------------------ RNG
-
-
-def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    tensors = {"torch_cpu": torch.get_rng_state().clone()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"torch_cuda_{i}"] = s.clone()
-    py = random.getstate()
-    np_state = np.random.get_state()
-    js = {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-    }
-    return tensors, js
-
-
-def set_rng_state(tensors: dict[str, torch.Tensor], js: dict) -> None:
-    torch.set_rng_state(tensors["torch_cpu"])
-    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("torch_cuda_")),
-                                        key=lambda k: int(k.rsplit("_", 1)[1]))]
-    if cuda and torch.cuda.is_available():
-        n = min(len(cuda), torch.cuda.device_count())
-        torch.cuda.set_rng_state_all(cuda[:n])
-    py = js["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = js["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-
-
 # ------------------------------------------------------------------ save
 
 
@@ -160,7 +141,10 @@ def save_run_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: dict,
 ) -> Path:
-    """Write ``checkpoints/step-NNNNNN`` completely, then point ``checkpoints/latest`` at it."""
+    """Write ``checkpoints/step-NNNNNN`` completely, then point ``checkpoints/latest`` at it.
+
+    ``state`` is ``TrainState.state_dict()``: its RNG tensors go to ``rng.safetensors``, the rest to
+    ``state.json``."""
     ckdir = Path(run_dir) / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / step_dir_name(step)
@@ -175,13 +159,11 @@ def save_run_checkpoint(
         fsync_file(ts / "optimizer.safetensors")
         del opt_t
         write_json_durable(ts / "optimizer.json", opt_idx)
-        rng_t, rng_js = rng_state()
-        save_file(rng_t, str(ts / "rng.safetensors"), metadata={"format": "pt"})
+        rng = state["rng"]
+        save_file(rng["tensors"], str(ts / "rng.safetensors"), metadata={"format": "pt"})
         fsync_file(ts / "rng.safetensors")
-        full_state = dict(state)
-        full_state["rng"] = rng_js
-        full_state["format"] = "warmstart-trainer-state-v1"
-        write_json_durable(ts / "state.json", full_state)
+        js = {**state, "rng": {k: v for k, v in rng.items() if k != "tensors"}, "format": STATE_FORMAT}
+        write_json_durable(ts / "state.json", js)
         fsync_dir(ts)
         _test_pause(step)
     atomic_write_text(ckdir / "latest", final.name + "\n")
@@ -204,6 +186,10 @@ def read_pointer(run_dir: Path, name: str) -> Path | None:
         return None
     p = f.parent / target
     return p if target and STEP_RE.match(target) and p.is_dir() else None
+
+
+def mark_best(run_dir: Path, step_dir: Path) -> None:
+    atomic_write_text(Path(run_dir) / "checkpoints" / "best", step_dir.name + "\n")
 
 
 def rotate(run_dir: Path, keep_last: int, best: Path | None) -> list[Path]:
@@ -249,7 +235,9 @@ def find_resume_checkpoint(run_dir: Path) -> Path:
     return latest
 
 
-def load_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer) -> dict:
+def read_trainer_state(ckpt_dir: Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
+    """``(state, optimizer tensors, optimizer index)`` of a run checkpoint; ``state`` in the shape of
+    ``TrainState.state_dict()`` (its ``rng`` holds the tensors of ``rng.safetensors``)."""
     ts = ckpt_dir / "trainer_state"
     try:
         state = json.loads((ts / "state.json").read_text())
@@ -258,6 +246,19 @@ def load_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer) -> dict
         rng_t = load_file(str(ts / "rng.safetensors"))
     except (OSError, ValueError) as err:
         raise ResumeError(f"trainer state in {ts} is unreadable ({err})", path=ts) from None
+    state["rng"] = {**state.get("rng", {}), "tensors": rng_t}
+    return state, tensors, index
+
+
+def restore_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer, train_state) -> None:
+    """Load a run checkpoint's optimizer and ``TrainState`` (data cursor, counters, RNG), refusing
+    when the data changed since it was written."""
+    state, tensors, index = read_trainer_state(ckpt_dir)
+    if state.get("data_fingerprint") != train_state.data_fingerprint:
+        raise ResumeError(
+            f"the data changed since the checkpoint (fingerprint {state.get('data_fingerprint')} -> "
+            f"{train_state.data_fingerprint})", why="the saved data position would point at other tokens",
+            fix="resume with the same corpus files, tokenizer and --seq-len", path=ckpt_dir)
     load_optimizer(optimizer, tensors, index)
-    set_rng_state(rng_t, state["rng"])
-    return state
+    train_state.load_state_dict(state)
+    train_state.last_checkpoint = ckpt_dir

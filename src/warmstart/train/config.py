@@ -1,4 +1,9 @@
-"""``TrainConfig``: every flag of ``warmstart pretrain``, YAML loading and precedence.
+"""``TrainConfig``: every setting of ``warmstart pretrain``, declared once; YAML loading and precedence.
+
+Each field is declared with ``option(default, help=...)``: its default, its help text, its
+command-line spellings where they differ from ``--field-name`` and the extra keys a YAML file
+may use. ``option_specs()`` hands those declarations to the command line, which builds the
+``pretrain`` (and ``prepare``) options from them, so no default or help is written twice.
 
 Precedence, lowest first: the dataclass defaults < the saved ``config.yaml`` of the run being
 resumed (``--resume``) < ``--config run.yaml`` < flags the user actually typed.
@@ -8,68 +13,90 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, List, Optional
 
 import yaml
 
 from warmstart.errors import ResumeError, UsageError
 
+SCRATCH_LR = 2e-3  # default peak learning rate from scratch
+INIT_LR = 5e-5  # default peak learning rate with --init: continued pretraining wants a far smaller step
+
+
+def _sci(x: float) -> str:
+    return f"{x:.0e}".replace("e-0", "e-")
+
+
+def option(default: Any = MISSING, *, help: str, flags: tuple[str, ...] = (), aliases: tuple[str, ...] = (),
+           cli_type: Any = None, default_factory: Any = MISSING) -> Any:
+    """A ``TrainConfig`` field with its help; ``flags``: command-line spellings when not ``--field-name``
+    (a bool without ``flags`` is a plain on-switch); ``aliases``: extra YAML keys; ``cli_type``: the type
+    the command line parses when it differs from the field's (a duration string for ``max_time``)."""
+    meta = {"help": help, "flags": tuple(flags), "aliases": tuple(aliases), "cli_type": cli_type}
+    return field(default=default, default_factory=default_factory, metadata=meta)
+
 
 @dataclass
 class TrainConfig:
     # model
-    preset: str = "llama-small"
-    init: str | None = None
-    tokenizer: str | None = None
-    vocab_size: int = 8192
+    preset: str = option("llama-small", help="Model shape for scratch runs (ignored with --init).")
+    init: str | None = option(None, help="Checkpoint to continue pretraining from (warm start, gated).")
+    tokenizer: str | None = option(None, help="tokenizer.json to use; default: train a BPE on the corpus.")
+    vocab_size: int = option(8192, help="Vocabulary of the byte-level BPE trained on the corpus (scratch).")
     # data
-    data: list[str] = field(default_factory=list)
-    include: list[str] = field(default_factory=list)
-    text_field: str = "text"
-    max_corpus_bytes: int | None = None
-    val_fraction: float = 0.02
-    cache_dir: str | None = None
-    seq_len: int = 128
-    batch_size: int = 8
-    grad_accum: int = 1
+    data: list[str] = option(default_factory=list, help="Text file, directory, .jsonl, .parquet or prepared "
+                             "cache (repeatable). Default: the Python stdlib.")
+    include: list[str] = option(default_factory=list, help="Glob for directory sources (repeatable), e.g. '*.py'.")
+    text_field: str = option("text", help="JSONL / Parquet field holding the text.")
+    max_corpus_bytes: int | None = option(None, help="Read at most this many bytes of text.")
+    val_fraction: float = option(0.02, help="Share of documents held out for validation.")
+    cache_dir: str | None = option(None, help="Token cache root (default $WARMSTART_CACHE or "
+                                   "~/.cache/warmstart/tokens).")
+    seq_len: int = option(128, help="Tokens per training sequence.")
+    batch_size: int = option(8, help="Sequences per micro-batch.")
+    grad_accum: int = option(1, help="Micro-batches per optimizer step.", aliases=("accum", "gradient_accumulation"))
     # optimisation
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 10
-    lr_decay_steps: int | None = None  # cosine horizon; default = the step budget
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0
+    lr: float = option(SCRATCH_LR, help=f"Peak learning rate (default {_sci(SCRATCH_LR)} from scratch, "
+                       f"{_sci(INIT_LR)} with --init).")
+    min_lr_ratio: float = option(0.1, help="Cosine floor as a fraction of --lr.", aliases=("min_lr",))
+    warmup_steps: int = option(10, help="Linear warmup steps.", flags=("--warmup-steps", "--warmup"))
+    lr_decay_steps: int | None = option(None, help="Cosine horizon (default: the step budget).")
+    weight_decay: float = option(0.1, help="AdamW weight decay (not on norms, biases, embeddings).")
+    beta1: float = option(0.9, help="AdamW beta1.")
+    beta2: float = option(0.95, help="AdamW beta2.")
+    eps: float = option(1e-8, help="AdamW epsilon.")
+    grad_clip: float = option(1.0, help="Clip the global gradient norm (0 = off).")
     # budget
-    max_steps: int | None = 300
-    max_tokens: int | None = None
-    max_time: float | None = None  # seconds
+    max_steps: int | None = option(300, help="Stop after this many optimizer steps.")
+    max_tokens: int | None = option(None, help="Stop after this many training tokens.")
+    max_time: float | None = option(None, help="Stop after this long, e.g. 600, 15m, 2h.", cli_type=str)  # seconds
     # eval / checkpoints / logging
-    eval_every: int = 25
-    eval_tokens: int = 8192
-    save_every: int = 100
-    keep_last: int = 2
-    log_every: int = 10
+    eval_every: int = option(25, help="Evaluate every N steps (0 = only at saves and the end).")
+    eval_tokens: int = option(8192, help="Validation tokens per evaluation (fixed windows).")
+    save_every: int = option(100, help="Checkpoint every N steps (0 = only at the end).", aliases=("ckpt_every",))
+    keep_last: int = option(2, help="Keep the newest K checkpoints (plus the best).")
+    log_every: int = option(10, help="Log metrics every N steps.")
     # runtime
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
-    compile: bool = False
-    activation_checkpointing: bool = False
-    seed: int = 0
-    out: str | None = None
-    resume: str | None = None
+    device: str = option("auto", help="auto | cpu | cuda | cuda:N.")
+    dtype: str = option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.")
+    compile: bool = option(False, help="torch.compile the model.", flags=("--compile/--no-compile",))
+    activation_checkpointing: bool = option(
+        False, help="Recompute layer activations in backward.",
+        flags=("--activation-checkpointing/--no-activation-checkpointing",))
+    seed: int = option(0, help="Seed for init and data order.")
+    out: str | None = option(None, help="Run directory (default runs/<YYYYmmdd-HHMMSS>).")
+    resume: str | None = option(None, help="Continue the run in this directory exactly.")
     # warm start
-    allow_untrained_init: bool = False
-    init_loss_tolerance: float = 0.10
-    allow_unused_tensors: bool = False
-    trust_pickle: bool = False
+    allow_untrained_init: bool = option(False, help="Accept an --init whose step-0 loss is at random-init level.")
+    init_loss_tolerance: float = option(0.10, help="Allowed step-0 loss excess over the recorded one.")
+    allow_unused_tensors: bool = option(False, help="Accept checkpoint tensors the model does not use.")
+    trust_pickle: bool = option(False, help="Load .bin/.pt with torch.load(weights_only=True).")
     # provenance
-    license: str | None = None
-    data_license: str | None = None
+    license: str | None = option(None, help="License recorded in warmstart.json.")
+    data_license: str | None = option(None, help="Data license recorded in warmstart.json.")
 
     # ------------------------------------------------------------------ helpers
     def to_dict(self) -> dict[str, Any]:
@@ -103,16 +130,71 @@ class TrainConfig:
         need(0.0 < self.val_fraction < 0.5, f"--val-fraction {self.val_fraction} must be in (0, 0.5)")
 
 
-# Default peak learning rate with --init (the dataclass default, 2e-3, is for scratch runs).
-INIT_LR = 5e-5
-
 # Keys that define what is being trained; a resumed run must keep them.
 RESUME_FIXED = ("preset", "init", "tokenizer", "vocab_size", "data", "include", "text_field", "max_corpus_bytes",
                 "val_fraction", "seq_len", "seed")
 
+
+# ------------------------------------------------------------------ the declarations, for the command line
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One ``TrainConfig`` field as a command-line option."""
+
+    name: str  # the field (and the command function's parameter)
+    type: Any  # what the command line parses: Optional[...] when the default is None
+    default: Any  # None for a list field (typer's "not given")
+    flags: tuple[str, ...]  # e.g. ("--warmup-steps", "--warmup") or ("--compile/--no-compile",)
+    help: str
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def _cli_type(hint: Any, cli_type: Any) -> Any:
+    """The field's type as typer reads it: ``X | None`` -> ``Optional[X]``, ``list[X]`` -> ``Optional[List[X]]``."""
+    if cli_type is not None:
+        return Optional[cli_type]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is list:
+        return Optional[List[args[0]]]
+    if len(args) == 1 and type(None) in typing.get_args(hint):
+        return Optional[args[0]]
+    return hint
+
+
+def option_specs(names: Iterable[str] | None = None) -> list[OptionSpec]:
+    """The declarations of ``names`` in that order (default: every field, in declaration order)."""
+    hints = typing.get_type_hints(TrainConfig)
+    by_name = {f.name: f for f in fields(TrainConfig)}
+    specs = []
+    for f in (by_name[n] for n in names) if names is not None else by_name.values():
+        default = _field_default(f)
+        flags = f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
+        specs.append(OptionSpec(name=f.name, type=_cli_type(hints[f.name], f.metadata["cli_type"]),
+                                default=None if isinstance(default, list) else default, flags=flags,
+                                help=f.metadata["help"]))
+    return specs
+
+
+def _key_aliases() -> dict[str, str]:
+    """Other keys a YAML file or flags dict may use: every extra flag spelling and each declared alias."""
+    out = {}
+    for f in fields(TrainConfig):
+        spellings = [s.lstrip("-").replace("-", "_") for s in f.metadata["flags"] if "/" not in s]
+        for alias in [*spellings, *f.metadata["aliases"]]:
+            if alias != f.name:
+                out[alias] = f.name
+    return out
+
+
 _FIELD_NAMES = {f.name for f in fields(TrainConfig)}
-_ALIASES = {"warmup": "warmup_steps", "min_lr": "min_lr_ratio", "accum": "grad_accum",
-            "gradient_accumulation": "grad_accum", "ckpt_every": "save_every"}
+_ALIASES = _key_aliases()
+
+
+# ------------------------------------------------------------------ YAML and precedence
 
 
 def normalize_keys(d: dict[str, Any], *, source: str = "config") -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -52,3 +53,25 @@ def lr_at(step: int, *, lr: float, warmup: int, decay_steps: int, min_ratio: flo
     span = max(1, decay_steps - warmup)
     progress = (step - warmup) / span
     return floor + 0.5 * (lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The warmup + cosine schedule of one run (``lr_at`` with its settings bound)."""
+
+    lr: float
+    warmup: int
+    decay_steps: int
+    min_ratio: float
+
+    def at(self, step: int) -> float:
+        return lr_at(step, lr=self.lr, warmup=self.warmup, decay_steps=self.decay_steps, min_ratio=self.min_ratio)
+
+    def record(self, step: int) -> dict:
+        """What a checkpoint records about the schedule (``state.json`` ``scheduler``)."""
+        return {"step": step, "lr_next": self.at(step), "decay_steps": self.decay_steps}
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -80,6 +80,54 @@ class TensorBoard:
             self.writer.close()
 
 
+class RunLog:
+    """``metrics.jsonl`` and TensorBoard of a run: one record, both sinks."""
+
+    _TB = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
+           "tokens_per_s": "train/tokens_per_s", "val_loss": "val/loss"}
+
+    def __init__(self, run_dir: Path, *, truncate_after_step: int | None = None) -> None:
+        self.metrics = MetricsLog(Path(run_dir) / "metrics.jsonl", truncate_after_step=truncate_after_step)
+        self.tb = TensorBoard(Path(run_dir) / "tb")
+
+    def write(self, rec: dict[str, Any]) -> None:
+        self.metrics.write(rec)
+        self.tb.scalars(rec["step"], {tag: rec.get(key) for key, tag in self._TB.items()})
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.tb.close()
+
+
+class IntervalMeter:
+    """Mean training loss, last gradient norm and throughput since the last log point.
+
+    The loss is summed on the device; nothing syncs with the host until ``read``.
+    """
+
+    def __init__(self, device) -> None:
+        import torch
+
+        self._zero = lambda: torch.zeros((), dtype=torch.float32, device=device)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new interval now (after logging, so eval / checkpoint time is not charged to throughput)."""
+        self.loss_sum, self.n, self.tokens, self.t0 = self._zero(), 0, 0, time.time()
+        self.grad_norm = self._zero()
+
+    def add(self, loss, grad_norm, tokens: int) -> None:
+        self.loss_sum += loss
+        self.grad_norm = grad_norm
+        self.n += 1
+        self.tokens += tokens
+
+    def read(self, lr: float, tokens_seen: int) -> dict[str, Any]:
+        dt = max(time.time() - self.t0, 1e-9)
+        return {"loss": (self.loss_sum / self.n).item(), "lr": lr, "grad_norm": float(self.grad_norm.item()),
+                "tokens_seen": tokens_seen, "tokens_per_s": round(self.tokens / dt, 1)}
+
+
 class Reporter:
     """A rich progress bar when stdout is a terminal; plain log lines otherwise."""
 

@@ -1,0 +1,114 @@
+"""One optimizer step (``train_step``), its micro-batches and the divergence guard.
+
+The hot path makes no host-device synchronisation. On CUDA the guard runs on the device: a step
+whose loss or gradient norm is not finite sets a sticky flag that the fused AdamW kernel reads as
+``found_inf``, so neither that update nor any later one is applied; ``check()`` reads the flag at
+the next log / eval / save point and raises ``DivergenceError`` before anything is written. On
+CPU the check runs every step, before the optimizer step. Under several ranks (issue 9) ``check``
+is where the flag is all-reduced, so that every rank stops at the same step.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from warmstart.errors import DivergenceError
+from warmstart.train.evaluate import AmpFactory, to_device
+from warmstart.train.state import TrainState
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TrainBatches:
+    """Micro-batches of training windows in the sampler's order, on the device.
+
+    Under several ranks (issue 9) each rank draws its own disjoint slice here.
+    """
+
+    def __init__(self, ds, sampler, batch_size: int, device: torch.device) -> None:
+        self.ds, self.sampler, self.batch_size, self.device = ds, sampler, batch_size, device
+
+    def __call__(self) -> Batch:
+        return to_device(self.ds.train_windows(self.sampler.next_indices(self.batch_size)), self.device)
+
+
+class DivergenceGuard:
+    """Refuses to apply or write anything from a step whose loss, gradient norm or val loss is not finite."""
+
+    def __init__(self, device: torch.device, state: TrainState, *, run_dir: Path | str, lr: float,
+                 warmup_steps: int, on_device: bool | None = None) -> None:
+        # on_device (default: on CUDA) needs a fused AdamW, whose kernel honours optimizer.found_inf
+        self.on_device = device.type == "cuda" if on_device is None else on_device
+        self.state = state
+        self.run_dir, self.lr, self.warmup_steps = run_dir, lr, warmup_steps
+        zero = torch.zeros((), dtype=torch.float32, device=device)
+        self.bad_any, self.bad_steps, self.bad_loss, self.bad_gnorm = (zero.clone() for _ in range(4))
+
+    def error(self, step: int, what: str) -> DivergenceError:
+        """The one divergence message."""
+        last = self.state.last_checkpoint or "none (no checkpoint yet)"
+        return DivergenceError(
+            f"training diverged at step {step}: {what}",
+            why=f"nothing from that step was written and the last good checkpoint is {last}",
+            fix=f"lower --lr (now {self.lr:g}), lengthen --warmup-steps (now {self.warmup_steps}) or keep "
+                f"--grad-clip on, then start again or --resume {self.run_dir}", path=self.run_dir)
+
+    def observe(self, loss: torch.Tensor, gnorm: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Called between clipping and ``optimizer.step()`` of update number ``state.step + 1``."""
+        ok = torch.isfinite(loss) & torch.isfinite(gnorm)
+        if self.on_device:
+            first = (self.bad_any == 0) & ~ok
+            self.bad_loss = torch.where(first, loss, self.bad_loss)
+            self.bad_gnorm = torch.where(first, gnorm.float(), self.bad_gnorm)
+            self.bad_any = torch.maximum(self.bad_any, (~ok).float())
+            self.bad_steps += self.bad_any
+            optimizer.found_inf = self.bad_any  # fused AdamW skips the update (and its step count) when > 0
+        elif not bool(ok):
+            raise self.error(self.state.step + 1, _not_finite(loss.item(), gnorm.item()))
+
+    def check(self) -> None:
+        """At a log / eval / save point: raise if any step since the last check diverged (a host sync)."""
+        if self.on_device and self.bad_any.item() > 0:
+            first_bad = self.state.step - int(self.bad_steps.item()) + 1
+            raise self.error(first_bad, _not_finite(self.bad_loss.item(), self.bad_gnorm.item()))
+
+    def check_val(self, val_loss: float) -> None:
+        if not math.isfinite(val_loss):
+            raise self.error(self.state.step, f"the validation loss is {val_loss}")
+
+
+def _not_finite(loss: float, gnorm: float) -> str:
+    return f"loss {loss}, gradient norm {gnorm} (not finite), so its update was not applied"
+
+
+def clip_value(grad_clip: float | None) -> float:
+    """``--grad-clip`` as the max norm to clip to (0 or none: no clipping, the norm is still measured)."""
+    return grad_clip if grad_clip and grad_clip > 0 else float("inf")
+
+
+def train_step(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
+               next_batch: Callable[[], Batch], *, grad_accum: int, clip: float, amp: AmpFactory,
+               guard: DivergenceGuard) -> tuple[torch.Tensor, torch.Tensor]:
+    """``grad_accum`` micro-batches under autocast (gradients averaged), global-norm clip, the guard, the update.
+
+    Returns ``(mean loss, gradient norm)`` as device tensors; reading them is the caller's sync.
+    """
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    step_loss = torch.zeros((), dtype=torch.float32, device=params[0].device)
+    for _ in range(grad_accum):
+        x, y = next_batch()
+        with amp():
+            loss = loss_fn(x, y)
+        (loss / grad_accum).backward()
+        step_loss += loss.detach().float()
+    if grad_accum > 1:
+        step_loss /= grad_accum
+    gnorm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+    guard.observe(step_loss, gnorm, optimizer)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss, gnorm

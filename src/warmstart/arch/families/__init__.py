@@ -20,6 +20,9 @@ from warmstart.arch.families._spec import (
     ENCODER,
     ENCODER_DECODER,
     NON_TRANSFORMER,
+    O_BIAS,
+    QK_NORM,
+    QKV_BIAS,
     SUPPORTED_DECODER,
     UNSUPPORTED_DECODER,
     FamilySpec,
@@ -103,6 +106,12 @@ def spec_for(family: str) -> FamilySpec:
     return SPECS[family]
 
 
+def identity(family: str) -> dict[str, str]:
+    """The three names a checkpoint's metadata gives a family (what `warmstart stamp` writes)."""
+    fam = FAMILIES[family]
+    return {"architecture": fam.name, "hf_architecture": fam.hf_architecture or "", "model_type": fam.model_type or ""}
+
+
 def is_supported(name: str | None) -> bool:
     return get_spec(name) is not None
 
@@ -113,6 +122,6 @@ def supported_list() -> str:
 
 __all__ = [
     "ENCODER", "ENCODER_DECODER", "FAMILIES", "FOREIGN_NAMES", "Family", "FamilySpec", "NON_TRANSFORMER",
-    "NameFeature", "SPECS", "SUPPORTED", "SUPPORTED_DECODER", "Signature", "UNSUPPORTED_DECODER", "get_family",
-    "get_spec", "is_supported", "normalize_family", "spec_for", "supported_list",
+    "NameFeature", "O_BIAS", "QKV_BIAS", "QK_NORM", "SPECS", "SUPPORTED", "SUPPORTED_DECODER", "Signature", "UNSUPPORTED_DECODER", "get_family",
+    "get_spec", "identity", "is_supported", "normalize_family", "spec_for", "supported_list",
 ]

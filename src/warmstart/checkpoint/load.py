@@ -466,10 +466,12 @@ def _shards_from_index(index: Path) -> list[Path]:
 
 
 def _load_gguf(path: Path, given: Path) -> Checkpoint:
-    from warmstart.checkpoint.gguf_read import GGUFFile, gguf_metadata, gguf_tokenizer, hf_tensor_plan
+    from warmstart.checkpoint.gguf.hf import gguf_hf_config, gguf_metadata, hf_tensor_plan
+    from warmstart.checkpoint.gguf.parse import GGUFFile
+    from warmstart.checkpoint.gguf.tokenizer import gguf_tokenizer
 
     g = GGUFFile(path)
-    config = g.hf_config()
+    config = gguf_hf_config(g)
     plan = hf_tensor_plan(g, config)
     infos = {hf: TensorInfo(hf, t.shape, t.type_name, t.name) for hf, (t, _) in plan.items()}
     metadata = gguf_metadata(g)

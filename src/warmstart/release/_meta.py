@@ -96,29 +96,6 @@ def read_provenance(rc: RawCheckpoint) -> dict:
     return prov
 
 
-def gguf_provenance_kvs(prov: dict) -> list[tuple[str, object, int]]:
-    """``warmstart.<field>`` GGUF key/values for a warmstart.json-shaped dict.
-
-    Strings, integers and floats keep their type; lists, dicts and null are JSON strings.
-    """
-    import gguf
-
-    out: list[tuple[str, object, int]] = []
-    for k, v in prov.items():
-        key = f"warmstart.{k}"
-        if isinstance(v, bool):
-            out.append((key, v, gguf.GGUFValueType.BOOL))
-        elif isinstance(v, int):
-            out.append((key, v, gguf.GGUFValueType.INT64))
-        elif isinstance(v, float):
-            out.append((key, v, gguf.GGUFValueType.FLOAT64))
-        elif isinstance(v, str):
-            out.append((key, v, gguf.GGUFValueType.STRING))
-        else:
-            out.append((key, json.dumps(v, default=str), gguf.GGUFValueType.STRING))
-    return out
-
-
 def declared_identity(rc: RawCheckpoint, prov: dict | None = None) -> dict[str, tuple[str | None, str]]:
     """{"architecture"|"hf_architecture"|"model_type": (value, where)}."""
     prov = read_provenance(rc) if prov is None else prov

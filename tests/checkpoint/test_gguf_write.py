@@ -120,3 +120,37 @@ def test_export_asks_the_spec(tmp_path, tiny_model_factory, family):
     assert ckpt.model_config().family == family
     for name, t in sd.items():
         assert torch.equal(ckpt.tensor(name), t), name  # f32: exact, un-permuted back
+
+
+def test_a_spec_norm_shift_is_stored_and_taken_off(tmp_path, tiny_model_factory, monkeypatch):
+    """A family whose llama.cpp converter stores RMSNorm weights as 1 + w (Gemma) needs only its spec."""
+    import dataclasses
+
+    import torch
+
+    from warmstart.arch import families
+    from warmstart.checkpoint import load_checkpoint
+    from warmstart.checkpoint.gguf.parse import GGUFFile
+    from warmstart.checkpoint.gguf.write import write_gguf
+
+    spec = dataclasses.replace(families.SPECS["qwen3"], name="shifted", hf_architecture="ShiftedForCausalLM",
+                               model_type="shifted", gguf_arch="shifted", gguf_norm_shift=1.0, presets={})
+    monkeypatch.setitem(families.SPECS, "shifted", spec)
+    monkeypatch.setitem(families.FAMILIES, "shifted", spec)
+    monkeypatch.setitem(families._LOOKUP, "shifted", "shifted")
+    model = tiny_model_factory("qwen3-tiny")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(torch.linspace(-0.5, 0.5, p.numel()))
+    cfg = model.cfg.replace(family="shifted")
+    sd = model.canonical_state_dict()
+    write_gguf(tmp_path / "s.gguf", cfg, list(sd), sd.__getitem__, dtype="f32")
+    g = GGUFFile(tmp_path / "s.gguf")
+    assert torch.equal(g.read(g.tensors["blk.0.attn_q_norm.weight"]), sd["model.layers.0.self_attn.q_norm.weight"] + 1)
+    assert torch.equal(g.read(g.tensors["blk.0.attn_q.weight"]), sd["model.layers.0.self_attn.q_proj.weight"])
+    g.close()
+    ckpt = load_checkpoint(tmp_path / "s.gguf")
+    assert ckpt.model_config().family == "shifted"
+    for name, t in sd.items():
+        assert torch.allclose(ckpt.tensor(name), t, rtol=0, atol=1e-7), name

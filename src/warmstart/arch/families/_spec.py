@@ -80,12 +80,14 @@ class FamilySpec:
     evidence: tuple[Signature, ...]
     # llama.cpp GGUF: general.architecture; ({arch}.* key getter, tensor names) -> extra HF config keys;
     # ModelConfig -> extra {arch}.* keys to write; block-tensor names over the shared map
-    # (checkpoint/gguf/names.py); whether llama.cpp permutes the rows of attn_q / attn_k.
+    # (checkpoint/gguf/names.py); whether llama.cpp permutes the rows of attn_q / attn_k; what it
+    # adds to every RMSNorm weight (Gemma's converter stores 1 + w).
     gguf_arch: str
     gguf_config: Callable[[Callable[[str], Any], Collection[str]], dict] = _no_keys
     gguf_keys: Callable[[Any], dict] = _no_keys
     gguf_block_names: Mapping[str, str] = field(default_factory=dict)
     gguf_permute_qk: bool = False
+    gguf_norm_shift: float = 0.0
     # Named shapes (ModelConfig fields; the family is implied).
     presets: Mapping[str, dict] = field(default_factory=dict)
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from warmstart.arch.families import SPECS, FamilySpec, get_family, get_spec
 from warmstart.checkpoint.gguf.names import block_map, gguf_to_hf, qk_heads
@@ -138,14 +140,24 @@ def _rope_scaling(g: GGUFFile, key, theta: float, head_dim: int | None) -> dict 
         "rope_type": "per-frequency factors (GGUF rope_freqs.weight)"}
 
 
-def hf_tensor_plan(g: GGUFFile, cfg: dict) -> dict[str, tuple[GGUFTensor, int | None]]:
-    """HF name -> (GGUF tensor, heads to un-permute or None)."""
+@dataclass(frozen=True)
+class PlannedTensor:
+    """How one HF tensor comes out of the GGUF."""
+
+    source: GGUFTensor
+    unpermute_heads: int | None = None  # llama.cpp permuted its rows in this many heads
+    shift: float = 0.0  # llama.cpp stored the values plus this (Gemma's norms)
+
+
+def hf_tensor_plan(g: GGUFFile, cfg: dict) -> dict[str, PlannedTensor]:
+    """HF name -> how to read it from the GGUF (the family spec says what llama.cpp changed)."""
     spec = spec_for_gguf(g.architecture)
     permuted = spec is not None and spec.gguf_permute_qk
+    shift = spec.gguf_norm_shift if spec is not None else 0.0
     block = block_map(spec)
     heads = int(cfg.get("num_attention_heads") or 0)
     kv = int(cfg.get("num_key_value_heads") or heads or 0)
-    plan: dict[str, tuple[GGUFTensor, int | None]] = {}
+    plan: dict[str, PlannedTensor] = {}
     for name, t in g.tensors.items():
         n_head = qk_heads(name, heads, kv) if permuted and heads else None
         if n_head is not None and (t.shape[0] % (2 * n_head)):
@@ -153,8 +165,15 @@ def hf_tensor_plan(g: GGUFFile, cfg: dict) -> dict[str, tuple[GGUFTensor, int | 
                 f"GGUF tensor '{name}' has {t.shape[0]} rows, not divisible into {n_head} heads of even size",
                 why="llama.cpp's q/k row permutation cannot be undone",
                 fix="check the file's attention.head_count / head_count_kv", path=g.path)
-        plan[gguf_to_hf(name, block)] = (t, n_head)
+        hf = gguf_to_hf(name, block)
+        plan[hf] = PlannedTensor(t, n_head, shift if hf.endswith("norm.weight") else 0.0)
     return plan
+
+
+def read_planned(g: GGUFFile, p: PlannedTensor) -> torch.Tensor:
+    """The HF tensor: dequantised, rows un-permuted, llama.cpp's shift taken off (in float32)."""
+    t = g.read(p.source, unpermute_heads=p.unpermute_heads)
+    return t.float() - p.shift if p.shift else t
 
 
 def gguf_metadata(g: GGUFFile) -> dict:
@@ -174,5 +193,5 @@ def gguf_metadata(g: GGUFFile) -> dict:
     return out
 
 
-__all__ = ["gguf_hf_config", "gguf_metadata", "hf_tensor_plan", "llama3_rope_factors", "llama3_rope_from_factors",
-           "spec_for_gguf"]
+__all__ = ["PlannedTensor", "gguf_hf_config", "gguf_metadata", "hf_tensor_plan", "llama3_rope_factors",
+           "llama3_rope_from_factors", "read_planned", "spec_for_gguf"]

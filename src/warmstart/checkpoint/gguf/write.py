@@ -195,6 +195,8 @@ def _add_tensors(w, cfg: ModelConfig, names: Iterable[str], get_tensor, dtype: s
         n_head = qk_heads(gguf_name, cfg.num_heads, cfg.num_kv_heads) if spec.gguf_permute_qk else None
         if n_head is not None:
             t = permute_rows(t, n_head)
+        if spec.gguf_norm_shift and hf.endswith("norm.weight"):
+            t = t + spec.gguf_norm_shift
         gtype = gguf_tensor_type(hf, tuple(t.shape), dtype)
         arr, raw = _encode(t, gtype)
         if raw is None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter, quants
 
-from warmstart.checkpoint.gguf_names import PERMUTED_ARCHS, hf_to_gguf, permute_rows
+from warmstart.arch import spec_for
+from warmstart.checkpoint.gguf.names import block_map, hf_to_gguf, permute_rows
 
 
 def write_tiny_gguf(path, model, tokenizer=None, *, weight_type: str = "Q8_0", embed_type: str = "F16",
@@ -14,8 +15,8 @@ def write_tiny_gguf(path, model, tokenizer=None, *, weight_type: str = "Q8_0", e
     """Write ``model`` (a warmstart CausalLM) as GGUF; return the HF-layout float32 values a
     reader must reproduce (quantise -> dequantise of each tensor, before llama.cpp's permutation)."""
     cfg = model.cfg
-    arch = cfg.family
-    w = GGUFWriter(str(path), arch)
+    spec = spec_for(cfg.family)
+    w = GGUFWriter(str(path), spec.gguf_arch)
     w.add_name(name)
     w.add_block_count(cfg.num_layers)
     w.add_context_length(cfg.max_position_embeddings)
@@ -53,7 +54,7 @@ def write_tiny_gguf(path, model, tokenizer=None, *, weight_type: str = "Q8_0", e
     expected: dict[str, np.ndarray] = {}
     for hf_name, t in model.canonical_state_dict().items():
         arr = t.detach().float().numpy()
-        gname = hf_to_gguf(hf_name)
+        gname = hf_to_gguf(hf_name, block_map(spec))
         if hf_name == "model.embed_tokens.weight":
             qtype = getattr(GGMLQuantizationType, embed_type)
         elif arr.ndim == 2:
@@ -69,7 +70,7 @@ def write_tiny_gguf(path, model, tokenizer=None, *, weight_type: str = "Q8_0", e
         else:
             stored = quants.quantize(arr, qtype)
             expected[hf_name] = quants.dequantize(stored, qtype).reshape(arr.shape)
-        if arch in PERMUTED_ARCHS and (".q_proj." in hf_name or ".k_proj." in hf_name):
+        if spec.gguf_permute_qk and (".q_proj." in hf_name or ".k_proj." in hf_name):
             heads = cfg.num_heads if ".q_proj." in hf_name else cfg.num_kv_heads
             stored = permute_rows(stored, heads)
         if qtype in (GGMLQuantizationType.F16, GGMLQuantizationType.F32):

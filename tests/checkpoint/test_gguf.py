@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from warmstart.checkpoint import load_checkpoint
-from warmstart.checkpoint.gguf_names import gguf_to_hf, hf_to_gguf, permute_rows, unpermute_rows
+from warmstart.checkpoint.gguf.names import gguf_to_hf, hf_to_gguf, permute_rows, unpermute_rows
 from warmstart.errors import UnreadableError
 from warmstart.init.population import populate_model
 
@@ -138,7 +138,7 @@ def test_unsupported_gguf_version(tmp_path, tiny_model_factory):
 def test_fast_dequant_bit_identical_to_gguf(qtype):
     from gguf import GGMLQuantizationType, quants
 
-    from warmstart.checkpoint.gguf_read import _FAST_DEQUANT, dequantize_reference
+    from warmstart.checkpoint.gguf.dequant import _FAST_DEQUANT, dequantize_reference
 
     w = np.random.default_rng(0).standard_normal((48, 256)).astype(np.float32) * 3
     rows = quants.quantize(w, getattr(GGMLQuantizationType, qtype))
@@ -149,7 +149,7 @@ def test_llama3_rope_freqs_become_rope_scaling(tmp_path, tiny_model_factory):
     """Llama 3.1+ GGUFs carry llama3 rope scaling as rope_freqs.weight: it must become the config's
     rope_scaling (not be dropped as a cache), and the model must match HF-style llama3 rope."""
     from warmstart.arch import CausalLM
-    from warmstart.checkpoint.gguf_read import llama3_rope_factors
+    from warmstart.checkpoint.gguf.hf import llama3_rope_factors
 
     base = tiny_model_factory("llama-tiny")
     scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,

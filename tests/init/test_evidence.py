@@ -65,3 +65,28 @@ def test_undecidable_names():
     assert infer_family_from_names([])[0] is None
     fam, reason = infer_family_from_names(["weight", "bias", "encoder_thing.w"])
     assert fam is None and reason
+
+
+def test_signatures_come_from_the_specs_and_the_most_specific_wins(monkeypatch):
+    """A new family that adds a feature to an existing one is told apart by its spec alone."""
+    import re
+
+    from warmstart.arch import families
+    from warmstart.arch.families import QK_NORM, FamilySpec, NameFeature, Signature
+
+    base = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.mlp.gate_proj.weight", "model.layers.0.self_attn.q_norm.weight"]
+    extra = ["model.layers.0.pre_feedforward_layernorm.weight"]
+    sandwich = NameFeature("norms after each sublayer", re.compile(r"pre_feedforward_layernorm\.weight$"))
+    new = FamilySpec(name="newfam", display="New", hf_architecture="NewForCausalLM", model_type="newfam",
+                     config_from_hf=lambda cfg, source: {}, gguf_arch="newfam",
+                     evidence=(Signature("q/k norm and sandwich norms", present=(QK_NORM, sandwich)),))
+    monkeypatch.setitem(families.SPECS, "newfam", new)
+    assert infer_family_from_names(base)[0] == "qwen3"
+    fam, why = infer_family_from_names(base + extra)
+    assert fam == "newfam" and why.startswith("q/k norm and sandwich norms (e.g. 'model.layers.0.self_attn.q_norm")
+    twin = FamilySpec(name="twin", display="Twin", hf_architecture="TwinForCausalLM", model_type="twin",
+                      config_from_hf=lambda cfg, source: {}, gguf_arch="twin", evidence=new.evidence)
+    monkeypatch.setitem(families.SPECS, "twin", twin)
+    fam, why = infer_family_from_names(base + extra)
+    assert fam is None and "newfam and twin" in why

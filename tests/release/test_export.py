@@ -76,7 +76,7 @@ def test_llama_qk_permutation_applied(ckpt_factory, tmp_path):
     """attn_q in the GGUF is llama.cpp's permuted layout, not the HF rows."""
     import gguf
 
-    from warmstart.checkpoint.gguf_names import permute_rows
+    from warmstart.checkpoint.gguf.names import permute_rows
 
     src = ckpt_factory("llama")
     out = tmp_path / "m.gguf"

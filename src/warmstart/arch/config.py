@@ -1,18 +1,34 @@
-"""One config dataclass for every supported family, named presets, HF config.json conversion."""
+"""One config dataclass for every supported family, named presets, HF config.json conversion.
+
+The shape keys every family shares are mapped here; what is particular to a family (its config.json
+extras, which variations it has) comes from its spec in ``arch/families/``. Model variations are
+fields, so the model never asks which family it is.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from warmstart.arch.families import FAMILIES, SUPPORTED, get_family, supported_list
+from warmstart.arch.families import SPECS, FamilySpec, get_family, spec_for, supported_list
+from warmstart.arch.families._spec import hf_activation
 from warmstart.errors import FamilyError, UsageError
+
+FULL, SLIDING = "full_attention", "sliding_attention"  # layer types (HF's words)
+ACTIVATIONS = ("silu", "gelu_pytorch_tanh")
+NORM_STYLES = ("pre", "sandwich")
+EMBEDDING_SCALES = (None, "sqrt_hidden")
+# The fields that make one family's graph differ from another's; a config.json must keep them all.
+VARIATIONS = (
+    "attention_bias", "o_bias", "qk_norm", "tie_word_embeddings", "norm_style", "norm_weight_offset", "hidden_act",
+    "embedding_scale", "sliding_window", "layer_types", "rope_local_theta", "query_pre_attn_scalar",
+)
 
 
 @dataclass
 class ModelConfig:
-    family: str = "llama"  # llama | qwen2 | qwen3
+    family: str = "llama"  # a supported family: a module of arch/families/
     vocab_size: int = 8192
     hidden_size: int = 256
     num_layers: int = 4
@@ -24,7 +40,7 @@ class ModelConfig:
     rope_scaling: dict | None = None  # None or {"rope_type": "llama3", ...}
     rms_norm_eps: float = 1e-5
     max_position_embeddings: int = 2048
-    tie_word_embeddings: bool = True
+    tie_word_embeddings: bool = True  # the LM head is the embedding matrix
     attention_bias: bool = False  # bias on q/k/v projections (Qwen2: True)
     o_bias: bool = False  # bias on o_proj (Llama/Qwen3 with attention_bias=True)
     qk_norm: bool = False  # per-head RMSNorm on q and k (Qwen3)
@@ -32,29 +48,57 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
+    norm_style: str = "pre"  # "pre": a norm before each sublayer | "sandwich": and after each (Gemma 2/3)
+    norm_weight_offset: float = 0.0  # RMSNorm scales by (offset + w); 1.0 is Gemma's (1 + w)
+    hidden_act: str = "silu"  # gated-MLP activation: silu | gelu_pytorch_tanh
+    embedding_scale: str | None = None  # None | "sqrt_hidden": embeddings times sqrt(hidden_size) (Gemma)
+    sliding_window: int | None = None  # keys a sliding-window layer sees, its own included
+    layer_types: tuple[str, ...] | None = None  # per layer FULL | SLIDING; None: all SLIDING if a window, else FULL
+    rope_local_theta: float | None = None  # RoPE base of the sliding layers (Gemma 3); None: rope_theta
+    query_pre_attn_scalar: float | None = None  # attention scale 1/sqrt(this), not 1/sqrt(head_dim)
 
     def __post_init__(self) -> None:
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_heads
-        if self.family not in SUPPORTED:
-            raise FamilyError(
-                f"family '{self.family}' is not a supported decoder family",
-                fix=f"use one of: {supported_list()}",
-            )
+        spec_for(self.family)  # FamilyError for an unsupported family
         if self.num_heads % self.num_kv_heads:
             raise UsageError(
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}",
                 why="grouped-query attention shares each kv head between an equal number of query heads",
             )
+        for name, allowed in (("hidden_act", ACTIVATIONS), ("norm_style", NORM_STYLES),
+                              ("embedding_scale", EMBEDDING_SCALES)):
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"{name}={getattr(self, name)!r} is not implemented",
+                                 fix=f"use one of: {', '.join(map(str, allowed))}")
+        if self.layer_types is not None:
+            self.layer_types = tuple(self.layer_types)
+            if len(self.layer_types) != self.num_layers or not set(self.layer_types) <= {FULL, SLIDING}:
+                raise UsageError(f"layer_types must name {FULL} or {SLIDING} for each of the "
+                                 f"{self.num_layers} layers, not {list(self.layer_types)}")
+            if set(self.layer_types) == {FULL if self.sliding_window is None else SLIDING}:
+                self.layer_types = None  # the uniform case has one spelling
+        if self.sliding_window is None and SLIDING in (self.layer_types or ()):
+            raise UsageError("layer_types has sliding-window layers but sliding_window is not set")
 
     # ------------------------------------------------------------------ helpers
     @property
+    def spec(self) -> FamilySpec:
+        return spec_for(self.family)
+
+    @property
     def hf_architecture(self) -> str:
-        return FAMILIES[self.family].hf_architecture  # type: ignore[return-value]
+        return self.spec.hf_architecture
 
     @property
     def model_type(self) -> str:
-        return FAMILIES[self.family].model_type  # type: ignore[return-value]
+        return self.spec.model_type
+
+    def layer_type(self, i: int) -> str:
+        """FULL or SLIDING: the attention of layer ``i``."""
+        if self.layer_types is not None:
+            return self.layer_types[i]
+        return FULL if self.sliding_window is None else SLIDING
 
     def num_parameters(self) -> int:
         h, d, L = self.hidden_size, self.head_dim, self.num_layers
@@ -62,13 +106,13 @@ class ModelConfig:
         kv = 2 * (h * self.num_kv_heads * d + (self.num_kv_heads * d if self.attention_bias else 0))
         o = self.num_heads * d * h + (h if self.o_bias else 0)
         mlp = 3 * h * self.intermediate_size
-        norms = 2 * h + (2 * d if self.qk_norm else 0)
+        norms = (4 if self.norm_style == "sandwich" else 2) * h + (2 * d if self.qk_norm else 0)
         per_layer = q + kv + o + mlp + norms
         emb = self.vocab_size * h
         head = 0 if self.tie_word_embeddings else self.vocab_size * h
         return emb + L * per_layer + h + head
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -76,7 +120,11 @@ class ModelConfig:
 
     # ------------------------------------------------------------ HF conversion
     def to_hf_config(self, torch_dtype: str = "float32") -> dict:
-        """A config.json that transformers' AutoConfig loads for this family."""
+        """A config.json that transformers' AutoConfig loads for this family.
+
+        UsageError if the family's config.json cannot express one of this config's variations
+        (a checkpoint saved with it would load as a different model).
+        """
         cfg: dict[str, Any] = {
             "architectures": [self.hf_architecture],
             "model_type": self.model_type,
@@ -87,7 +135,7 @@ class ModelConfig:
             "num_attention_heads": self.num_heads,
             "num_key_value_heads": self.num_kv_heads,
             "head_dim": self.head_dim,
-            "hidden_act": "silu",
+            "hidden_act": self.hidden_act,
             "max_position_embeddings": self.max_position_embeddings,
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
@@ -101,71 +149,34 @@ class ModelConfig:
             "eos_token_id": self.eos_token_id,
             "pad_token_id": self.pad_token_id,
         }
-        if self.family == "llama":
-            cfg["attention_bias"] = self.attention_bias or self.o_bias
-            cfg["mlp_bias"] = False
-            cfg["pretraining_tp"] = 1
-        elif self.family == "qwen2":
-            cfg["use_sliding_window"] = False
-            cfg["sliding_window"] = None
-            cfg["max_window_layers"] = self.num_layers
-        elif self.family == "qwen3":
-            cfg["attention_bias"] = self.attention_bias or self.o_bias
-            cfg["use_sliding_window"] = False
-            cfg["sliding_window"] = None
-            cfg["max_window_layers"] = self.num_layers
+        cfg.update(self.spec.config_to_hf(self))
+        again = ModelConfig.from_hf_config(cfg)
+        lost = [f"{f}={getattr(self, f)!r}" for f in VARIATIONS if getattr(again, f) != getattr(self, f)]
+        if lost:
+            raise UsageError(f"a {self.family} config.json cannot express {', '.join(lost)}",
+                             why="a checkpoint saved with it would load as a different model",
+                             fix="use the family whose architecture has these features")
         return cfg
 
     @classmethod
-    def from_hf_config(cls, cfg: dict, *, source: str | None = None) -> "ModelConfig":
+    def from_hf_config(cls, cfg: dict, *, source: str | None = None) -> ModelConfig:
         """Build from a HF config.json dict. The family comes from the config's own claim."""
         claim = declared_architecture(cfg)
         fam = get_family(claim)
-        if fam is None or fam.name not in SUPPORTED:
+        if fam is None or fam.name not in SPECS:
             raise FamilyError(
                 f"config declares architecture '{claim}', which is not a supported decoder family",
                 why="warmstart implements one decoder-only transformer",
                 fix=f"use a checkpoint of one of: {supported_list()}",
                 path=source,
             )
-        rope = cfg.get("rope_parameters") or {}
-        rope_theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
-        rope_scaling = cfg.get("rope_scaling")
-        if rope_scaling is None and rope.get("rope_type", "default") not in ("default", None):
-            rope_scaling = dict(rope)
-        if rope_scaling:
-            rtype = rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
-            if rtype == "default":
-                rope_scaling = None
-            elif rtype != "llama3":
-                raise FamilyError(
-                    f"rope scaling type '{rtype}' is not implemented",
-                    fix="use a checkpoint with default or llama3 rope scaling",
-                    path=source,
-                )
-        if cfg.get("hidden_act", "silu") not in ("silu", "swish"):
-            raise FamilyError(f"activation '{cfg.get('hidden_act')}' is not implemented (SwiGLU/silu only)",
-                              path=source)
+        spec = SPECS[fam.name]
         if cfg.get("mlp_bias"):
             raise FamilyError("mlp_bias=true is not implemented", path=source)
-        if fam.name in ("qwen2", "qwen3") and cfg.get("use_sliding_window"):
-            raise FamilyError("sliding-window attention is not implemented",
-                              fix="use a checkpoint with use_sliding_window=false", path=source)
-        if fam.name == "llama" and cfg.get("sliding_window") and cfg.get("model_type") == "mistral":
-            raise FamilyError("Mistral sliding-window attention is not implemented", path=source)
         heads = int(cfg["num_attention_heads"])
         hidden = int(cfg["hidden_size"])
-        attn_bias_flag = bool(cfg.get("attention_bias", False))
-        if fam.name == "qwen2":
-            qkv_bias, o_bias = True, False
-        else:
-            qkv_bias, o_bias = attn_bias_flag, attn_bias_flag
-
-        def _first(x):
-            return x[0] if isinstance(x, list) and x else x
-
-        return cls(
-            family=fam.name,
+        fields = dict(
+            family=spec.name,
             vocab_size=int(cfg["vocab_size"]),
             hidden_size=hidden,
             num_layers=int(cfg["num_hidden_layers"]),
@@ -173,19 +184,43 @@ class ModelConfig:
             num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
             head_dim=int(cfg.get("head_dim") or hidden // heads),
             intermediate_size=int(cfg["intermediate_size"]),
-            rope_theta=float(rope_theta),
-            rope_scaling=rope_scaling,
+            **_hf_rope(cfg, source),
             rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
             max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", fam.name != "llama")),
-            attention_bias=qkv_bias,
-            o_bias=o_bias,
-            qk_norm=fam.name == "qwen3",
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", spec.tied_by_default)),
+            hidden_act=hf_activation(cfg.get("hidden_act", "silu"), source),
             initializer_range=float(cfg.get("initializer_range", 0.02)),
             bos_token_id=_first(cfg.get("bos_token_id")),
             eos_token_id=_first(cfg.get("eos_token_id")),
             pad_token_id=_first(cfg.get("pad_token_id")),
         )
+        fields.update(spec.config_from_hf(cfg, source))
+        return cls(**fields)
+
+
+def _first(x: Any) -> Any:
+    return x[0] if isinstance(x, list) and x else x
+
+
+def _hf_rope(cfg: dict, source: str | None) -> dict:
+    """rope_theta and rope_scaling from config.json (old ``rope_theta``/``rope_scaling`` keys or
+    transformers 5's ``rope_parameters``); FamilyError for a scaling type not implemented."""
+    rope = cfg.get("rope_parameters") or {}
+    rope_theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
+    rope_scaling = cfg.get("rope_scaling")
+    if rope_scaling is None and rope.get("rope_type", "default") not in ("default", None):
+        rope_scaling = dict(rope)
+    if rope_scaling:
+        rtype = rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
+        if rtype == "default":
+            rope_scaling = None
+        elif rtype != "llama3":
+            raise FamilyError(
+                f"rope scaling type '{rtype}' is not implemented",
+                fix="use a checkpoint with default or llama3 rope scaling",
+                path=source,
+            )
+    return {"rope_theta": float(rope_theta), "rope_scaling": rope_scaling}
 
 
 def declared_architecture(cfg: dict) -> str | None:
@@ -200,22 +235,9 @@ def declared_architecture(cfg: dict) -> str | None:
 
 
 # --------------------------------------------------------------------- presets
+# Each family's named shapes live in its spec (arch/families/<family>.py).
 PRESETS: dict[str, ModelConfig] = {
-    # Tiny shapes for tests (vocab is replaced by the tokenizer's in scratch runs).
-    "llama-tiny": ModelConfig("llama", 512, 64, 2, 4, 2, None, 160, 10000.0, None, 1e-5, 512, True),
-    "qwen2-tiny": ModelConfig("qwen2", 512, 64, 2, 4, 2, None, 160, 1e6, None, 1e-6, 512, True,
-                              attention_bias=True),
-    "qwen3-tiny": ModelConfig("qwen3", 512, 64, 2, 4, 2, 32, 160, 1e6, None, 1e-6, 512, True,
-                              qk_norm=True),
-    # CPU default for `warmstart pretrain` with no arguments: a few minutes on 2 cores.
-    "llama-small": ModelConfig("llama", 8192, 256, 4, 4, 2, None, 704, 10000.0, None, 1e-5, 1024, True),
-    # Real shapes.
-    "smollm2-135m": ModelConfig("llama", 49152, 576, 30, 9, 3, 64, 1536, 100000.0, None, 1e-5, 8192, True),
-    "qwen2.5-0.5b": ModelConfig("qwen2", 151936, 896, 24, 14, 2, 64, 4864, 1e6, None, 1e-6, 32768, True,
-                                attention_bias=True),
-    "qwen3-0.6b": ModelConfig("qwen3", 151936, 1024, 28, 16, 8, 128, 3072, 1e6, None, 1e-6, 40960, True,
-                              qk_norm=True),
-    "llama-370m": ModelConfig("llama", 32000, 1024, 24, 16, 16, 64, 2816, 10000.0, None, 1e-5, 4096, False),
+    name: ModelConfig(family=spec.name, **fields) for spec in SPECS.values() for name, fields in spec.presets.items()
 }
 
 
@@ -228,4 +250,4 @@ def get_preset(name: str) -> ModelConfig:
     return dataclasses.replace(PRESETS[name])
 
 
-__all__ = ["ModelConfig", "PRESETS", "get_preset", "declared_architecture", "field"]
+__all__ = ["FULL", "ModelConfig", "PRESETS", "SLIDING", "VARIATIONS", "declared_architecture", "get_preset"]

@@ -1,41 +1,50 @@
-"""One decoder-only transformer for llama / qwen2 / qwen3, with Hugging Face parameter names.
+"""One decoder-only transformer for every supported family, with Hugging Face parameter names.
 
-RMSNorm -> attention (RoPE, GQA via SDPA, optional q/k/v bias, optional per-head
-q/k RMSNorm) -> residual -> RMSNorm -> SwiGLU MLP -> residual; final RMSNorm; LM head
-(tied to the embedding or not). ``state_dict()`` keys are exactly HF's, so a HF
-checkpoint maps one-to-one. No Python loops over heads or tokens; no host syncs.
+Per layer: RMSNorm -> attention (RoPE, GQA via SDPA) -> residual -> RMSNorm -> gated MLP ->
+residual; then a final RMSNorm and the LM head (tied to the embedding or not). What families
+change is a ``ModelConfig`` field, never an ``if family``: q/k/v and o biases, per-head q/k RMSNorm,
+a sliding window per layer (with its own RoPE base), the attention scale, the MLP activation,
+"sandwich" norms after each sublayer too, Gemma's (1 + w) norm weights and sqrt(hidden) embedding
+scale. ``state_dict()`` keys are exactly HF's, so a HF checkpoint maps one-to-one. No Python loops
+over heads or tokens; no host syncs.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warmstart.arch.config import ModelConfig
+from warmstart.arch.config import SLIDING, ModelConfig
+
+ACTIVATIONS = {"silu": F.silu, "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh")}
 
 
 class RMSNorm(nn.Module):
-    """HF-exact RMSNorm: normalise in fp32, cast back, then scale."""
+    """HF-exact RMSNorm: normalise in fp32, then scale by ``w`` after casting back (Llama), or by
+    ``offset + w`` before casting back (Gemma's (1 + w), ``offset=1``). Starts as the identity."""
 
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, dim: int, eps: float, offset: float = 0.0) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.full((dim,), 1.0 - offset))
         self.eps = eps
+        self.offset = offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(dtype)
+        if self.offset:
+            return (h * (self.offset + self.weight.float())).to(x.dtype)
+        return self.weight * h.to(x.dtype)
 
 
-def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
-    dim = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-    rs = cfg.rope_scaling
+def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
+    dim = head_dim
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    rs = scaling
     if rs and rs.get("rope_type", rs.get("type")) == "llama3":
         factor = rs["factor"]
         low, high = rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)
@@ -69,6 +78,32 @@ class KVCache:
         self.pos = 0
         self.max_len = max_len
 
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the keys/values of the new positions; return those of every position so far."""
+        end = self.pos + k.shape[2]
+        self.k[layer][:, :, self.pos : end] = k.to(self.k[layer].dtype)
+        self.v[layer][:, :, self.pos : end] = v.to(self.v[layer].dtype)
+        return self.k[layer][:, :, :end].to(k.dtype), self.v[layer][:, :, :end].to(v.dtype)
+
+
+def causal_mask(T: int, S: int, window: int | None, device) -> torch.Tensor:
+    """[T, S] bool: the query at position S - T + i sees key j if j <= its position and, with a
+    sliding window, j > its position - window (``window`` keys, its own included)."""
+    pos = torch.arange(S - T, S, device=device)[:, None]
+    key = torch.arange(S, device=device)[None, :]
+    seen = key <= pos
+    return seen if window is None else seen & (key > pos - window)
+
+
+def attend(q, k, v, window: int | None, scale: float | None) -> torch.Tensor:
+    """Causal attention of the last T positions over all S keys (S > T after a KV cache's past)."""
+    T, S = q.shape[2], k.shape[2]
+    gqa = q.shape[1] != k.shape[1]
+    if window is None and T == S:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    mask = None if window is None and T == 1 else causal_mask(T, S, window, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
@@ -83,8 +118,11 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.n_kv * d, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(self.n_heads * d, h, bias=cfg.o_bias)
         if cfg.qk_norm:
-            self.q_norm = RMSNorm(d, cfg.rms_norm_eps)
-            self.k_norm = RMSNorm(d, cfg.rms_norm_eps)
+            self.q_norm = RMSNorm(d, cfg.rms_norm_eps, cfg.norm_weight_offset)
+            self.k_norm = RMSNorm(d, cfg.rms_norm_eps, cfg.norm_weight_offset)
+        self.window = cfg.sliding_window if cfg.layer_type(layer_idx) == SLIDING else None
+        # None: SDPA's 1/sqrt(head_dim)
+        self.scale = cfg.query_pre_attn_scalar ** -0.5 if cfg.query_pre_attn_scalar else None
 
     def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
@@ -95,21 +133,9 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        gqa = self.n_kv != self.n_heads
-        if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        else:
-            start = cache.pos
-            cache.k[self.layer_idx][:, :, start : start + T] = k.to(cache.k[self.layer_idx].dtype)
-            cache.v[self.layer_idx][:, :, start : start + T] = v.to(cache.v[self.layer_idx].dtype)
-            k = cache.k[self.layer_idx][:, :, : start + T].to(q.dtype)
-            v = cache.v[self.layer_idx][:, :, : start + T].to(q.dtype)
-            if T == 1:
-                y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
-            else:
-                # query i (absolute position start+i) sees keys 0..start+i
-                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)
+        y = attend(q, k, v, self.window, self.scale)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.o_proj(y)
 
@@ -120,20 +146,29 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.act = ACTIVATIONS[cfg.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        norm = partial(RMSNorm, cfg.hidden_size, cfg.rms_norm_eps, cfg.norm_weight_offset)
+        self.input_layernorm = norm()
         self.self_attn = Attention(cfg, layer_idx)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = norm()  # pre-norm: before the MLP; sandwich: after attention
         self.mlp = MLP(cfg)
+        self.sandwich = cfg.norm_style == "sandwich"
+        if self.sandwich:
+            self.pre_feedforward_layernorm = norm()
+            self.post_feedforward_layernorm = norm()
 
     def forward(self, x, cos, sin, cache=None):
+        if self.sandwich:
+            x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, cache))
+            return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -145,7 +180,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.norm_weight_offset)
 
 
 class CausalLM(nn.Module):
@@ -156,13 +191,12 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        # Rotary inverse frequencies: a buffer, not a parameter, never saved.
-        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self.reset_rope()
         self.activation_checkpointing = False
 
     # ------------------------------------------------------------------ init
     def reset_parameters(self, seed: int | None = None) -> None:
-        """Scratch init (HF-style normal(0, initializer_range), norms at one)."""
+        """Scratch init (HF-style normal(0, initializer_range), norms the identity)."""
         gen = torch.Generator(device="cpu")
         if seed is not None:
             gen.manual_seed(seed)
@@ -170,15 +204,24 @@ class CausalLM(nn.Module):
         with torch.no_grad():
             for name, p in self.named_parameters():
                 if name.endswith("norm.weight"):
-                    p.fill_(1.0)
+                    p.fill_(1.0 - self.cfg.norm_weight_offset)
                 elif name.endswith(".bias"):
                     p.zero_()
                 else:
                     p.copy_(torch.randn(p.shape, generator=gen) * std)
 
     # ------------------------------------------------------------------ rope
-    def rope(self, positions: torch.Tensor, dtype: torch.dtype):
-        freqs = positions.float()[:, None] * self.inv_freq.float()[None, :]
+    def reset_rope(self, device=None) -> None:
+        """(Re)compute the rotary inverse frequencies: buffers, never saved, so a model built on the
+        meta device and moved with ``to_empty`` needs this. Sliding layers may have their own base."""
+        cfg = self.cfg
+        inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        local = inv_freq if cfg.rope_local_theta is None else rope_inv_freq(cfg.head_dim, cfg.rope_local_theta)
+        self.register_buffer("inv_freq", inv_freq.to(device), persistent=False)
+        self.register_buffer("inv_freq_local", local.to(device), persistent=False)
+
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype, inv_freq: torch.Tensor):
+        freqs = positions.float()[:, None] * inv_freq.float()[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
@@ -191,12 +234,16 @@ class CausalLM(nn.Module):
         B, T = input_ids.shape
         start = cache.pos if cache is not None else 0
         x = self.model.embed_tokens(input_ids)
+        if self.cfg.embedding_scale == "sqrt_hidden":  # Gemma: the scale rounded to the weights' dtype
+            x = x * torch.tensor(self.cfg.hidden_size**0.5).to(x.dtype)
         positions = torch.arange(start, start + T, device=input_ids.device)
         dtype = x.dtype
         if torch.is_autocast_enabled(x.device.type):
             dtype = torch.get_autocast_dtype(x.device.type)
-        cos, sin = self.rope(positions, dtype)
+        rope = self.rope(positions, dtype, self.inv_freq)
+        rope_local = rope if self.cfg.rope_local_theta is None else self.rope(positions, dtype, self.inv_freq_local)
         for layer in self.model.layers:
+            cos, sin = rope_local if layer.self_attn.window is not None else rope
             if self.activation_checkpointing and self.training and cache is None:
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, use_reentrant=False)
             else:

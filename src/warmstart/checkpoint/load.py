@@ -466,12 +466,14 @@ def _shards_from_index(index: Path) -> list[Path]:
 
 
 def _load_gguf(path: Path, given: Path) -> Checkpoint:
-    from warmstart.checkpoint.gguf_read import GGUFFile, gguf_metadata, gguf_tokenizer, hf_tensor_plan
+    from warmstart.checkpoint.gguf.hf import gguf_hf_config, gguf_metadata, hf_tensor_plan, read_planned
+    from warmstart.checkpoint.gguf.parse import GGUFFile
+    from warmstart.checkpoint.gguf.tokenizer import gguf_tokenizer
 
     g = GGUFFile(path)
-    config = g.hf_config()
+    config = gguf_hf_config(g)
     plan = hf_tensor_plan(g, config)
-    infos = {hf: TensorInfo(hf, t.shape, t.type_name, t.name) for hf, (t, _) in plan.items()}
+    infos = {hf: TensorInfo(hf, p.source.shape, p.source.type_name, p.source.name) for hf, p in plan.items()}
     metadata = gguf_metadata(g)
     claims: list[tuple[str, str]] = []
     if g.architecture:
@@ -479,8 +481,7 @@ def _load_gguf(path: Path, given: Path) -> Checkpoint:
     claims += _metadata_claims(metadata, "GGUF warmstart metadata")
 
     def reader(info: TensorInfo) -> torch.Tensor:
-        t, heads = plan[info.name]
-        return g.read(t, unpermute_heads=heads)
+        return read_planned(g, plan[info.name])
 
     return Checkpoint(path=given, format=FORMAT_GGUF, files=[path], config=config, metadata=metadata,
                       tensor_info=infos, reader=reader, claims=claims, tokenizer_loader=lambda: gguf_tokenizer(g),

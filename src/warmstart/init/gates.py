@@ -23,8 +23,12 @@ from warmstart.arch.families import (
     ENCODER_DECODER,
     FAMILIES,
     NON_TRANSFORMER,
+    SUPPORTED,
     SUPPORTED_DECODER,
+    UNSUPPORTED_DECODER,
     get_family,
+    identity,
+    spec_for,
     supported_list,
 )
 from warmstart.errors import (
@@ -77,19 +81,19 @@ _KIND_WHY = {
     "place for its encoder and cross-attention weights",
     NON_TRANSFORMER: "it is not a transformer (a state-space or recurrent model); its weights do not map onto "
     "attention and MLP layers",
-    "unsupported-decoder": "it is a decoder-only family that warmstart does not implement; its layer layout "
-    "(norms, attention, MLP, positions) differs from the llama/qwen2/qwen3 graph",
+    UNSUPPORTED_DECODER: "it is a decoder-only family that warmstart does not implement; its layer layout "
+    f"(norms, attention, MLP, positions) differs from the {'/'.join(SUPPORTED)} graph",
 }
 
 
 def repair_command(ckpt_path: str | Path, family: str) -> str:
-    """The exact `warmstart stamp` line that makes the metadata say ``family``."""
-    fam = FAMILIES[family]
+    """The exact `warmstart stamp` line that makes the metadata say ``family`` (its spec's names)."""
+    ident = identity(family)
     p = Path(ckpt_path)
     fixed = p.with_name(p.stem + "-fixed" + p.suffix) if p.suffix else p.with_name(p.name + "-fixed")
     return (
-        f"warmstart stamp {shlex.quote(str(p))} --architecture {fam.name} "
-        f"--hf-architecture {fam.hf_architecture} --model-type {fam.model_type} -o {shlex.quote(str(fixed))}"
+        f"warmstart stamp {shlex.quote(str(p))} --architecture {ident['architecture']} "
+        f"--hf-architecture {ident['hf_architecture']} --model-type {ident['model_type']} -o {shlex.quote(str(fixed))}"
     )
 
 
@@ -174,9 +178,10 @@ def _model_config(ckpt, family: str | None, path: str) -> ModelConfig:
             fix="put the model's config.json beside the weights",
             path=path,
         )
+    spec = spec_for(family)
     cfg = dict(ckpt.config)
-    cfg["architectures"] = [FAMILIES[family].hf_architecture]
-    cfg["model_type"] = FAMILIES[family].model_type
+    cfg["architectures"] = [spec.hf_architecture]
+    cfg["model_type"] = spec.model_type
     try:
         return ModelConfig.from_hf_config(cfg, source=path)
     except KeyError as err:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from warmstart.arch.config import ModelConfig
-from warmstart.arch.model import CausalLM, rope_inv_freq
+from warmstart.arch.model import CausalLM
 from warmstart.errors import MissingTensorsError, ShapeMismatchError, UnusedTensorsError, ValuesError
 
 # Tensors some exporters save that carry no learned state.
@@ -131,7 +131,7 @@ def populate_model(
     model.to(dtype)
     if cfg.tie_word_embeddings:  # to_empty makes new Parameters: tie again
         model.lm_head.weight = model.model.embed_tokens.weight
-    model.inv_freq = rope_inv_freq(cfg).to(device)
+    model.reset_rope(device)
 
     params = dict(model.named_parameters(remove_duplicate=False))
     bad = {n for n, _, _ in plan.mismatched}

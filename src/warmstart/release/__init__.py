@@ -22,7 +22,7 @@ _EXPORTS = {
     "render_quality": "warmstart.release.quality",
     "stamp_checkpoint": "warmstart.release.stamp",
     "export_checkpoint": "warmstart.release.export",
-    "write_gguf": "warmstart.release.gguf_write",
+    "write_gguf": "warmstart.checkpoint.gguf.write",
     "run_qa": "warmstart.release.qa",
     "build_card": "warmstart.release.card",
     "write_card": "warmstart.release.card",

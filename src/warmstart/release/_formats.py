@@ -105,11 +105,11 @@ def parse_safetensors(path: str | Path) -> RawFile:
 # ----------------------------------------------------------------------- GGUF
 
 def parse_gguf(path: str | Path) -> RawFile:
-    """The header through ``checkpoint.gguf_read``'s parser (string arrays bounds-checked, not decoded);
+    """The header through ``checkpoint.gguf.parse``'s parser (string arrays bounds-checked, not decoded);
     every tensor defect listed, plus overlaps."""
     import mmap
 
-    from warmstart.checkpoint.gguf_read import gguf_tensor_table, parse_gguf_header
+    from warmstart.checkpoint.gguf.parse import gguf_tensor_table, parse_gguf_header
 
     p = Path(path)
     size = p.stat().st_size

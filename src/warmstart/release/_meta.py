@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from warmstart.arch.families import FAMILIES, get_family, normalize_family
+from warmstart.arch.families import SPECS, get_family, identity, normalize_family
 from warmstart.release._formats import RawCheckpoint
 
 PROVENANCE_KEYS = (
@@ -96,29 +96,6 @@ def read_provenance(rc: RawCheckpoint) -> dict:
     return prov
 
 
-def gguf_provenance_kvs(prov: dict) -> list[tuple[str, object, int]]:
-    """``warmstart.<field>`` GGUF key/values for a warmstart.json-shaped dict.
-
-    Strings, integers and floats keep their type; lists, dicts and null are JSON strings.
-    """
-    import gguf
-
-    out: list[tuple[str, object, int]] = []
-    for k, v in prov.items():
-        key = f"warmstart.{k}"
-        if isinstance(v, bool):
-            out.append((key, v, gguf.GGUFValueType.BOOL))
-        elif isinstance(v, int):
-            out.append((key, v, gguf.GGUFValueType.INT64))
-        elif isinstance(v, float):
-            out.append((key, v, gguf.GGUFValueType.FLOAT64))
-        elif isinstance(v, str):
-            out.append((key, v, gguf.GGUFValueType.STRING))
-        else:
-            out.append((key, json.dumps(v, default=str), gguf.GGUFValueType.STRING))
-    return out
-
-
 def declared_identity(rc: RawCheckpoint, prov: dict | None = None) -> dict[str, tuple[str | None, str]]:
     """{"architecture"|"hf_architecture"|"model_type": (value, where)}."""
     prov = read_provenance(rc) if prov is None else prov
@@ -153,13 +130,14 @@ def evidence_family(rc: RawCheckpoint) -> tuple[str | None, str]:
 
 
 def family_identity(family: str) -> dict[str, str]:
-    fam = FAMILIES[family]
-    return {"architecture": fam.name, "hf_architecture": fam.hf_architecture or "", "model_type": fam.model_type or ""}
+    """architecture / hf_architecture / model_type of a family, from its spec (or registry entry)."""
+    return identity(family)
 
 
 def gguf_arch_name(family: str) -> str:
-    """llama.cpp's general.architecture for a warmstart family."""
-    return {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}.get(family, family)
+    """llama.cpp's general.architecture for a warmstart family (its spec's ``gguf_arch``)."""
+    spec = SPECS.get(family)
+    return spec.gguf_arch if spec else family
 
 
 def default_fixed_path(ckpt_path: str | Path) -> Path:

@@ -20,7 +20,7 @@ from warmstart.errors import CheckFailedError, UsageError
 from warmstart.release._formats import parse_checkpoint, resolve_root
 from warmstart.release._meta import read_provenance
 from warmstart.release._report import PROBE_TEXT, build_model, probe_ids
-from warmstart.release.gguf_write import GGUF_DTYPES, gguf_tensor_type, roundtrip_value, write_gguf
+from warmstart.checkpoint.gguf.write import GGUF_DTYPES, gguf_tensor_type, roundtrip_value, write_gguf
 
 TARGETS = ("hf", "safetensors", "gguf")
 TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
@@ -175,7 +175,7 @@ def _pre_from_tokenizer(tok) -> str | None:
     if tok is None:
         return None
     try:
-        from warmstart.checkpoint.gguf_read import PRE_TOKENIZER_SPLITS
+        from warmstart.checkpoint.gguf.tokenizer import PRE_TOKENIZER_SPLITS
     except ImportError:  # pragma: no cover
         return "gpt2"
     text = json.dumps(json.loads(tok.to_str()).get("pre_tokenizer") or {})

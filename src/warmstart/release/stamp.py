@@ -6,7 +6,7 @@ The output has the input's format; tensor bytes are copied, never re-encoded:
   model_type) and ``warmstart.json`` rewritten.
 * single safetensors: only the JSON header's ``__metadata__`` is rewritten; the data
   section is copied as is (offsets are relative to it, so they stay valid).
-* GGUF: metadata KVs rewritten with ``gguf.GGUFWriter`` (``{arch}.*`` keys renamed when
+* GGUF: metadata KVs rewritten through ``checkpoint/gguf`` (``{arch}.*`` keys renamed when
   the architecture changes); tensor infos and data copied raw.
 
 Success is declared only after the sha256 of every tensor's data bytes in the output
@@ -257,63 +257,40 @@ def write_safetensors_with_header(src: Path, data_start: int, header: dict, out:
 # --------------------------------------------------------------------- GGUF
 
 def _stamp_gguf(rc, out: Path, ident: dict, updates: dict) -> None:
-    import gguf
+    """Rewrite the metadata with checkpoint/gguf's parser and writer; tensor infos and data are copied
+    byte for byte. A new architecture renames the ``{arch}.*`` keys (their values copied as they are)."""
+    from warmstart.checkpoint.gguf.parse import STRING, UINT32, read_gguf_header
+    from warmstart.checkpoint.gguf.write import copied_kv, encode_kv, provenance_kvs, write_gguf_with_metadata
 
-    reader = gguf.GGUFReader(str(rc.path))
-    old_arch = rc.files[0].metadata.get("general.architecture") or "llama"
+    header, raw = read_gguf_header(rc.path)
+    old_arch = header.metadata.get("general.architecture") or "llama"
     new_arch = gguf_arch_name(ident["architecture"]) if ident else old_arch
     prov = read_provenance(rc)
     prov.update(updates)
     if ident:
         prov["architecture"] = ident["architecture"]
-    replace: dict[str, Any] = {}
+    drop = ["warmstart."]  # rewritten below from the merged provenance
+    new: list[tuple[str, Any, int]] = []
     if updates.get("license"):
-        replace["general.license"] = (updates["license"], gguf.GGUFValueType.STRING)
-    drop_prefixes: list[str] = []
-    extra: list[tuple[str, Any, Any]] = []
+        new.append(("general.license", updates["license"], STRING))
     if updates.get("data_sources"):
-        drop_prefixes.append("general.dataset.")
-        extra.append(("general.dataset.count", len(updates["data_sources"]), gguf.GGUFValueType.UINT32))
-        for i, s in enumerate(updates["data_sources"]):
-            extra.append((f"general.dataset.{i}.name", str(s), gguf.GGUFValueType.STRING))
+        drop.append("general.dataset.")
+        new.append(("general.dataset.count", len(updates["data_sources"]), UINT32))
+        new += [(f"general.dataset.{i}.name", str(s), STRING) for i, s in enumerate(updates["data_sources"])]
     if updates.get("parent"):
-        drop_prefixes.append("general.base_model.")
-        extra.append(("general.base_model.count", 1, gguf.GGUFValueType.UINT32))
+        drop.append("general.base_model.")
         par = updates["parent"]
-        extra.append(("general.base_model.0.name", str(par.get("name") or par.get("path")),
-                      gguf.GGUFValueType.STRING))
-    from warmstart.release._meta import gguf_provenance_kvs
-
-    drop_prefixes.append("warmstart.")  # rewritten below from the merged provenance
-    extra += gguf_provenance_kvs(prov)
-
-    with atomic_path(out) as tmp:
-        w = gguf.GGUFWriter(str(tmp), new_arch)
-        for field in reader.fields.values():
-            name = field.name
-            if name == gguf.Keys.General.ARCHITECTURE or name.startswith("GGUF."):
-                continue
-            if name == gguf.Keys.General.ALIGNMENT:
-                w.add_custom_alignment(int(field.contents()))
-                continue
-            if any(name.startswith(p) for p in drop_prefixes) or name in replace:
-                continue
-            new_name = new_arch + name[len(old_arch):] if name.startswith(old_arch + ".") else name
-            vtype = field.types[0]
-            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-            w.add_key_value(new_name, field.contents(), vtype, sub_type=sub)
-        for key, (val, vtype) in replace.items():
-            w.add_key_value(key, val, vtype)
-        for key, val, vtype in extra:
-            w.add_key_value(key, val, vtype)
-        for t in reader.tensors:
-            w.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        for t in reader.tensors:
-            w.write_tensor_data(t.data, tensor_endianess=reader.endianess)
-        w.close()
+        new += [("general.base_model.count", 1, UINT32),
+                ("general.base_model.0.name", str(par.get("name") or par.get("path")), STRING)]
+    new += provenance_kvs(prov)
+    replaced = {key for key, _, _ in new} | {"general.architecture"}
+    entries = [encode_kv("general.architecture", new_arch, STRING)]
+    for key in header.kv_spans:
+        if key not in replaced and not key.startswith(tuple(drop)):
+            renamed = new_arch + key[len(old_arch):] if key.startswith(old_arch + ".") else key
+            entries.append(copied_kv(header, raw, key, renamed))
+    entries += [encode_kv(key, val, vtype) for key, val, vtype in new]
+    write_gguf_with_metadata(rc.path, header, raw, entries, out)
 
 
 __all__ = ["resolve_identity", "stamp_checkpoint", "safetensors_metadata_update", "write_safetensors_with_header"]

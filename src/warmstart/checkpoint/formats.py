@@ -8,8 +8,8 @@ Formats are recognised by their bytes, never by file extension:
 - safetensors: 8-byte little-endian header length, then a JSON object (``{``).
 
 The safetensors header is validated here, completely, before the file is handed to
-the safetensors library, so that every defect is reported as an ``UnreadableError``
-naming the file and the exact problem.
+the safetensors library: ``check_safetensors`` lists every ``Defect`` (``validate`` shows them
+all), ``read_safetensors_header`` raises the first as an ``UnreadableError`` naming the file.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warmstart.checkpoint.defects import FATAL, PROBLEM, REEXPORT, Defect, raise_first
 from warmstart.errors import UnreadableError
 
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
@@ -82,13 +83,6 @@ class SafetensorsHeader:
 
 
 @dataclass
-class SafetensorsDefect:
-    message: str
-    why: str = "the file is not a valid safetensors file"
-    level: str = "problem"  # "fatal" (header unusable) | "problem" | "warning" (bytes belonging to no tensor)
-
-
-@dataclass
 class SafetensorsCheck:
     """Everything found in a safetensors header; ``defects`` in the order they are detected."""
 
@@ -98,23 +92,11 @@ class SafetensorsCheck:
     header: dict = field(default_factory=dict)  # the JSON header as stored, ``__metadata__`` included
     metadata: dict = field(default_factory=dict)
     tensors: dict[str, dict] = field(default_factory=dict)  # entries whose dtype, shape and offsets are usable
-    defects: list[SafetensorsDefect] = field(default_factory=list)
+    defects: list[Defect] = field(default_factory=list)
 
     @property
     def data_start(self) -> int:
         return 8 + self.header_len
-
-    @property
-    def fatal(self) -> SafetensorsDefect | None:
-        return next((d for d in self.defects if d.level == "fatal"), None)
-
-    @property
-    def problems(self) -> list[str]:
-        return [d.message for d in self.defects if d.level != "warning"]
-
-    @property
-    def warnings(self) -> list[str]:
-        return [d.message for d in self.defects if d.level == "warning"]
 
 
 def check_safetensors(path: str | os.PathLike) -> SafetensorsCheck:
@@ -127,34 +109,34 @@ def check_safetensors(path: str | os.PathLike) -> SafetensorsCheck:
     size = path.stat().st_size
     res = SafetensorsCheck(path, size)
 
-    def add(found: str, why: str = "the file is not a valid safetensors file", level: str = "problem") -> None:
-        res.defects.append(SafetensorsDefect(found, why, level))
+    def add(found: str, why: str = "the file is not a valid safetensors file", level: str = PROBLEM) -> None:
+        res.defects.append(Defect(found, why, REEXPORT, level, path))
 
     if size < 8:
-        add(f"safetensors file is truncated: {size} bytes, shorter than the 8-byte header length", level="fatal")
+        add(f"safetensors file is truncated: {size} bytes, shorter than the 8-byte header length", level=FATAL)
         return res
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
         if n > size - 8:
             add(f"safetensors header length is {n} bytes, larger than the file ({size} bytes)",
-                "the file is truncated or its first 8 bytes are corrupt", "fatal")
+                "the file is truncated or its first 8 bytes are corrupt", FATAL)
             return res
         if n > SAFETENSORS_MAX_HEADER:
             add(f"safetensors header length is {n} bytes, above the {SAFETENSORS_MAX_HEADER}-byte limit",
-                level="fatal")
+                level=FATAL)
             return res
         raw = fh.read(n)
     res.header_len = n
     if not raw.lstrip(b" ").startswith(b"{"):
-        add(f"safetensors header is not a JSON object (starts with {raw[:16]!r})", level="fatal")
+        add(f"safetensors header is not a JSON object (starts with {raw[:16]!r})", level=FATAL)
         return res
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        add(f"safetensors header is not valid JSON ({err})", level="fatal")
+        add(f"safetensors header is not valid JSON ({err})", level=FATAL)
         return res
     if not isinstance(header, dict):
-        add("safetensors header is not a JSON object", level="fatal")
+        add("safetensors header is not a JSON object", level=FATAL)
         return res
     res.header = header
     metadata = header.get("__metadata__") or {}
@@ -193,30 +175,28 @@ def check_safetensors(path: str | os.PathLike) -> SafetensorsCheck:
         res.tensors[name] = info
         spans.append((begin, end, name))
     spans.sort()
+    gap_why = "the safetensors library reads only data sections that its tensors cover exactly"
     pos, prev = 0, None
     for begin, end, name in spans:
         if begin < pos:
             add(f"tensors '{prev}' and '{name}' overlap (data bytes {begin}..{pos})")
         if begin > pos:
-            add(f"data bytes {pos}..{begin} (before tensor '{name}') belong to no tensor", level="warning")
+            add(f"data bytes {pos}..{begin} (before tensor '{name}') belong to no tensor", gap_why)
         pos, prev = end, name
     if pos < data_len:
-        add(f"{data_len - pos} trailing bytes after the last tensor belong to no tensor", level="warning")
+        add(f"{data_len - pos} trailing bytes after the last tensor belong to no tensor", gap_why)
     return res
 
 
 def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
     """Parse and fully validate a safetensors header; raise UnreadableError naming the first defect."""
     res = check_safetensors(path)
-    if res.defects:
-        first = res.defects[0]
-        raise UnreadableError(first.message, why=first.why, fix="re-download or re-export the checkpoint",
-                              path=res.path)
+    raise_first(res.defects)
     return SafetensorsHeader(res.path, res.tensors, res.metadata, res.data_start)
 
 
 __all__ = [
     "FORMAT_GGUF", "FORMAT_PICKLE", "FORMAT_SAFETENSORS", "SAFETENSORS_DTYPE_SIZES", "SAFETENSORS_MAX_HEADER",
-    "SafetensorsCheck", "SafetensorsDefect", "SafetensorsHeader", "check_safetensors", "read_safetensors_header",
+    "SafetensorsCheck", "SafetensorsHeader", "check_safetensors", "read_safetensors_header",
     "sniff_file",
 ]

@@ -25,9 +25,9 @@ import torch
 from warmstart.arch.config import ModelConfig
 from warmstart.checkpoint.formats import FORMAT_GGUF, FORMAT_PICKLE, FORMAT_SAFETENSORS
 from warmstart.checkpoint.lineage import lineage_chain, recorded_parent
-from warmstart.checkpoint.locate import FORMAT_HF_DIR, Location, locate_checkpoint
+from warmstart.checkpoint.locate import FORMAT_HF_DIR, locate_checkpoint
 from warmstart.checkpoint.metadata import safetensors_metadata
-from warmstart.checkpoint.structure import CheckpointStructure, json_object, safetensors_structure
+from warmstart.checkpoint.structure import CheckpointStructure, json_object, structure_at
 from warmstart.errors import PickleRefusedError, UnreadableError
 
 _TORCH_TO_ST = {
@@ -170,11 +170,13 @@ def load_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> Chec
     """Open a checkpoint of any supported format (see module docstring); validate headers now,
     read tensors later. Raises UnreadableError (WS101) / PickleRefusedError (WS100)."""
     loc = locate_checkpoint(path)
-    if loc.format == FORMAT_GGUF:
-        return _load_gguf(loc.root, loc.given)
     if loc.format == FORMAT_PICKLE:
         return _load_pickle(loc.root, loc.given, trust_pickle, config_dir=loc.config_dir)
-    return _load_safetensors(loc)
+    st = structure_at(loc)
+    st.raise_first()
+    if loc.format == FORMAT_GGUF:
+        return _load_gguf(loc.root, loc.given)
+    return _load_safetensors(st)
 
 
 # ---------------------------------------------------------------- helpers
@@ -235,10 +237,9 @@ class _SafetensorsReader:
 # ------------------------------------------------------------- safetensors
 
 
-def _load_safetensors(loc: Location) -> Checkpoint:
+def _load_safetensors(st: CheckpointStructure) -> Checkpoint:
     """A single safetensors file or a HF directory, built from its checked structure."""
-    st = safetensors_structure(loc)
-    st.raise_first()
+    loc = st.location
     infos: dict[str, TensorInfo] = {}
     file_of: dict[str, Path] = {}
     for t in (t for f in st.files for t in f.tensors):

@@ -2,11 +2,11 @@
 
 ``read_structure(path)`` looks at a checkpoint the way the loader does (``locate_checkpoint``
 picks the files) and with the loader's own checkers: ``formats.check_safetensors`` for each
-safetensors file, the GGUF header parser and tensor table for GGUF, and the checks here of the
-shard index and of the JSON files beside the weights. ``load_checkpoint`` builds a safetensors
-checkpoint from this same view and raises its first defect, so ``validate``, which lists them
-all, names every defect the loader would refuse. Nothing here reads tensor data, except
-``tensor_hashes``, which hashes the stored bytes.
+safetensors file, the GGUF header parser and tensor table for GGUF (plus overlapping data), and
+the checks here of the shard index and of the JSON files beside the weights. ``load_checkpoint``
+gets the same view from ``structure_at`` and raises its first defect before it reads anything
+else, so ``validate``, which lists them all, names every defect the loader refuses. Nothing here
+reads tensor data, except ``tensor_hashes``, which hashes the stored bytes.
 """
 
 from __future__ import annotations
@@ -112,6 +112,14 @@ def read_structure(path: str | os.PathLike) -> CheckpointStructure:
             "this is a pickle checkpoint (torch.save / .bin / .pt); its structure cannot be checked without "
             "unpickling it", why="unpickling a file can execute arbitrary code",
             fix="convert it to safetensors", path=loc.root)
+    return structure_at(loc)
+
+
+def structure_at(loc: Location) -> CheckpointStructure:
+    """The structure of the located safetensors / HF-directory / GGUF checkpoint, every check run.
+
+    The one place the loader and ``validate`` get their defects from: a new structural check of
+    any format (declared values, paths that leave the checkpoint, ...) belongs here or below."""
     if loc.format == FORMAT_GGUF:
         return CheckpointStructure(loc, files=[gguf_file_structure(loc.root)])
     return safetensors_structure(loc)
@@ -314,4 +322,4 @@ def tensor_hashes(st: CheckpointStructure) -> dict[str, str]:
 
 
 __all__ = ["CheckpointStructure", "FORMAT_HF_DIR", "FileStructure", "TensorSpan", "gguf_file_structure",
-           "json_object", "read_structure", "safetensors_file_structure", "safetensors_structure", "tensor_hashes"]
+           "json_object", "read_structure", "structure_at", "safetensors_file_structure", "safetensors_structure", "tensor_hashes"]

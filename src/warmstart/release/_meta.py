@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from warmstart.arch.families import FAMILIES, get_family, normalize_family
+from warmstart.checkpoint.aliases import ALIASES
 from warmstart.checkpoint.formats import FORMAT_GGUF
 from warmstart.checkpoint.metadata import provenance
 
@@ -75,12 +76,9 @@ def default_fixed_path(ckpt_path: str | Path) -> Path:
     return p.with_name(p.stem + "-fixed" + p.suffix) if p.suffix else p.with_name(p.name + "-fixed")
 
 
-def _display_path(ckpt_path: str | Path) -> tuple[str | Path, str | None]:
-    """A file shipped in a Python package is shown by its alias (e.g. smollm2-135m-instruct)."""
-    try:
-        from warmstart.checkpoint.aliases import ALIASES
-    except ImportError:  # pragma: no cover
-        return ckpt_path, None
+def display_path(ckpt_path: str | Path) -> tuple[str | Path, str | None]:
+    """A file shipped in a Python package is shown by its alias (e.g. smollm2-135m-instruct); with the
+    default output name for a repaired copy of it (None for any other path)."""
     name = Path(ckpt_path).name
     for alias, (_pkg, filename, _pip) in ALIASES.items():
         if name == filename and "site-packages" in str(ckpt_path):
@@ -93,7 +91,7 @@ def stamp_recipe(ckpt_path: str | Path, family: str | None, extra_flags: list[st
     """The `warmstart stamp` line that supplies identity (and the listed provenance flags)."""
     import shlex
 
-    ckpt_path, alias_out = _display_path(ckpt_path)
+    ckpt_path, alias_out = display_path(ckpt_path)
     if out is None and alias_out is not None:
         out = alias_out
     parts = ["warmstart", "stamp", shlex.quote(str(ckpt_path))]
@@ -107,6 +105,6 @@ def stamp_recipe(ckpt_path: str | Path, family: str | None, extra_flags: list[st
 
 
 __all__ = [
-    "declared_identity", "default_fixed_path", "family_identity", "get_family", "gguf_arch_name",
+    "declared_identity", "default_fixed_path", "display_path", "family_identity", "get_family", "gguf_arch_name",
     "gguf_provenance_kvs", "normalize_family", "stamp_recipe",
 ]

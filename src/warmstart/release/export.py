@@ -201,10 +201,8 @@ def _pre_from_tokenizer(tok) -> str | None:
     """llama.cpp's tokenizer.ggml.pre name for a tokenizer.json's split regex."""
     if tok is None:
         return None
-    try:
-        from warmstart.checkpoint.gguf_read import PRE_TOKENIZER_SPLITS
-    except ImportError:  # pragma: no cover
-        return "gpt2"
+    from warmstart.checkpoint.gguf_read import PRE_TOKENIZER_SPLITS
+
     text = json.dumps(json.loads(tok.to_str()).get("pre_tokenizer") or {})
     for name in ("qwen2", "llama-bpe", "gpt-4o"):
         pattern = PRE_TOKENIZER_SPLITS.get(name)

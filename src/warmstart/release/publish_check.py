@@ -49,9 +49,9 @@ def read_front_matter(text: str) -> tuple[dict | None, str]:
 
 
 def card_gate(ckpt_path: Path, card: str | Path | None, root: Path | None = None) -> Check:
-    from warmstart.release._meta import _display_path
+    from warmstart.release._meta import display_path
 
-    shown, alias_out = _display_path(ckpt_path)
+    shown, alias_out = display_path(ckpt_path)
     if card:
         p = Path(card)
     elif alias_out is not None:  # a model shipped inside a package: the card lives in the working dir

@@ -246,3 +246,27 @@ def test_lineage_follows_a_chain_of_warm_starts(tmp_path, tiny_hf_dir):
     shutil.rmtree(a)
     chain = load_checkpoint(c).lineage()
     assert [e["present"] for e in chain] == [True, False]
+
+
+def test_gguf_overlapping_tensor_data_refused_and_listed(tmp_path, tiny_model_factory, tiny_tokenizer):
+    """The loader refuses what validate lists: a GGUF whose two tensors share their data bytes."""
+    from warmstart.checkpoint import read_structure
+    from warmstart.release.validate import validate
+
+    from .gguf_helpers import write_tiny_gguf
+
+    path = tmp_path / "m.gguf"
+    write_tiny_gguf(path, tiny_model_factory("llama-tiny"), tiny_tokenizer)
+    fs = read_structure(path).files[0]
+    spans = {t.name: t for t in fs.tensors}
+    a, b = spans["blk.0.attn_norm.weight"], spans["blk.0.ffn_norm.weight"]
+    data = bytearray(path.read_bytes())
+    at = data.index(b.name.encode()) + len(b.name)
+    (n_dims,) = struct.unpack_from("<I", data, at)
+    struct.pack_into("<Q", data, at + 4 + 8 * n_dims + 4, a.start - fs.data_start)  # b's offset := a's
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnreadableError, match="overlap") as err:
+        load_checkpoint(path)
+    assert err.value.exit_code == 2 and str(path) in str(err.value)
+    r = validate(path, numbers=False, schema=False)
+    assert r["exit_code"] == 1 and any("overlap" in i and b.name in i for i in r["checks"][0].items)

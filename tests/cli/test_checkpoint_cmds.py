@@ -158,3 +158,20 @@ def test_missing_path_and_bad_device(tmp_path, tiny_hf_dir):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = run("eval", tiny_hf_dir, "--data", tmp_path / "nope.txt")
     assert r.returncode == 2 and "WS002" in r.stderr
+
+
+def test_eval_and_generate_run_the_tokenizer_gate(tmp_path, tiny_hf_dir):
+    import shutil
+
+    ckpt = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_hf_dir, ckpt)
+    (ckpt / "tokenizer.json").unlink()
+    text = tmp_path / "t.txt"
+    text.write_text("hello world\n" * 20)
+    for args in (("eval", ckpt, "--data", text), ("generate", ckpt, "--prompt", "x")):
+        r = run(*args)
+        assert r.returncode == 1 and "[WS104]" in r.stderr and "--tokenizer" in r.stderr, r.stderr
+    r = run("eval", ckpt, "--data", text, "--tokenizer", tmp_path / "missing.json")
+    assert r.returncode == 2 and "[WS002]" in r.stderr
+    r = run("eval", ckpt, "--data", text, "--tokenizer", tiny_hf_dir / "tokenizer.json", "--json")
+    assert r.returncode == 0, r.stderr

@@ -21,6 +21,7 @@ from warmstart.errors import (
     UnusedTensorsError,
     ValuesError,
 )
+from warmstart.checks import PASS, SKIP
 from warmstart.init import prepare_warm_start, step0_gate
 
 FAMILIES = list(FAMILY_PRESETS)
@@ -34,7 +35,7 @@ def test_valid_transformers_checkpoint_passes_every_gate(hf_family_dirs, family)
     warm = prepare_warm_start(hf_family_dirs[family])
     assert warm.config.family == family
     assert [r.name for r in warm.report] == ["readable", "family", "evidence", "tokenizer", "values", "population"]
-    assert all(r.status == "passed" for r in warm.report), [r.line() for r in warm.report]
+    assert all(r.status == PASS for r in warm.report), [r.line() for r in warm.report]
     # Population is exact: every parameter equals its source tensor bit for bit.
     src = load_file(str(hf_family_dirs[family] / "model.safetensors"))
     params = dict(warm.model.named_parameters())
@@ -124,8 +125,8 @@ def test_unknown_claim_skips_evidence_and_uses_tensor_family(hf_family_dirs, cop
     rewrite_config(ckpt, architectures=["MyHomegrownForCausalLM"], model_type="homegrown")
     warm = prepare_warm_start(ckpt)
     by = {r.name: r for r in warm.report}
-    assert by["family"].status == "skipped" and "maps to no known family" in by["family"].detail
-    assert by["evidence"].status == "skipped" and "qwen2" in by["evidence"].detail
+    assert by["family"].status == SKIP and "maps to no known family" in by["family"].detail
+    assert by["evidence"].status == SKIP and "qwen2" in by["evidence"].detail
     assert warm.config.family == "qwen2"
 
 
@@ -211,7 +212,7 @@ def test_unused_tensor_refused_unless_allowed(hf_family_dirs, copy_ckpt):
         prepare_warm_start(ckpt)
     assert "model.layers.0.extra_adapter.weight" in str(e.value) and "--allow-unused-tensors" in str(e.value)
     warm = prepare_warm_start(ckpt, allow_unused_tensors=True)
-    assert warm.report[-1].status == "passed"
+    assert warm.report[-1].status == PASS
 
 
 def test_tied_head_copy_and_rotary_cache_accepted(hf_family_dirs, copy_ckpt):
@@ -273,7 +274,7 @@ def test_step0_gate(hf_family_dirs):
 @pytest.mark.smollm2
 def test_real_smollm2_gguf_passes_gates_1_to_6():
     warm = prepare_warm_start("smollm2-135m-instruct")
-    assert all(r.status == "passed" for r in warm.report), [r.line() for r in warm.report]
+    assert all(r.status == PASS for r in warm.report), [r.line() for r in warm.report]
     assert warm.config.family == "llama" and warm.config.vocab_size == 49152
     assert warm.tokenizer.get_vocab_size() == 49152
     assert warm.provenance_parent["format"] == "gguf"

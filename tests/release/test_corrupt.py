@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from warmstart.release._formats import parse_checkpoint
+from warmstart.checkpoint import read_structure
 from warmstart.release.export import export_checkpoint
 from warmstart.release.qa import run_qa
 from warmstart.release.validate import validate
@@ -77,7 +77,7 @@ def test_flipped_header_byte_gguf(gguf_file):
 
 def test_flipped_tensor_offset_gguf(gguf_file):
     """A flipped byte in a tensor-info offset: data out of bounds / misaligned -> FAIL (1)."""
-    rf = parse_checkpoint(gguf_file).files[0]
+    rf = read_structure(gguf_file).files[0]
     data = bytearray(gguf_file.read_bytes())
     name = rf.tensors[-1].name.encode()
     i = data.index(name) + len(name)
@@ -106,7 +106,7 @@ def test_truncated_data(kind, hf, gguf_file):
 
 def test_nan_planted(hf):
     f = hf / "model.safetensors"
-    rf = parse_checkpoint(f).files[0]
+    rf = read_structure(f).files[0]
     t = next(t for t in rf.tensors if t.name == "model.layers.1.mlp.up_proj.weight")
     assert t.dtype == "F32"
     data = bytearray(f.read_bytes())

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from warmstart.release._formats import hash_tensor_bytes
+from warmstart.checkpoint import read_structure, tensor_hashes
 from warmstart.release.publish_check import publish_check
 from warmstart.release.quality import quality_report
 
@@ -50,13 +50,13 @@ def test_repair_story(mislabelled, tmp_path):
 
     line = repair_command(mislabelled, "qwen2")
     assert line.startswith("warmstart stamp ") and " -o " in line
-    before = hash_tensor_bytes(mislabelled)
+    before = tensor_hashes(read_structure(mislabelled))
     argv = shlex.split(line)
     proc = subprocess.run([sys.executable, "-m", "warmstart", *argv[1:]], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     fixed = mislabelled.with_name(mislabelled.name + "-fixed")
     assert fixed.is_dir()
-    assert hash_tensor_bytes(fixed) == before
+    assert tensor_hashes(read_structure(fixed)) == before
     q2 = quality_report(fixed)
     assert q2["dimensions"]["hf_identity"]["score"] == 20
     assert q2["score"] == 100

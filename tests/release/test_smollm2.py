@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from warmstart.release._formats import hash_tensor_bytes, parse_checkpoint
-from warmstart.release._meta import read_provenance
+from warmstart.checkpoint import load_checkpoint, provenance, read_structure, tensor_hashes
 from warmstart.release.quality import quality_report
 from warmstart.release.stamp import stamp_checkpoint
 from warmstart.release.validate import validate
@@ -40,11 +39,11 @@ def test_quality_then_stamp(smollm2, tmp_path):
     r = stamp_checkpoint(smollm2, out, architecture="llama", data_sources=["HuggingFaceTB/smollm-corpus"],
                          data_license="odc-by", parent="HuggingFaceTB/SmolLM2-135M")
     assert r["tensor_hashes_equal"] and r["tensors"] == 272
-    assert hash_tensor_bytes(out) == hash_tensor_bytes(smollm2)
-    prov = read_provenance(parse_checkpoint(out))
+    assert tensor_hashes(read_structure(out)) == tensor_hashes(read_structure(smollm2))
+    prov = provenance(load_checkpoint(out))
     assert prov["hf_architecture"] == "LlamaForCausalLM" and prov["license"] == "apache-2.0"
     from warmstart.release._meta import declared_identity
 
-    ident = {k: v for k, (v, _) in declared_identity(parse_checkpoint(out)).items()}
+    ident = {k: v for k, (v, _) in declared_identity(load_checkpoint(out)).items()}
     assert ident == {"architecture": "llama", "hf_architecture": "LlamaForCausalLM", "model_type": "llama"}
     assert prov["data_sources"] == ["HuggingFaceTB/smollm-corpus"] and prov["parent"]["name"]

@@ -8,10 +8,14 @@ import shutil
 import pytest
 
 from warmstart.errors import EvidenceError, UsageError
-from warmstart.release._formats import hash_tensor_bytes, parse_checkpoint
-from warmstart.release._meta import declared_identity, read_provenance
+from warmstart.checkpoint import load_checkpoint, provenance, read_structure, tensor_hashes
+from warmstart.release._meta import declared_identity
 from warmstart.release.export import export_checkpoint
 from warmstart.release.stamp import resolve_identity, stamp_checkpoint
+
+
+def _hashes(path):
+    return tensor_hashes(read_structure(path))
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +32,17 @@ def formats(ckpt_factory, tmp_path_factory):
 def test_stamp_keeps_tensor_bytes(fmt, formats, tmp_path):
     src = formats[fmt]
     out = tmp_path / ("fixed" if fmt == "hf-dir" else "fixed" + src.suffix)
-    before = hash_tensor_bytes(src)
+    before = _hashes(src)
     r = stamp_checkpoint(src, out, architecture="Qwen2ForCausalLM", license="mit",
                          data_sources=["a", "b"], data_license="cc-by-4.0", parent="Qwen/Qwen2.5-0.5B")
     assert r["tensor_hashes_equal"] and r["format"] == fmt
-    rc = parse_checkpoint(out)
+    rc = read_structure(out)
     assert rc.format == fmt
-    assert hash_tensor_bytes(rc) == before
-    prov = read_provenance(rc)
+    assert tensor_hashes(rc) == before
+    prov = provenance(load_checkpoint(out))
     assert prov["license"] == "mit" and prov["data_sources"] == ["a", "b"] and prov["data_license"] == "cc-by-4.0"
     assert prov["parent"]["name"] == "Qwen/Qwen2.5-0.5B"
-    ident = {k: v for k, (v, _) in declared_identity(rc).items()}
+    ident = {k: v for k, (v, _) in declared_identity(load_checkpoint(out)).items()}
     assert ident == {"architecture": "qwen2", "hf_architecture": "Qwen2ForCausalLM", "model_type": "qwen2"}
 
 
@@ -46,7 +50,7 @@ def test_safetensors_stamp_rewrites_only_header(formats, tmp_path):
     src = formats["safetensors"]
     out = tmp_path / "s.safetensors"
     stamp_checkpoint(src, out, license="mit")
-    a, b = parse_checkpoint(src).files[0], parse_checkpoint(out).files[0]
+    a, b = read_structure(src).files[0], read_structure(out).files[0]
     assert src.read_bytes()[a.data_start:] == out.read_bytes()[b.data_start:]
     assert b.metadata["license"] == "mit"
 
@@ -74,10 +78,10 @@ def test_architecture_alone_fills_the_rest():
 
 def test_refuses_own_input(formats, tmp_path):
     for src in formats.values():
-        before = hash_tensor_bytes(src)
+        before = _hashes(src)
         with pytest.raises(UsageError):
             stamp_checkpoint(src, src, license="mit")
-        assert hash_tensor_bytes(src) == before
+        assert _hashes(src) == before
     inside = formats["hf-dir"] / "sub"
     with pytest.raises(UsageError):
         stamp_checkpoint(formats["hf-dir"], inside, license="mit")
@@ -101,7 +105,7 @@ def test_contradicting_claim_needs_force(fmt, formats, tmp_path):
     assert not out.exists()
     r = stamp_checkpoint(src, out, architecture="llama", force=True)
     assert r["forced"] and r["tensor_hashes_equal"]
-    assert declared_identity(parse_checkpoint(out))["architecture"][0] == "llama"
+    assert declared_identity(load_checkpoint(out))["architecture"][0] == "llama"
 
 
 def test_gguf_architecture_change_renames_keys(ckpt_factory, tmp_path):
@@ -110,12 +114,12 @@ def test_gguf_architecture_change_renames_keys(ckpt_factory, tmp_path):
     export_checkpoint(ckpt_factory("qwen2"), "gguf", src, dtype="f16")
     wrong = tmp_path / "wrong.gguf"
     stamp_checkpoint(src, wrong, architecture="llama", force=True)
-    assert "llama.block_count" in parse_checkpoint(wrong).files[0].metadata
+    assert "llama.block_count" in read_structure(wrong).files[0].metadata
     fixed = tmp_path / "fixed.gguf"
     stamp_checkpoint(wrong, fixed, architecture="qwen2")
-    kv = parse_checkpoint(fixed).files[0].metadata
+    kv = read_structure(fixed).files[0].metadata
     assert kv["general.architecture"] == "qwen2" and "qwen2.block_count" in kv and "llama.block_count" not in kv
-    assert hash_tensor_bytes(fixed) == hash_tensor_bytes(src)
+    assert _hashes(fixed) == _hashes(src)
 
 
 def test_stamp_refuses_broken_input(formats, tmp_path):

@@ -8,8 +8,8 @@ Formats are recognised by their bytes, never by file extension:
 - safetensors: 8-byte little-endian header length, then a JSON object (``{``).
 
 The safetensors header is validated here, completely, before the file is handed to
-the safetensors library, so that every defect is reported as an ``UnreadableError``
-naming the file and the exact problem.
+the safetensors library: ``check_safetensors`` lists every ``Defect`` (``validate`` shows them
+all), ``read_safetensors_header`` raises the first as an ``UnreadableError`` naming the file.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warmstart.checkpoint.defects import FATAL, PROBLEM, REEXPORT, Defect, raise_first
 from warmstart.errors import UnreadableError
 
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
@@ -82,13 +83,6 @@ class SafetensorsHeader:
 
 
 @dataclass
-class SafetensorsDefect:
-    message: str
-    why: str = "the file is not a valid safetensors file"
-    level: str = "problem"  # "fatal" (header unusable) | "problem" | "warning" (bytes belonging to no tensor)
-
-
-@dataclass
 class SafetensorsCheck:
     """Everything found in a safetensors header; ``defects`` in the order they are detected."""
 
@@ -98,23 +92,11 @@ class SafetensorsCheck:
     header: dict = field(default_factory=dict)  # the JSON header as stored, ``__metadata__`` included
     metadata: dict = field(default_factory=dict)
     tensors: dict[str, dict] = field(default_factory=dict)  # entries whose dtype, shape and offsets are usable
-    defects: list[SafetensorsDefect] = field(default_factory=list)
+    defects: list[Defect] = field(default_factory=list)
 
     @property
     def data_start(self) -> int:
         return 8 + self.header_len
-
-    @property
-    def fatal(self) -> SafetensorsDefect | None:
-        return next((d for d in self.defects if d.level == "fatal"), None)
-
-    @property
-    def problems(self) -> list[str]:
-        return [d.message for d in self.defects if d.level != "warning"]
-
-    @property
-    def warnings(self) -> list[str]:
-        return [d.message for d in self.defects if d.level == "warning"]
 
 
 def check_safetensors(path: str | os.PathLike) -> SafetensorsCheck:
@@ -124,99 +106,115 @@ def check_safetensors(path: str | os.PathLike) -> SafetensorsCheck:
     tensor entry, the byte coverage of the data section and the trailing bytes are checked.
     """
     path = Path(path)
-    size = path.stat().st_size
-    res = SafetensorsCheck(path, size)
-
-    def add(found: str, why: str = "the file is not a valid safetensors file", level: str = "problem") -> None:
-        res.defects.append(SafetensorsDefect(found, why, level))
-
-    if size < 8:
-        add(f"safetensors file is truncated: {size} bytes, shorter than the 8-byte header length", level="fatal")
-        return res
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        if n > size - 8:
-            add(f"safetensors header length is {n} bytes, larger than the file ({size} bytes)",
-                "the file is truncated or its first 8 bytes are corrupt", "fatal")
-            return res
-        if n > SAFETENSORS_MAX_HEADER:
-            add(f"safetensors header length is {n} bytes, above the {SAFETENSORS_MAX_HEADER}-byte limit",
-                level="fatal")
-            return res
-        raw = fh.read(n)
-    res.header_len = n
-    if not raw.lstrip(b" ").startswith(b"{"):
-        add(f"safetensors header is not a JSON object (starts with {raw[:16]!r})", level="fatal")
-        return res
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        add(f"safetensors header is not valid JSON ({err})", level="fatal")
-        return res
-    if not isinstance(header, dict):
-        add("safetensors header is not a JSON object", level="fatal")
+    res = SafetensorsCheck(path, path.stat().st_size)
+    header = _read_header(res)
+    if header is None:
         return res
     res.header = header
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        add("safetensors __metadata__ must map strings to strings")
+        _add(res, "safetensors __metadata__ must map strings to strings")
     res.metadata = metadata if isinstance(metadata, dict) else {}
-    data_len = size - 8 - n
-    spans: list[tuple[int, int, str]] = []
+    spans = []
     for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(info, dict):
-            add(f"safetensors entry '{name}' is not an object")
-            continue
-        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in SAFETENSORS_DTYPE_SIZES:
-            add(f"tensor '{name}' has unknown dtype {dtype!r}")
-            continue
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            add(f"tensor '{name}' has an invalid shape {shape!r}")
-            continue
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            add(f"tensor '{name}' has invalid data_offsets {offsets!r}")
-            continue
-        begin, end = offsets
-        if not 0 <= begin <= end:
-            add(f"tensor '{name}' has data_offsets [{begin}, {end}] out of order")
-            continue
-        expected = math.prod(shape) * SAFETENSORS_DTYPE_SIZES[dtype]
-        if end - begin != expected:
-            add(f"tensor '{name}' ({dtype}, shape {shape}) needs {expected} bytes but its data_offsets "
-                f"[{begin}, {end}] span {end - begin} bytes")
-        if end > data_len:
-            add(f"safetensors file is truncated: tensor '{name}' ends at data byte {end} but the data "
-                f"section has only {data_len} bytes", "part of the weights is missing")
-        res.tensors[name] = info
-        spans.append((begin, end, name))
-    spans.sort()
+        if name != "__metadata__" and (span := _check_entry(res, name, info)) is not None:
+            spans.append(span)
+    _check_coverage(res, spans)
+    return res
+
+
+def _add(res: SafetensorsCheck, found: str, why: str = "the file is not a valid safetensors file",
+         level: str = PROBLEM) -> None:
+    res.defects.append(Defect(found, why, REEXPORT, level, res.path))
+
+
+def _read_header(res: SafetensorsCheck) -> dict | None:
+    """The JSON header, or None with a fatal defect recorded."""
+    size = res.size
+    if size < 8:
+        _add(res, f"safetensors file is truncated: {size} bytes, shorter than the 8-byte header length", level=FATAL)
+        return None
+    with open(res.path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n > size - 8:
+            _add(res, f"safetensors header length is {n} bytes, larger than the file ({size} bytes)",
+                 "the file is truncated or its first 8 bytes are corrupt", FATAL)
+            return None
+        if n > SAFETENSORS_MAX_HEADER:
+            _add(res, f"safetensors header length is {n} bytes, above the {SAFETENSORS_MAX_HEADER}-byte limit",
+                 level=FATAL)
+            return None
+        raw = fh.read(n)
+    res.header_len = n
+    if not raw.lstrip(b" ").startswith(b"{"):
+        _add(res, f"safetensors header is not a JSON object (starts with {raw[:16]!r})", level=FATAL)
+        return None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        _add(res, f"safetensors header is not valid JSON ({err})", level=FATAL)
+        return None
+    if not isinstance(header, dict):
+        _add(res, "safetensors header is not a JSON object", level=FATAL)
+        return None
+    return header
+
+
+def _check_entry(res: SafetensorsCheck, name: str, info) -> tuple[int, int, str] | None:
+    """One tensor entry; its data span when dtype, shape and offsets are usable (it is then in ``res.tensors``)."""
+    if not isinstance(info, dict):
+        _add(res, f"safetensors entry '{name}' is not an object")
+        return None
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in SAFETENSORS_DTYPE_SIZES:
+        _add(res, f"tensor '{name}' has unknown dtype {dtype!r}")
+        return None
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        _add(res, f"tensor '{name}' has an invalid shape {shape!r}")
+        return None
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        _add(res, f"tensor '{name}' has invalid data_offsets {offsets!r}")
+        return None
+    begin, end = offsets
+    if not 0 <= begin <= end:
+        _add(res, f"tensor '{name}' has data_offsets [{begin}, {end}] out of order")
+        return None
+    expected = math.prod(shape) * SAFETENSORS_DTYPE_SIZES[dtype]
+    if end - begin != expected:
+        _add(res, f"tensor '{name}' ({dtype}, shape {shape}) needs {expected} bytes but its data_offsets "
+             f"[{begin}, {end}] span {end - begin} bytes")
+    data_len = res.size - res.data_start
+    if end > data_len:
+        _add(res, f"safetensors file is truncated: tensor '{name}' ends at data byte {end} but the data "
+             f"section has only {data_len} bytes", "part of the weights is missing")
+    res.tensors[name] = info
+    return begin, end, name
+
+
+def _check_coverage(res: SafetensorsCheck, spans: list[tuple[int, int, str]]) -> None:
+    """The tensors' data must tile the data section: no overlap, no gap, nothing after the last."""
+    gap_why = "the safetensors library reads only data sections that its tensors cover exactly"
+    data_len = res.size - res.data_start
     pos, prev = 0, None
-    for begin, end, name in spans:
+    for begin, end, name in sorted(spans):
         if begin < pos:
-            add(f"tensors '{prev}' and '{name}' overlap (data bytes {begin}..{pos})")
+            _add(res, f"tensors '{prev}' and '{name}' overlap (data bytes {begin}..{pos})")
         if begin > pos:
-            add(f"data bytes {pos}..{begin} (before tensor '{name}') belong to no tensor", level="warning")
+            _add(res, f"data bytes {pos}..{begin} (before tensor '{name}') belong to no tensor", gap_why)
         pos, prev = end, name
     if pos < data_len:
-        add(f"{data_len - pos} trailing bytes after the last tensor belong to no tensor", level="warning")
-    return res
+        _add(res, f"{data_len - pos} trailing bytes after the last tensor belong to no tensor", gap_why)
 
 
 def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
     """Parse and fully validate a safetensors header; raise UnreadableError naming the first defect."""
     res = check_safetensors(path)
-    if res.defects:
-        first = res.defects[0]
-        raise UnreadableError(first.message, why=first.why, fix="re-download or re-export the checkpoint",
-                              path=res.path)
+    raise_first(res.defects)
     return SafetensorsHeader(res.path, res.tensors, res.metadata, res.data_start)
 
 
 __all__ = [
     "FORMAT_GGUF", "FORMAT_PICKLE", "FORMAT_SAFETENSORS", "SAFETENSORS_DTYPE_SIZES", "SAFETENSORS_MAX_HEADER",
-    "SafetensorsCheck", "SafetensorsDefect", "SafetensorsHeader", "check_safetensors", "read_safetensors_header",
+    "SafetensorsCheck", "SafetensorsHeader", "check_safetensors", "read_safetensors_header",
     "sniff_file",
 ]

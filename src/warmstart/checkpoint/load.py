@@ -14,7 +14,6 @@ Pickle files are refused unless ``trust_pickle=True``, and then loaded with
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,17 +23,12 @@ from typing import Any, Callable
 import torch
 
 from warmstart.arch.config import ModelConfig
-from warmstart.checkpoint.aliases import resolve_checkpoint_path
-from warmstart.checkpoint.formats import (
-    FORMAT_GGUF,
-    FORMAT_PICKLE,
-    FORMAT_SAFETENSORS,
-    read_safetensors_header,
-    sniff_file,
-)
-from warmstart.errors import WarmstartError, PickleRefusedError, UnreadableError
-
-FORMAT_HF_DIR = "hf-dir"
+from warmstart.checkpoint.formats import FORMAT_GGUF, FORMAT_PICKLE, FORMAT_SAFETENSORS
+from warmstart.checkpoint.lineage import lineage_chain, recorded_parent
+from warmstart.checkpoint.locate import FORMAT_HF_DIR, locate_checkpoint
+from warmstart.checkpoint.metadata import safetensors_metadata
+from warmstart.checkpoint.structure import CheckpointStructure, json_object, structure_at
+from warmstart.errors import PickleRefusedError, UnreadableError
 
 _TORCH_TO_ST = {
     torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
@@ -76,6 +70,7 @@ class Checkpoint:
         tokenizer_loader: Callable[[], Any] | None = None,
         root: Path | None = None,
         closer: Callable[[], None] | None = None,
+        config_source: str | None = None,
     ) -> None:
         self.path = path
         self.format = format
@@ -84,6 +79,7 @@ class Checkpoint:
         self.metadata = metadata
         self.tensor_info = tensor_info
         self.root = root or path  # the resolved location (a run dir resolves to its latest checkpoint)
+        self.config_source = config_source  # where ``config`` was read: config.json, safetensors metadata, GGUF
         self._reader = reader
         self._claims = claims
         self._tokenizer_loader = tokenizer_loader
@@ -144,31 +140,12 @@ class Checkpoint:
 
     @property
     def parent(self) -> dict | None:
-        """Lineage: warmstart.json ``parent`` ({path, sha256, family}) or None."""
-        parent = self.metadata.get("parent")
-        return parent if isinstance(parent, dict) else None
+        """Lineage: the recorded ``parent`` ({path, sha256, family, ...}) or None."""
+        return recorded_parent(self)
 
     def lineage(self, max_depth: int = 16) -> list[dict]:
-        """The chain of warm starts: parent, grandparent, … as far as the recorded paths lead.
-
-        Each entry is the recorded ``parent`` dict plus ``present`` (the path still exists).
-        The walk stops at a missing or unreadable ancestor, a cycle, or ``max_depth``.
-        """
-        chain: list[dict] = []
-        seen: set[str] = set()
-        parent = self.parent
-        while parent and len(chain) < max_depth:
-            path = parent.get("path")
-            entry = dict(parent, present=bool(path) and Path(path).exists())
-            chain.append(entry)
-            if not entry["present"] or path in seen:
-                break
-            seen.add(path)
-            try:
-                parent = load_checkpoint(path).parent
-            except WarmstartError:
-                break
-        return chain
+        """The chain of warm starts (``checkpoint.lineage.lineage_chain``)."""
+        return lineage_chain(self, max_depth)
 
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -192,44 +169,17 @@ class Checkpoint:
 def load_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> Checkpoint:
     """Open a checkpoint of any supported format (see module docstring); validate headers now,
     read tensors later. Raises UnreadableError (WS101) / PickleRefusedError (WS100)."""
-    given = resolve_checkpoint_path(path) if isinstance(path, str) else Path(path)
-    if not given.exists():
-        raise UnreadableError("no such file or directory", fix="check the path", path=given)
-    if given.is_dir():
-        return _load_dir(given, trust_pickle)
-    if given.name == "latest" and given.parent.name == "checkpoints":
-        # The run's pointer file: the same as naming the run directory.
-        return _load_dir(given.parent.parent, trust_pickle)
-    return _load_file(given, given, trust_pickle)
-
-
-def _load_file(path: Path, given: Path, trust_pickle: bool) -> Checkpoint:
-    fmt = sniff_file(path)
-    if fmt == FORMAT_SAFETENSORS:
-        return _load_safetensors_file(path, given)
-    if fmt == FORMAT_GGUF:
-        return _load_gguf(path, given)
-    return _load_pickle(path, given, trust_pickle, config_dir=path.parent)
+    loc = locate_checkpoint(path)
+    if loc.format == FORMAT_PICKLE:
+        return _load_pickle(loc.root, loc.given, trust_pickle, config_dir=loc.config_dir)
+    st = structure_at(loc)
+    st.raise_first()
+    if loc.format == FORMAT_GGUF:
+        return _load_gguf(loc.root, loc.given)
+    return _load_safetensors(st)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UnreadableError(f"{what} is not valid JSON ({err})", fix=f"repair or regenerate {path.name}",
-                              path=path) from None
-
-
-def _parse_metadata_value(value: str) -> Any:
-    if value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
 
 
 def _config_claims(config: dict, where: str) -> list[tuple[str, str]]:
@@ -284,68 +234,44 @@ class _SafetensorsReader:
         self.handles.clear()
 
 
-def _safetensors_tables(files: list[Path]) -> tuple[dict[str, TensorInfo], dict[str, Path], dict[str, str]]:
-    infos: dict[str, TensorInfo] = {}
-    file_of: dict[str, Path] = {}
-    first_meta: dict[str, str] = {}
-    for i, f in enumerate(files):
-        header = read_safetensors_header(f)
-        if i == 0:
-            first_meta = header.metadata
-        for name, entry in header.tensors.items():
-            if name in infos:
-                raise UnreadableError(f"tensor '{name}' is stored in two shards ({file_of[name].name}, {f.name})",
-                                      fix="re-export the checkpoint", path=f)
-            infos[name] = TensorInfo(name, tuple(entry["shape"]), entry["dtype"], name)
-            file_of[name] = f
-    return infos, file_of, first_meta
-
-
 # ------------------------------------------------------------- safetensors
 
 
-def _load_safetensors_file(path: Path, given: Path) -> Checkpoint:
-    infos, file_of, raw_meta = _safetensors_tables([path])
-    metadata = {k: _parse_metadata_value(v) for k, v in raw_meta.items() if k not in ("format", "config", "tokenizer")}
-    claims: list[tuple[str, str]] = []
-    if "config" in raw_meta:
-        config = _metadata_config(raw_meta["config"], path)
-        claims += _config_claims(config, "safetensors metadata config")
-    elif (path.parent / "config.json").is_file():
-        config = _read_json(path.parent / "config.json", "config.json")
-        claims += _config_claims(config, "config.json")
-    else:
-        config = {}
-    warm = path.parent / "warmstart.json"
-    if warm.is_file() and path.name == "model.safetensors":  # the weights file of a HF/run dir
-        provenance = _read_json(warm, "warmstart.json")
-        claims += _metadata_claims(provenance, "warmstart.json")
-        metadata = {**metadata, **provenance}
+def _load_safetensors(st: CheckpointStructure) -> Checkpoint:
+    """A single safetensors file or a HF directory, built from its checked structure."""
+    loc = st.location
+    infos: dict[str, TensorInfo] = {}
+    file_of: dict[str, Path] = {}
+    for t in (t for f in st.files for t in f.tensors):
+        infos[t.name] = TensorInfo(t.name, t.shape, t.dtype, t.name)
+        file_of[t.name] = t.file
+    raw_meta = st.files[0].metadata
+    metadata = safetensors_metadata(raw_meta)
+    config = st.config or {}
+    claims = _config_claims(config, st.config_source) if st.config_source else []
     claims += _metadata_claims(metadata, "safetensors metadata")
-    tokenizer_loader = None
-    if "tokenizer" in raw_meta:
-        def tokenizer_loader():
+    if st.provenance_file is not None:
+        claims = _metadata_claims(st.provenance_file, "warmstart.json") + claims
+        metadata = {**metadata, **st.provenance_file}
+    reader = _SafetensorsReader(file_of)
+    return Checkpoint(path=loc.given, format=loc.format, files=[f.path for f in st.files], config=config,
+                      metadata=metadata, tensor_info=infos, reader=reader, claims=_dedupe(claims),
+                      tokenizer_loader=_tokenizer_loader(st), root=loc.root, closer=reader.close,
+                      config_source=st.config_source)
+
+
+def _tokenizer_loader(st: CheckpointStructure) -> Callable[[], Any] | None:
+    """A single file's embedded tokenizer, else tokenizer.json beside the weights."""
+    embedded = st.files[0].metadata.get("tokenizer") if st.format == FORMAT_SAFETENSORS else None
+    if isinstance(embedded, str):
+        def load():
             from tokenizers import Tokenizer
 
-            return Tokenizer.from_str(raw_meta["tokenizer"])
-    elif (path.parent / "tokenizer.json").is_file():
-        tokenizer_loader = _tokenizer_file_loader(path.parent / "tokenizer.json")
-    reader = _SafetensorsReader(file_of)
-    return Checkpoint(path=given, format=FORMAT_SAFETENSORS, files=[path], config=config, metadata=metadata,
-                      tensor_info=infos, reader=reader, claims=_dedupe(claims), tokenizer_loader=tokenizer_loader,
-                      root=path, closer=reader.close)
+            return Tokenizer.from_str(embedded)
 
-
-def _metadata_config(text: str, path: Path) -> dict:
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UnreadableError(f"safetensors metadata 'config' is not valid JSON ({err})",
-                              fix="re-export the file, or remove the key and put config.json beside it",
-                              path=path) from None
-    if not isinstance(config, dict):
-        raise UnreadableError("safetensors metadata 'config' is not a JSON object", path=path)
-    return config
+        return load
+    path = st.location.config_dir / "tokenizer.json"
+    return _tokenizer_file_loader(path) if path.is_file() else None
 
 
 def _dedupe(claims: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -355,111 +281,6 @@ def _dedupe(claims: list[tuple[str, str]]) -> list[tuple[str, str]]:
             seen.add(c)
             out.append(c)
     return out
-
-
-# ------------------------------------------------------------- directories
-
-
-def _resolve_run_dir(path: Path) -> Path:
-    """A run directory (``checkpoints/latest``) resolves to its latest checkpoint directory."""
-    latest = path / "checkpoints" / "latest"
-    if not (latest.exists() or latest.is_symlink()):
-        return path
-    if latest.is_dir():
-        return latest.resolve()
-    if latest.is_symlink():  # dangling
-        raise UnreadableError(f"{latest} points to {os.readlink(latest)}, which does not exist",
-                              why="the latest checkpoint was deleted or never finished",
-                              fix="point at one of the step-* directories under checkpoints/", path=path)
-    name = latest.read_text(encoding="utf-8").strip()
-    target = (path / "checkpoints" / name) if not os.path.isabs(name) else Path(name)
-    if not target.is_dir():
-        raise UnreadableError(f"{latest} names '{name}', which is not a checkpoint directory",
-                              fix="point at one of the step-* directories under checkpoints/", path=path)
-    return target
-
-
-def _load_dir(given: Path, trust_pickle: bool) -> Checkpoint:
-    root = _resolve_run_dir(given)
-    index = root / "model.safetensors.index.json"
-    single = root / "model.safetensors"
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        files = _shards_from_index(index)
-    else:
-        st = sorted(p for p in root.glob("*.safetensors") if not p.name.startswith("."))
-        ggufs = sorted(p for p in root.glob("*.gguf") if not p.name.startswith("."))
-        pickles = sorted(p for p in root.iterdir() if p.suffix in (".bin", ".pt", ".pth") and p.is_file()
-                         and not p.name.startswith("."))
-        if len(st) == 1:
-            files = st
-        elif not st and len(ggufs) == 1:
-            return _load_gguf(ggufs[0], given)
-        elif not st and len(pickles) == 1:
-            return _load_pickle(pickles[0], given, trust_pickle, config_dir=root)
-        else:
-            found = ", ".join(sorted(p.name for p in root.iterdir())[:10]) or "nothing"
-            raise UnreadableError(
-                f"directory holds no checkpoint warmstart can read (found: {found})",
-                why="a Hugging Face checkpoint directory has config.json and model.safetensors, or shards "
-                "listed in model.safetensors.index.json; a run directory has checkpoints/latest",
-                fix="point at a checkpoint directory or a weights file",
-                path=given,
-            )
-    for f in files:
-        if sniff_file(f) != FORMAT_SAFETENSORS:
-            raise UnreadableError(f"{f.name} is not a safetensors file", path=f, fix="re-export the checkpoint")
-    infos, file_of, raw_meta = _safetensors_tables(files)
-    claims: list[tuple[str, str]] = []
-    config: dict = {}
-    if (root / "config.json").is_file():
-        config = _read_json(root / "config.json", "config.json")
-        if not isinstance(config, dict):
-            raise UnreadableError("config.json is not a JSON object", path=root / "config.json")
-        claims += _config_claims(config, "config.json")
-    elif "config" in raw_meta:
-        config = _metadata_config(raw_meta["config"], files[0])
-        claims += _config_claims(config, "safetensors metadata config")
-    metadata = {k: _parse_metadata_value(v) for k, v in raw_meta.items() if k not in ("format", "config", "tokenizer")}
-    claims += _metadata_claims(metadata, "safetensors metadata")
-    if (root / "warmstart.json").is_file():
-        provenance = _read_json(root / "warmstart.json", "warmstart.json")
-        if not isinstance(provenance, dict):
-            raise UnreadableError("warmstart.json is not a JSON object", path=root / "warmstart.json")
-        claims = _metadata_claims(provenance, "warmstart.json") + claims
-        metadata = {**metadata, **provenance}
-    tokenizer_loader = None
-    if (root / "tokenizer.json").is_file():
-        tokenizer_loader = _tokenizer_file_loader(root / "tokenizer.json")
-    reader = _SafetensorsReader(file_of)
-    return Checkpoint(path=given, format=FORMAT_HF_DIR, files=files, config=config, metadata=metadata,
-                      tensor_info=infos, reader=reader, claims=_dedupe(claims), tokenizer_loader=tokenizer_loader,
-                      root=root, closer=reader.close)
-
-
-def _shards_from_index(index: Path) -> list[Path]:
-    data = _read_json(index, "model.safetensors.index.json")
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise UnreadableError("model.safetensors.index.json has no 'weight_map'", path=index,
-                              fix="regenerate the index (or re-save the checkpoint)")
-    shards = sorted(set(weight_map.values()))
-    missing = [s for s in shards if not (index.parent / s).is_file()]
-    if missing:
-        raise UnreadableError(f"{len(missing)} shard(s) listed in the index are missing: {', '.join(missing[:5])}",
-                              why="part of the weights is absent", fix="download every shard", path=index)
-    files = [index.parent / s for s in shards]
-    # every tensor the index names must be in the shard it names
-    for shard in files:
-        header = read_safetensors_header(shard)
-        expected = {n for n, s in weight_map.items() if s == shard.name}
-        absent = sorted(expected - set(header.tensors))
-        if absent:
-            raise UnreadableError(
-                f"{len(absent)} tensor(s) the index places in {shard.name} are not in it: {', '.join(absent[:5])}",
-                fix="re-download the shard or regenerate the index", path=shard)
-    return files
 
 
 # -------------------------------------------------------------------- GGUF
@@ -485,7 +306,7 @@ def _load_gguf(path: Path, given: Path) -> Checkpoint:
 
     return Checkpoint(path=given, format=FORMAT_GGUF, files=[path], config=config, metadata=metadata,
                       tensor_info=infos, reader=reader, claims=claims, tokenizer_loader=lambda: gguf_tokenizer(g),
-                      root=path, closer=g.close)
+                      root=path, closer=g.close, config_source="GGUF metadata")
 
 
 # ------------------------------------------------------------------ pickle
@@ -520,14 +341,17 @@ def _load_pickle(path: Path, given: Path, trust_pickle: bool, *, config_dir: Pat
     config: dict = {}
     claims: list[tuple[str, str]] = []
     if (config_dir / "config.json").is_file():
-        config = _read_json(config_dir / "config.json", "config.json")
+        config, defect = json_object(config_dir / "config.json")
+        if defect is not None:
+            defect.raise_()
         claims += _config_claims(config, "config.json")
     tokenizer_loader = None
     if (config_dir / "tokenizer.json").is_file():
         tokenizer_loader = _tokenizer_file_loader(config_dir / "tokenizer.json")
     return Checkpoint(path=given, format=FORMAT_PICKLE, files=[path], config=config, metadata={},
                       tensor_info=infos, reader=lambda info: state[info.source_name], claims=claims,
-                      tokenizer_loader=tokenizer_loader, root=path)
+                      tokenizer_loader=tokenizer_loader, root=path,
+                      config_source="config.json" if config else None)
 
 
 def _find_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:

@@ -11,7 +11,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from warmstart.cli import app
-from warmstart.errors import TokenizerError, UsageError
+from warmstart.errors import UsageError
 from warmstart.runtime import resolve_device
 
 # Options shared by the commands that run a model (eval, generate).
@@ -79,106 +79,16 @@ def _load(ckpt_arg: str, trust_pickle: bool):
     return load_checkpoint(resolve_checkpoint_path(ckpt_arg), trust_pickle=trust_pickle)
 
 
-def _tokenizer(ckpt, tokenizer_path: Optional[Path]):
-    if tokenizer_path is not None:
-        from tokenizers import Tokenizer
-
-        if not tokenizer_path.is_file():
-            raise UsageError(f"--tokenizer {tokenizer_path} does not exist", fix="pass a tokenizer.json file")
-        try:
-            return Tokenizer.from_file(str(tokenizer_path))
-        except Exception as err:  # noqa: BLE001 - tokenizers raises plain Exception
-            raise UsageError(f"--tokenizer {tokenizer_path} is not a tokenizer.json ({err})") from None
-    if ckpt.tokenizer is None:
-        raise UsageError("the checkpoint has no tokenizer (no tokenizer.json, no GGUF vocabulary)",
-                         fix="pass the model's tokenizer.json with --tokenizer", path=ckpt.path)
-    return ckpt.tokenizer
-
-
-def _model(ckpt, device, allow_unused: bool):
-    from warmstart.init.population import populate_model
-
-    model = populate_model(ckpt, allow_unused=allow_unused, device=device)
-    return model.eval()
-
-
-def _check_tokenizer_fits(tok, vocab_rows: int, path) -> None:
-    size = tok.get_vocab_size(with_added_tokens=True)
-    if size > vocab_rows:
-        raise TokenizerError(
-            f"the tokenizer has {size} tokens but the model's embedding has {vocab_rows} rows",
-            why="ids at or above the embedding size cannot be looked up",
-            fix="use the tokenizer the model was trained with", path=path)
-
-
-# ---------------------------------------------------------------- inspect
-
-
-def inspect_summary(ckpt, *, tensors: bool = False) -> dict:
-    """The JSON-able summary ``warmstart inspect`` prints (also used by tests and other commands)."""
-    from warmstart.arch.families import get_family, normalize_family
-    from warmstart.errors import WarmstartError
-
-    claims = ckpt.declared_claims()
-    declared = None
-    for _, value in claims:
-        declared = normalize_family(value)
-        if declared:
-            break
-    try:
-        from warmstart.init.evidence import infer_family_from_names
-
-        evidence, evidence_why = infer_family_from_names(ckpt.tensor_info)
-    except ImportError:  # pragma: no cover - during bring-up only
-        evidence, evidence_why = None, ""
-    fam = get_family(declared or evidence)
-    config_error = None
-    try:
-        cfg = ckpt.model_config()
-        model_summary = {k: getattr(cfg, k) for k in (
-            "family", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-            "intermediate_size", "rope_theta", "rms_norm_eps", "max_position_embeddings", "tie_word_embeddings",
-            "attention_bias", "qk_norm")}
-    except WarmstartError as err:
-        model_summary, config_error = None, err.paragraph()
-    tok = ckpt.tokenizer
-    out = {
-        "path": str(ckpt.path),
-        "resolved": str(ckpt.root),
-        "format": ckpt.format,
-        "files": [{"path": str(f), "bytes": f.stat().st_size} for f in ckpt.files],
-        "declared_claims": [{"where": w, "value": v} for w, v in claims],
-        "family": {
-            "declared": declared,
-            "evidence": evidence,
-            "evidence_reason": evidence_why,
-            "kind": fam.kind if fam else None,
-            "display": fam.display if fam else None,
-        },
-        "parameters": ckpt.num_parameters(),
-        "num_tensors": len(ckpt.tensor_info),
-        "dtypes": ckpt.dtype_histogram(),
-        "vocab_size": ckpt.config.get("vocab_size"),
-        "tokenizer": {
-            "present": tok is not None,
-            "vocab_size": tok.get_vocab_size(with_added_tokens=True) if tok is not None else None,
-        },
-        "model": model_summary,
-        "config_error": config_error,
-        "metadata": ckpt.metadata,
-        "lineage": {"parent": ckpt.parent, "chain": ckpt.lineage()},
-    }
-    if tensors:
-        out["tensors"] = [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "source_name": i.source_name}
-                          for i in ckpt.tensor_info.values()]
-    return out
-
-
 def _human_count(n: int) -> str:
     for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= div:
             return f"{n / div:.2f}{unit}"
     return str(n)
+
+
+# (ancestor present, its lineage hash equals the recorded one) -> note ("\\[": a bracket, not rich markup)
+_LINEAGE_STATE = {(False, None): " \\[missing]", (True, None): "", (True, True): " \\[sha256 verified]",
+                  (True, False): " \\[changed since recorded: sha256 differs]"}
 
 
 def _print_inspect(s: dict, quality_text: str | None) -> None:
@@ -213,7 +123,7 @@ def _print_inspect(s: dict, quality_text: str | None) -> None:
     grid.add_row("lineage", "\n".join(
         f"{'parent' if i == 0 else '← ' + 'grand' * i + 'parent'} {a.get('path')} ({a.get('family')}, "
         f"{a.get('format', '?')}, step {a.get('step')}, sha256 {str(a.get('sha256'))[:16]}…)"
-        + ("" if a.get("present") else " [missing]")
+        + _LINEAGE_STATE[(bool(a.get("present")), a.get("sha256_matches"))]
         for i, a in enumerate(chain)) if chain else "no parent recorded")
     meta = {k: v for k, v in s["metadata"].items() if k != "parent"}
     if meta:
@@ -241,6 +151,8 @@ def inspect_cmd(
     trust_pickle: bool = typer.Option(False, "--trust-pickle",
                                       help="Allow pickle files, loaded with torch.load(weights_only=True)."),
 ) -> None:
+    from warmstart.release.inspect import inspect_summary
+
     checkpoint = _load(ckpt, trust_pickle)
     summary = inspect_summary(checkpoint, tensors=tensors)
     quality_text = None
@@ -259,28 +171,6 @@ def inspect_cmd(
 # ------------------------------------------------------------------- eval
 
 
-def _eval_texts(data: Path, include: list[str]) -> list[tuple[Path, str]]:
-    if not data.exists():
-        raise UsageError(f"--data {data} does not exist", fix="pass a text file or a directory")
-    if data.is_file():
-        files = [data]
-    else:
-        patterns = include or ["*.py"]
-        files = sorted({p for pat in patterns for p in data.rglob(pat) if p.is_file()})
-        if not files:
-            raise UsageError(f"--data {data} holds no files matching {', '.join(patterns)}",
-                             fix="pass --include with a glob that matches, e.g. --include '*.txt'")
-    out = []
-    for f in files:
-        raw = f.read_bytes()
-        try:
-            out.append((f, raw.decode("utf-8")))
-        except UnicodeDecodeError:
-            if len(files) == 1:
-                raise UsageError(f"{f} is not UTF-8 text", fix="pass a text file") from None
-    return out
-
-
 @app.command("eval", help=_EVAL_HELP)
 def eval_cmd(
     ckpt: str = typer.Argument(..., help="Checkpoint: directory, file, run dir or alias."),
@@ -296,24 +186,15 @@ def eval_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     t0 = time.perf_counter()
+    from warmstart.data.texts import read_texts, token_stream
+    from warmstart.init.gates import load_for_inference
     from warmstart.train.evaluate import evaluate_tokens
 
     checkpoint = _load(ckpt, trust_pickle)
-    tok = _tokenizer(checkpoint, tokenizer)
     dev = resolve_device(device)
-    model = _model(checkpoint, dev, allow_unused)
-    _check_tokenizer_fits(tok, model.cfg.vocab_size, checkpoint.path)
-    texts = _eval_texts(data, include or [])
-    eos = model.cfg.eos_token_id
-    ids: list[int] = []
-    for enc in tok.encode_batch([t for _, t in texts], add_special_tokens=False):
-        if ids and eos is not None:
-            ids.append(eos)
-        ids.extend(enc.ids)
-        if max_tokens is not None and len(ids) >= max_tokens:
-            break
-    if max_tokens is not None:
-        ids = ids[:max_tokens]
+    model, tok = load_for_inference(checkpoint, tokenizer_path=tokenizer, allow_unused=allow_unused, device=dev)
+    texts = read_texts(data, include or [])
+    ids = token_stream(tok, [t for _, t in texts], eos_id=model.cfg.eos_token_id, max_tokens=max_tokens)
     loss, count = evaluate_tokens(model, ids, seq_len=seq_len, batch_size=batch_size, device=dev)
     result = {
         "checkpoint": str(checkpoint.path),
@@ -356,11 +237,11 @@ def generate_cmd(
 ) -> None:
     import torch
 
+    from warmstart.init.gates import load_for_inference
+
     checkpoint = _load(ckpt, trust_pickle)
-    tok = _tokenizer(checkpoint, tokenizer)
     dev = resolve_device(device)
-    model = _model(checkpoint, dev, allow_unused)
-    _check_tokenizer_fits(tok, model.cfg.vocab_size, checkpoint.path)
+    model, tok = load_for_inference(checkpoint, tokenizer_path=tokenizer, allow_unused=allow_unused, device=dev)
     ids = tok.encode(prompt).ids
     if not ids:
         raise UsageError("the prompt encodes to no tokens", fix="pass a non-empty --prompt")

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from warmstart.checks import dumps
 from warmstart.cli import app
 from warmstart.errors import UnreadableError
 
@@ -51,17 +52,10 @@ def validate_cmd(
     ckpt: str = typer.Argument(..., help="Checkpoint: HF directory, .safetensors, .gguf, run directory or alias."),
     json_: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    from warmstart.release._report import dumps, status_line
-    from warmstart.release.validate import public, validate
+    from warmstart.release.validate import public, render_validation, validate
 
-    path = _resolve(ckpt)
-    report = validate(path)
-    if json_:
-        _emit(dumps(public(report)))
-    else:
-        lines = [f"validate: {path}"] + [status_line(c, 12) for c in report["checks"]]
-        lines.append(f"verdict: {report['verdict']}")
-        _emit("\n".join(lines))
+    report = validate(_resolve(ckpt))
+    _emit(dumps(public(report)) if json_ else render_validation(report))
     raise typer.Exit(report["exit_code"])
 
 
@@ -98,28 +92,12 @@ def stamp_cmd(
     force: bool = typer.Option(False, help="Accept an architecture claim that contradicts the tensor names."),
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    from warmstart.release._report import dumps
-    from warmstart.release.stamp import stamp_checkpoint
+    from warmstart.release.stamp import render_stamp, stamp_checkpoint
 
-    path = _resolve(ckpt)
-    r = stamp_checkpoint(path, out, architecture=architecture, hf_architecture=hf_architecture,
+    r = stamp_checkpoint(_resolve(ckpt), out, architecture=architecture, hf_architecture=hf_architecture,
                          model_type=model_type, license=license_, data_sources=data_source,
                          data_license=data_license, parent=parent, force=force)
-    if json_:
-        _emit(dumps(r))
-        return
-    lines = [f"stamped {r['input']} -> {r['output']} ({r['format']}, {r['tensors']} tensors byte-identical, "
-             "sha256 verified)"]
-    for k in ("architecture", "hf_architecture", "model_type"):
-        a, b = r["identity_before"].get(k), r["identity_after"].get(k)
-        if a != b:
-            lines.append(f"  {k}: {a} -> {b}")
-    for k, v in r["provenance_set"].items():
-        if k not in ("architecture", "hf_architecture", "model_type"):
-            lines.append(f"  {k}: {v}")
-    if r.get("forced"):
-        lines.append(f"  warning: --force: the claim contradicts the tensor names ({r['evidence']['reason']})")
-    _emit("\n".join(lines))
+    _emit(dumps(r) if json_ else render_stamp(r))
 
 
 # ------------------------------------------------------------------ export
@@ -151,20 +129,10 @@ def export_cmd(
     overwrite: bool = typer.Option(False, help="Replace an existing output (never the input)."),
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    from warmstart.release._report import dumps
-    from warmstart.release.export import export_checkpoint
+    from warmstart.release.export import export_checkpoint, render_export
 
-    path = _resolve(ckpt)
-    r = export_checkpoint(path, to, out, dtype=dtype, overwrite=overwrite)
-    if json_:
-        _emit(dumps(r))
-        return
-    v = r["verify"]
-    _emit(f"exported {r['input']} -> {r['output']} ({r['to']}, {r['dtype']}: {', '.join(r['tensor_types'])}; "
-          f"{r['tensors']} tensors)\n"
-          f"  read back through warmstart: logits equal (max rel diff {v['max_rel_diff_vs_rounded_source']:.1e} vs "
-          f"the source rounded to {r['dtype']}; {v['max_rel_diff_vs_fp32_source']:.1e} vs fp32 source)"
-          + ("; tokenizer ids equal" if v.get("tokenizer_ids_equal") else ""))
+    r = export_checkpoint(_resolve(ckpt), to, out, dtype=dtype, overwrite=overwrite)
+    _emit(dumps(r) if json_ else render_export(r))
 
 
 # ---------------------------------------------------------------------- qa
@@ -189,11 +157,10 @@ def qa_cmd(
     ckpt: str = typer.Argument(..., help="Checkpoint to check."),
     json_: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    from warmstart.release._report import dumps
-    from warmstart.release.qa import render_gates, run_qa
+    from warmstart.release._report import render_gates
+    from warmstart.release.qa import run_qa
 
-    path = _resolve(ckpt)
-    r = run_qa(path)
+    r = run_qa(_resolve(ckpt))
     _emit(dumps(r) if json_ else render_gates("qa", r))
     raise typer.Exit(r["exit_code"])
 
@@ -222,8 +189,7 @@ def card_cmd(
 ) -> None:
     from warmstart.release.card import write_card
 
-    path = _resolve(ckpt)
-    write_card(path, out, force=force)
+    write_card(_resolve(ckpt), out, force=force)
     _emit(f"wrote model card {out}")
 
 
@@ -250,19 +216,8 @@ def publish_check_cmd(
     card: Optional[Path] = typer.Option(None, help="Model card path (default: CKPT/README.md or sibling README.md)."),
     json_: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    from warmstart.release._report import dumps
-    from warmstart.release.publish_check import publish_check
-    from warmstart.release.qa import render_gates
+    from warmstart.release.publish_check import publish_check, render_publish
 
-    path = _resolve(ckpt)
-    r = publish_check(path, card=card)
-    if json_:
-        _emit(dumps(r))
-    else:
-        text = render_gates("publish-check", r)
-        if r["blockers"]:
-            text += "\nblockers:\n" + "\n".join(f"  {i}. {b}" for i, b in enumerate(r["blockers"], 1))
-        if r.get("stamp_recipe"):
-            text += f"\nstamp recipe: {r['stamp_recipe']}"
-        _emit(text)
+    r = publish_check(_resolve(ckpt), card=card)
+    _emit(dumps(r) if json_ else render_publish(r))
     raise typer.Exit(r["exit_code"])

@@ -1,10 +1,12 @@
 """The warm-start gates (SPEC §4): nothing trains until the checkpoint is proven sound."""
 
 from warmstart.init.evidence import infer_family_from_names
-from warmstart.init.gates import GateResult, WarmStart, check_tokenizer, prepare_warm_start, repair_command, step0_gate
+from warmstart.init.gates import (
+    WarmStart, build_model, check_tokenizer, prepare_warm_start, repair_command, step0_gate, tensor_evidence,
+)
 from warmstart.init.population import expected_shapes, plan_population, populate_model
 
 __all__ = [
-    "GateResult", "WarmStart", "check_tokenizer", "expected_shapes", "infer_family_from_names",
-    "plan_population", "populate_model", "prepare_warm_start", "repair_command", "step0_gate",
+    "WarmStart", "build_model", "check_tokenizer", "expected_shapes", "infer_family_from_names",
+    "plan_population", "populate_model", "prepare_warm_start", "repair_command", "step0_gate", "tensor_evidence",
 ]

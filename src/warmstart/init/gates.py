@@ -31,6 +31,7 @@ from warmstart.arch.families import (
     spec_for,
     supported_list,
 )
+from warmstart.checks import PASS, SKIP, Check
 from warmstart.errors import (
     EvidenceError,
     FamilyError,
@@ -38,22 +39,10 @@ from warmstart.errors import (
     TokenizerError,
     UnreadableError,
     UntrainedInitError,
+    UsageError,
 )
 from warmstart.init.evidence import infer_family_from_names
 from warmstart.init.population import populate_model
-
-PASSED, SKIPPED = "passed", "skipped"
-
-
-@dataclass
-class GateResult:
-    name: str
-    status: str  # passed | skipped
-    detail: str
-
-    def line(self) -> str:
-        return f"gate {self.name:<11} {self.status:<7} {self.detail}"
-
 
 @dataclass
 class WarmStart:
@@ -63,7 +52,7 @@ class WarmStart:
     tokenizer: Any  # tokenizers.Tokenizer
     config: ModelConfig
     checkpoint: Any  # warmstart.checkpoint.Checkpoint
-    report: list[GateResult] = field(default_factory=list)
+    report: list[Check] = field(default_factory=list)  # one per gate: PASS or SKIP
     provenance_parent: dict = field(default_factory=dict)
     recorded_val_loss: float | None = None
     recorded_data_fingerprint: str | None = None
@@ -97,11 +86,11 @@ def repair_command(ckpt_path: str | Path, family: str) -> str:
     )
 
 
-def _gate_family(ckpt, path: str) -> tuple[str | None, list[tuple[str, str, str]], GateResult]:
+def _gate_family(ckpt, path: str) -> tuple[str | None, list[tuple[str, str, str]], Check]:
     """Gate 2. Returns the declared supported family (or None), the concrete claims, the result."""
     claims = [(where, value) for where, value in ckpt.declared_claims() if value]
     if not claims:
-        return None, [], GateResult("family", SKIPPED, "no declared architecture in config or metadata")
+        return None, [], Check("family", SKIP, "no declared architecture in config or metadata")
     concrete: list[tuple[str, str, str]] = []  # (where, value, family slug)
     unknown: list[str] = []
     for where, value in claims:
@@ -119,7 +108,7 @@ def _gate_family(ckpt, path: str) -> tuple[str | None, list[tuple[str, str, str]
             )
         concrete.append((where, value, fam.name))
     if not concrete:
-        return None, [], GateResult("family", SKIPPED, f"claim {', '.join(unknown)} maps to no known family")
+        return None, [], Check("family", SKIP, f"claim {', '.join(unknown)} maps to no known family")
     families = {c[2] for c in concrete}
     if len(families) > 1:
         desc = "; ".join(f"{w} = '{v}' ({f})" for w, v, f in concrete)
@@ -130,13 +119,18 @@ def _gate_family(ckpt, path: str) -> tuple[str | None, list[tuple[str, str, str]
             path=path,
         )
     where, value, family = concrete[0]
-    return family, concrete, GateResult("family", PASSED, f"{where} = '{value}' → {family} (supported decoder)")
+    return family, concrete, Check("family", PASS, f"{where} = '{value}' → {family} (supported decoder)")
 
 
-def _gate_evidence(ckpt, path: str, declared: str | None, concrete) -> tuple[str | None, GateResult]:
-    """Gate 3. Returns the family inferred from tensor names (or None)."""
+def tensor_evidence(ckpt) -> tuple[str | None, str]:
+    """The family a checkpoint's tensor names point to (HF names and, for GGUF, the stored names), and why."""
     names = list(ckpt.tensor_info) + [i.source_name for i in ckpt.tensor_info.values() if i.source_name]
-    inferred, reason = infer_family_from_names(dict.fromkeys(names))
+    return infer_family_from_names(dict.fromkeys(names))
+
+
+def _gate_evidence(ckpt, path: str, declared: str | None, concrete) -> tuple[str | None, Check]:
+    """Gate 3. Returns the family inferred from tensor names (or None)."""
+    inferred, reason = tensor_evidence(ckpt)
     if inferred is not None:
         fam = FAMILIES[inferred]
         if fam.kind != SUPPORTED_DECODER and declared is None:
@@ -148,9 +142,9 @@ def _gate_evidence(ckpt, path: str, declared: str | None, concrete) -> tuple[str
             )
     if declared is None:
         why = "no declared claim" if not concrete else "the claim maps to no known family"
-        return inferred, GateResult("evidence", SKIPPED, f"{why}; tensor names suggest {inferred or 'nothing'}")
+        return inferred, Check("evidence", SKIP, f"{why}; tensor names suggest {inferred or 'nothing'}")
     if inferred is None:
-        return None, GateResult("evidence", SKIPPED, f"tensor names cannot decide ({reason})")
+        return None, Check("evidence", SKIP, f"tensor names cannot decide ({reason})")
     if inferred != declared:
         claims = ", ".join(f"{where} = '{value}'" for where, value, _ in concrete)
         raise EvidenceError(
@@ -161,7 +155,7 @@ def _gate_evidence(ckpt, path: str, declared: str | None, concrete) -> tuple[str
             "checkpoint to --init",
             path=path,
         )
-    return inferred, GateResult("evidence", PASSED, f"tensor names agree: {reason}")
+    return inferred, Check("evidence", PASS, f"tensor names agree: {reason}")
 
 
 def _model_config(ckpt, family: str | None, path: str) -> ModelConfig:
@@ -188,7 +182,9 @@ def _model_config(ckpt, family: str | None, path: str) -> ModelConfig:
         raise UnreadableError(f"the model config lacks the key {err}", path=path) from None
 
 
-def _load_tokenizer(tokenizer_path: str | Path | None, ckpt, path: str):
+def load_tokenizer(tokenizer_path: str | Path | None, ckpt, path: str):
+    """``(tokenizer or None, where it came from)``: ``tokenizer_path`` (a tokenizer.json or its
+    directory) when given, else the checkpoint's own."""
     if tokenizer_path is None:
         return ckpt.tokenizer, "from the checkpoint"
     from tokenizers import Tokenizer
@@ -196,6 +192,8 @@ def _load_tokenizer(tokenizer_path: str | Path | None, ckpt, path: str):
     tp = Path(tokenizer_path)
     if tp.is_dir():
         tp = tp / "tokenizer.json"
+    if not tp.is_file():
+        raise UsageError(f"--tokenizer {tokenizer_path} does not exist", fix="pass a tokenizer.json file")
     try:
         return Tokenizer.from_file(str(tp)), str(tp)
     except Exception as err:  # tokenizers raises plain Exceptions
@@ -203,7 +201,7 @@ def _load_tokenizer(tokenizer_path: str | Path | None, ckpt, path: str):
                               path=str(tp)) from None
 
 
-def check_tokenizer(tokenizer, rows: int, cfg: ModelConfig, *, path: str, source: str) -> GateResult:
+def check_tokenizer(tokenizer, rows: int, cfg: ModelConfig, *, path: str, source: str) -> Check:
     """Gate 4: every id the tokenizer can produce, and every special id, is < embedding rows."""
     if tokenizer is None:
         raise TokenizerError(
@@ -233,18 +231,26 @@ def check_tokenizer(tokenizer, rows: int, cfg: ModelConfig, *, path: str, source
             fix="correct bos/eos/pad ids in config.json",
             path=path,
         )
-    return GateResult("tokenizer", PASSED, f"{size} tokens ({source}) fit {rows} embedding rows; "
+    return Check("tokenizer", PASS, f"{size} tokens ({source}) fit {rows} embedding rows; "
                       f"special ids {specials or 'none declared'} in range")
 
 
-def _recorded(meta: dict, key: str):
-    value = meta.get(key)
-    if key == "val_loss" and value is not None:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return None
-    return value
+def build_model(ckpt, cfg: ModelConfig | None = None, *, allow_unused: bool = False,
+                device: str | torch.device = "cpu"):
+    """An fp32 ``CausalLM`` populated strictly from ``ckpt`` (gate 6), in eval mode: the model
+    ``eval``, ``generate``, ``qa`` and ``export`` run."""
+    return populate_model(ckpt, cfg, allow_unused=allow_unused, dtype=torch.float32, device=device).eval()
+
+
+def load_for_inference(ckpt, *, tokenizer_path: str | Path | None = None, allow_unused: bool = False,
+                       device: str | torch.device = "cpu"):
+    """``(model, tokenizer)`` for ``eval`` and ``generate``: gate 4 (the tokenizer, the checkpoint's or
+    ``tokenizer_path``, fits the embedding) before gate 6 populates the model."""
+    path = str(ckpt.path)
+    tokenizer, source = load_tokenizer(tokenizer_path, ckpt, path)
+    cfg = ckpt.model_config()
+    check_tokenizer(tokenizer, cfg.vocab_size, cfg, path=path, source=source)
+    return build_model(ckpt, cfg, allow_unused=allow_unused, device=device), tokenizer
 
 
 def prepare_warm_start(
@@ -256,16 +262,16 @@ def prepare_warm_start(
     device: str | torch.device = "cpu",
 ) -> WarmStart:
     """Gates 1–6. Returns the populated fp32 model, the tokenizer and the gate report."""
-    from warmstart.checkpoint import load_checkpoint, resolve_checkpoint_path, sha256_files
+    from warmstart.checkpoint import load_checkpoint, parent_record, provenance, resolve_checkpoint_path
 
-    report: list[GateResult] = []
+    report: list[Check] = []
     # 1. Readable
     path_obj = resolve_checkpoint_path(str(init))
     ckpt = load_checkpoint(path_obj, trust_pickle=trust_pickle)
     path = str(ckpt.path)
     if not ckpt.tensor_info:
         raise UnreadableError("the checkpoint holds no tensors", path=path)
-    report.append(GateResult("readable", PASSED, f"{ckpt.format}, {len(ckpt.tensor_info)} tensors"))
+    report.append(Check("readable", PASS, f"{ckpt.format}, {len(ckpt.tensor_info)} tensors"))
     # 2. Family
     declared, concrete, res = _gate_family(ckpt, path)
     report.append(res)
@@ -275,28 +281,21 @@ def prepare_warm_start(
     family = declared or (inferred if inferred and FAMILIES[inferred].kind == SUPPORTED_DECODER else None)
     cfg = _model_config(ckpt, family, path)
     # 4. Tokenizer
-    tokenizer, source = _load_tokenizer(tokenizer_path, ckpt, path)
+    tokenizer, source = load_tokenizer(tokenizer_path, ckpt, path)
     emb = ckpt.tensor_info.get("model.embed_tokens.weight")
     rows = int(emb.shape[0]) if emb is not None else cfg.vocab_size
     report.append(check_tokenizer(tokenizer, rows, cfg, path=path, source=source))
     # 5 + 6. Values and population, one pass over the tensors.
     model = populate_model(ckpt, cfg, allow_unused=allow_unused_tensors, check_finite=True, device=device)
     n_tensors = len(ckpt.tensor_info)
-    report.append(GateResult("values", PASSED, f"all {n_tensors} tensors finite"))
+    report.append(Check("values", PASS, f"all {n_tensors} tensors finite"))
     n_params = sum(p.numel() for p in model.parameters())
-    report.append(GateResult("population", PASSED,
+    report.append(Check("population", PASS,
                              f"{len(dict(model.named_parameters()))} parameters ({n_params:,} values) populated "
                              "from the checkpoint, none random"))
 
-    meta = ckpt.metadata or {}
-    parent = {
-        "path": str(Path(path).resolve()),
-        "sha256": sha256_files(ckpt.files),
-        "family": cfg.family,
-        "format": ckpt.format,
-        "step": meta.get("step"),
-        "val_loss": _recorded(meta, "val_loss"),
-    }
+    parent = parent_record(ckpt, family=cfg.family)
+    recorded = provenance(ckpt)
     return WarmStart(
         model=model,
         tokenizer=tokenizer,
@@ -304,9 +303,9 @@ def prepare_warm_start(
         checkpoint=ckpt,
         report=report,
         provenance_parent=parent,
-        recorded_val_loss=_recorded(meta, "val_loss"),
-        recorded_data_fingerprint=meta.get("data_fingerprint"),
-        recorded_val_windows=meta.get("val_windows"),
+        recorded_val_loss=parent["val_loss"],
+        recorded_data_fingerprint=recorded.get("data_fingerprint"),
+        recorded_val_windows=recorded.get("val_windows"),
     )
 
 
@@ -334,7 +333,7 @@ def step0_gate(
                 "--quality`); pass --allow-untrained-init only if the checkpoint is really untrained",
                 path=path,
             )
-        warm.report.append(GateResult("step-0", SKIPPED, f"{line}; allowed by --allow-untrained-init"))
+        warm.report.append(Check("step-0", SKIP, f"{line}; allowed by --allow-untrained-init"))
         return line
     rec = warm.recorded_val_loss
     same_windows = warm.recorded_val_windows is None or warm.recorded_val_windows == val_windows
@@ -359,5 +358,5 @@ def step0_gate(
         detail = f"{line}; recorded {rec:.4f} on {other}, not compared"
     else:
         detail = f"{line}; no recorded val_loss to compare"
-    warm.report.append(GateResult("step-0", PASSED, detail))
+    warm.report.append(Check("step-0", PASS, detail))
     return line

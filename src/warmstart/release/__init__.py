@@ -1,8 +1,11 @@
-"""Release tooling: validate, inspect --quality, stamp, export, qa, card, publish-check.
+"""Release tooling: inspect, validate, inspect --quality, stamp, export, qa, card, publish-check.
 
-One module each (see docs/design.md); the names below are imported lazily so that
-``import warmstart.release.quality`` (used by ``inspect --quality``) stays light.
+One module each (see docs/design.md). Every checkpoint is read through ``warmstart.checkpoint``
+(``load_checkpoint``, ``read_structure``, ``provenance``, ``lineage_hash``); results are
+``warmstart.checks.Check`` lists, refusals ``WarmstartError``s. The names below are imported lazily
+so that ``import warmstart.release.quality`` (used by ``inspect --quality``) stays light.
 
+    inspect_summary(ckpt) -> dict            (what ``warmstart inspect`` prints)
     validate(path) -> report dict            (verdict PASS/FAIL/UNREADABLE, exit_code 0/1/2)
     quality_report(ckpt) -> dict             (0-100 score in named dimensions, stamp recipe)
     stamp_checkpoint(src, out, ...) -> dict  (same format, tensors byte-identical, sha256-verified)
@@ -17,6 +20,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "inspect_summary": "warmstart.release.inspect",
     "validate": "warmstart.release.validate",
     "quality_report": "warmstart.release.quality",
     "render_quality": "warmstart.release.quality",

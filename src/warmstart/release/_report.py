@@ -1,13 +1,10 @@
-"""Small shared pieces: check results, the probe text, model building, plain-text rendering."""
+"""Small shared pieces of qa and publish-check: the probe text, the GO / NO-GO verdict, its rendering."""
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
+from warmstart.checks import FAIL, Check
 
 # The built-in probe for qa / publish-check: a paragraph of English and a snippet of Python.
 PROBE_TEXT = (
@@ -26,19 +23,6 @@ PROBE_TEXT = (
 PROMPT_TEXT = "def count_words(path):\n"
 
 
-@dataclass
-class Check:
-    name: str
-    status: str
-    detail: str = ""
-    fix: str = ""
-    items: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def verdict(path, gates: list[Check], exit_code: int | None = None, **extra: Any) -> dict[str, Any]:
     """GO only when no gate failed; every failure becomes a blocker with its fix."""
     go = not any(g.status == FAIL for g in gates)
@@ -53,47 +37,12 @@ def verdict(path, gates: list[Check], exit_code: int | None = None, **extra: Any
     }
 
 
-def status_line(c: Check, width: int = 22) -> str:
-    line = f"  {c.status:<4}  {c.name:<{width}} {c.detail}"
-    for it in c.items[:12]:
-        line += f"\n          - {it}"
-    if len(c.items) > 12:
-        line += f"\n          - … ({len(c.items) - 12} more)"
-    if c.fix and c.status in (FAIL, WARN):
-        line += f"\n          fix: {c.fix}"
-    return line
-
-
-def to_plain(obj: Any) -> Any:
-    """Checks, dataclasses, paths, numpy/torch scalars -> JSON types; non-finite floats -> strings."""
-    if hasattr(obj, "to_dict"):
-        obj = obj.to_dict()
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    if hasattr(obj, "item"):
-        return to_plain(obj.item())
-    return str(obj)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(to_plain(obj), indent=2, allow_nan=False)
-
-
-def build_model(ckpt, cfg=None):
-    """An fp32 ``CausalLM`` populated strictly from ``ckpt`` (warmstart's gate 6 population)."""
-    import torch
-
-    from warmstart.init.population import populate_model
-
-    model = populate_model(ckpt, cfg, allow_unused=True, dtype=torch.float32, device="cpu")
-    model.eval()
-    return model
+def render_gates(title: str, report: dict) -> str:
+    """The plain-text report of qa / publish-check: one row per gate, then the verdict."""
+    lines = [f"{title}: {report['path']}"]
+    lines += [g.row(20) for g in report["gates"]]
+    lines.append(f"verdict: {report['verdict']}")
+    return "\n".join(lines)
 
 
 def probe_ids(ckpt_or_tokenizer, vocab_size: int, n: int = 48):

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from warmstart.errors import UsageError
-from warmstart.release._formats import parse_checkpoint
-from warmstart.release._meta import read_provenance
+from warmstart.checkpoint import lineage_hash, load_checkpoint, provenance
+from warmstart.checkpoint.formats import FORMAT_GGUF
+from warmstart.errors import UsageError, WarmstartError
 
 
 def find_run_dir(root: Path) -> Path | None:
@@ -75,15 +75,38 @@ def loss_table(rows: list[dict], max_rows: int = 20) -> str:
 
 
 def build_card(ckpt_path: str | Path, *, ckpt=None) -> str:
-    from warmstart.checkpoint import load_checkpoint
-
     ckpt = ckpt or load_checkpoint(ckpt_path)
+    c = _card_facts(ckpt)
+    parts = ["---", yaml.safe_dump(_front_matter(c), sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
+    parts.append(f"# {c['name']}\n")
+    parts += _description(ckpt, c)
+    parts.append("## Intended use and limits\n")
+    parts.append("A base (not instruction-tuned) causal language model for research and for further "
+                 "fine-tuning: text and code continuation, perplexity scoring. It has not been aligned or "
+                 "evaluated for safety; it can produce incorrect, biased or offensive text and must not be used "
+                 "for decisions about people. Its knowledge is limited to its training data"
+                 + (f" ({', '.join(map(str, c['sources']))})" if c["sources"] else "") + ".\n")
+    parts += _training_procedure(ckpt, c)
+    parts.append("## Loss trajectory\n")
+    parts.append(loss_table(c["rows"]))
+    parts.append("## Data\n")
+    if c["sources"]:
+        parts.append("Training data: " + ", ".join(f"`{s}`" for s in c["sources"]) + ".")
+    else:
+        parts.append("Training data: not recorded.")
+    parts.append(f"Data license: {c['prov'].get('data_license') or 'not recorded'}.\n")
+    parts += _how_to_use(ckpt)
+    parts += _reproduce(c)
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _card_facts(ckpt) -> dict[str, Any]:
+    """What the card says, gathered once: provenance, config, run directory, metrics, names."""
     root = Path(getattr(ckpt, "root", ckpt.path))
-    rc = parse_checkpoint(root)
-    prov = read_provenance(rc)
+    prov = provenance(ckpt)
     try:
         cfg = ckpt.model_config()
-    except Exception:  # noqa: BLE001 - a card can still be written
+    except WarmstartError:  # a card can still be written
         cfg = None
     run_dir = find_run_dir(Path(ckpt.path)) or find_run_dir(root)
     run_cfg: dict = {}
@@ -93,37 +116,36 @@ def build_card(ckpt_path: str | Path, *, ckpt=None) -> str:
         except (OSError, yaml.YAMLError):
             run_cfg = {}
     rows = read_metrics(run_dir)
-    family = (cfg.family if cfg else prov.get("architecture")) or "unknown"
     name = (run_dir.name + "-" + root.name) if run_dir is not None and root != run_dir else root.name
-    name = name.removesuffix(".gguf").removesuffix(".safetensors")
     parent = prov.get("parent")
-    base_model = None
-    if isinstance(parent, dict):
-        base_model = parent.get("name") or parent.get("path")
-    elif isinstance(parent, str):
-        base_model = parent
+    base_model = (parent.get("name") or parent.get("path")) if isinstance(parent, dict) else \
+        (parent if isinstance(parent, str) else None)
     sources = prov.get("data_sources") or []
-    if isinstance(sources, str):
-        sources = [sources]
     val_loss = prov.get("val_loss")
     if not isinstance(val_loss, (int, float)):
         evals = [r["val_loss"] for r in rows if isinstance(r.get("val_loss"), (int, float))]
         val_loss = evals[-1] if evals else None
+    return {"prov": prov, "cfg": cfg, "run_dir": run_dir, "run_cfg": run_cfg, "rows": rows,
+            "name": name.removesuffix(".gguf").removesuffix(".safetensors"), "parent": parent,
+            "base_model": base_model, "sources": [sources] if isinstance(sources, str) else sources,
+            "val_loss": val_loss, "family": (cfg.family if cfg else prov.get("architecture")) or "unknown"}
 
-    front: dict[str, Any] = {}
-    front["license"] = prov.get("license") or "other"
-    if base_model:
-        front["base_model"] = base_model
-    if sources:
-        front["datasets"] = [str(s) for s in sources]
+
+def _front_matter(c: dict) -> dict[str, Any]:
+    front: dict[str, Any] = {"license": c["prov"].get("license") or "other"}
+    if c["base_model"]:
+        front["base_model"] = c["base_model"]
+    if c["sources"]:
+        front["datasets"] = [str(s) for s in c["sources"]]
     front["library_name"] = "transformers"
     front["pipeline_tag"] = "text-generation"
-    front["tags"] = ["warmstart", family, "text-generation"]
-    if prov.get("warmstart_version") is not None:
-        front["tags"].append("continued-pretraining" if base_model else "pretraining")
+    front["tags"] = ["warmstart", c["family"], "text-generation"]
+    if c["prov"].get("warmstart_version") is not None:
+        front["tags"].append("continued-pretraining" if c["base_model"] else "pretraining")
+    val_loss, sources = c["val_loss"], c["sources"]
     if val_loss is not None:
         front["model-index"] = [{
-            "name": name,
+            "name": c["name"],
             "results": [{
                 "task": {"type": "text-generation", "name": "Causal language modeling"},
                 "dataset": {"name": ", ".join(map(str, sources)) or "held-out split",
@@ -135,97 +157,85 @@ def build_card(ckpt_path: str | Path, *, ckpt=None) -> str:
                 ],
             }],
         }]
-    parts = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
-    parts.append(f"# {name}\n")
-    n_params = None
-    try:
-        n_params = ckpt.num_parameters()
-    except Exception:  # noqa: BLE001
-        pass
-    desc = f"A {family} decoder-only language model"
+    return front
+
+
+def _description(ckpt, c: dict) -> list[str]:
+    n_params = ckpt.num_parameters()
+    desc = f"A {c['family']} decoder-only language model"
     if n_params:
         desc += f" with {n_params / 1e6:.1f}M parameters"
-    trained_here = prov.get("warmstart_version") is not None
-    if base_model:
-        desc += f", continued-pretrained from `{base_model}`"
+    trained_here = c["prov"].get("warmstart_version") is not None
+    if c["base_model"]:
+        desc += f", continued-pretrained from `{c['base_model']}`"
     elif trained_here:
         desc += ", pretrained from scratch"
     desc += " with [warmstart](https://pypi.org/project/warmstart/)." if trained_here else \
         " (card written by [warmstart](https://pypi.org/project/warmstart/); no warmstart training record)."
-    parts.append(desc + "\n")
+    out = [desc + "\n"]
+    cfg = c["cfg"]
     if cfg is not None:
-        parts.append(f"Architecture: `{cfg.hf_architecture}` (model_type `{cfg.model_type}`), {cfg.num_layers} "
-                     f"layers, hidden size {cfg.hidden_size}, {cfg.num_heads} attention heads "
-                     f"({cfg.num_kv_heads} key/value heads), vocabulary {cfg.vocab_size}, context "
-                     f"{cfg.max_position_embeddings}.\n")
+        out.append(f"Architecture: `{cfg.hf_architecture}` (model_type `{cfg.model_type}`), {cfg.num_layers} "
+                   f"layers, hidden size {cfg.hidden_size}, {cfg.num_heads} attention heads "
+                   f"({cfg.num_kv_heads} key/value heads), vocabulary {cfg.vocab_size}, context "
+                   f"{cfg.max_position_embeddings}.\n")
+    return out
 
-    parts.append("## Intended use and limits\n")
-    parts.append("A base (not instruction-tuned) causal language model for research and for further "
-                 "fine-tuning: text and code continuation, perplexity scoring. It has not been aligned or "
-                 "evaluated for safety; it can produce incorrect, biased or offensive text and must not be used "
-                 "for decisions about people. Its knowledge is limited to its training data"
-                 + (f" ({', '.join(map(str, sources))})" if sources else "") + ".\n")
 
-    parts.append("## Training procedure\n")
+def _training_procedure(ckpt, c: dict) -> list[str]:
+    prov, base_model, run_cfg = c["prov"], c["base_model"], c["run_cfg"]
+    out = ["## Training procedure\n"]
     if prov.get("step") is not None or prov.get("tokens_seen") is not None:
-        parts.append(f"- steps: {prov.get('step', '–')}\n- tokens seen: {prov.get('tokens_seen', '–')}\n"
-                     f"- validation loss at save: {val_loss if val_loss is not None else '–'}\n"
-                     f"- data fingerprint: `{prov.get('data_fingerprint', '–')}`\n"
-                     f"- warmstart version: {prov.get('warmstart_version', '–')}\n")
+        out.append(f"- steps: {prov.get('step', '–')}\n- tokens seen: {prov.get('tokens_seen', '–')}\n"
+                   f"- validation loss at save: {c['val_loss'] if c['val_loss'] is not None else '–'}\n"
+                   f"- data fingerprint: `{prov.get('data_fingerprint', '–')}`\n"
+                   f"- warmstart version: {prov.get('warmstart_version', '–')}\n")
     if base_model:
-        sha = parent.get("sha256") if isinstance(parent, dict) else None
-        parts.append(f"- initialised from: `{base_model}`" + (f" (sha256 `{sha[:16]}…`)" if sha else "") + "\n")
+        sha = c["parent"].get("sha256") if isinstance(c["parent"], dict) else None
+        out.append(f"- initialised from: `{base_model}`" + (f" (sha256 `{sha[:16]}…`)" if sha else "") + "\n")
+    out.append(f"- sha256 of these weights (the lineage hash `warmstart pretrain --init` records for a model "
+               f"started from this one): `{lineage_hash(ckpt)}`\n")
     if run_cfg:
-        parts.append("\nRun configuration (`config.yaml` of the run):\n")
-        parts.append("| setting | value |\n|---|---|")
+        out.append("\nRun configuration (`config.yaml` of the run):\n")
+        out.append("| setting | value |\n|---|---|")
         for k, v in run_cfg.items():
             if isinstance(v, (dict, list)):
                 v = json.dumps(v)
-            parts.append(f"| {k} | {str(v).replace('|', '/')} |")
-        parts.append("")
+            out.append(f"| {k} | {str(v).replace('|', '/')} |")
+        out.append("")
     elif not (prov.get("step") or base_model):
-        parts.append("_No training record was found with this checkpoint._\n")
+        out.append("_No training record was found with this checkpoint._\n")
+    return out
 
-    parts.append("## Loss trajectory\n")
-    parts.append(loss_table(rows))
 
-    parts.append("## Data\n")
-    if sources:
-        parts.append("Training data: " + ", ".join(f"`{s}`" for s in sources) + ".")
+def _how_to_use(ckpt) -> list[str]:
+    if ckpt.format == FORMAT_GGUF:
+        fname = Path(ckpt.root).name
+        load = (f"repo = \"REPO_ID\"  # or a local directory holding {fname}\n"
+                f"tokenizer = AutoTokenizer.from_pretrained(repo, gguf_file=\"{fname}\")\n"
+                f"model = AutoModelForCausalLM.from_pretrained(repo, gguf_file=\"{fname}\")\n")
     else:
-        parts.append("Training data: not recorded.")
-    parts.append(f"Data license: {prov.get('data_license') or 'not recorded'}.\n")
+        load = ("repo = \"REPO_ID\"  # or the local checkpoint directory\n"
+                "tokenizer = AutoTokenizer.from_pretrained(repo)\n"
+                "model = AutoModelForCausalLM.from_pretrained(repo)\n")
+    return ["## How to use\n",
+            "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n" + load
+            + "ids = tokenizer(\"def fibonacci(n):\", return_tensors=\"pt\").input_ids\n"
+            "print(tokenizer.decode(model.generate(ids, max_new_tokens=40)[0]))\n```\n",
+            "With warmstart:\n\n```bash\nwarmstart generate CKPT --prompt \"def fibonacci(n):\"\n"
+            "warmstart eval CKPT --data my_corpus.txt\n```\n"]
 
-    parts.append("## How to use\n")
-    if rc.format == "gguf":
-        fname = Path(rc.path).name
-        parts.append("```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-                     f"repo = \"REPO_ID\"  # or a local directory holding {fname}\n"
-                     f"tokenizer = AutoTokenizer.from_pretrained(repo, gguf_file=\"{fname}\")\n"
-                     f"model = AutoModelForCausalLM.from_pretrained(repo, gguf_file=\"{fname}\")\n"
-                     "ids = tokenizer(\"def fibonacci(n):\", return_tensors=\"pt\").input_ids\n"
-                     "print(tokenizer.decode(model.generate(ids, max_new_tokens=40)[0]))\n```\n")
-    else:
-        parts.append("```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-                     "repo = \"REPO_ID\"  # or the local checkpoint directory\n"
-                     "tokenizer = AutoTokenizer.from_pretrained(repo)\n"
-                     "model = AutoModelForCausalLM.from_pretrained(repo)\n"
-                     "ids = tokenizer(\"def fibonacci(n):\", return_tensors=\"pt\").input_ids\n"
-                     "print(tokenizer.decode(model.generate(ids, max_new_tokens=40)[0]))\n```\n")
-    parts.append("With warmstart:\n\n```bash\nwarmstart generate CKPT --prompt \"def fibonacci(n):\"\n"
-                 "warmstart eval CKPT --data my_corpus.txt\n```\n")
 
-    parts.append("## Reproduce\n")
+def _reproduce(c: dict) -> list[str]:
+    run_dir, base_model, sources = c["run_dir"], c["base_model"], c["sources"]
     if run_dir is not None:
         cmd = f"warmstart pretrain --config {run_dir / 'config.yaml'}"
-        if base_model and "init" not in run_cfg:
+        if base_model and "init" not in c["run_cfg"]:
             cmd += f" --init {base_model}"
-        parts.append(f"```bash\n{cmd}\n```\n")
     else:
         cmd = "warmstart pretrain" + (f" --init {base_model}" if base_model else " --preset <preset>") \
             + (" --data " + " --data ".join(map(str, sources)) if sources else "")
-        parts.append(f"```bash\n{cmd}\n```\n")
-    return "\n".join(parts).rstrip() + "\n"
+    return ["## Reproduce\n", f"```bash\n{cmd}\n```\n"]
 
 
 def write_card(ckpt_path: str | Path, out: str | Path, *, force: bool = False) -> Path:

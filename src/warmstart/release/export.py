@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
+from warmstart.checkpoint import load_checkpoint, provenance, read_structure
+from warmstart.checkpoint.formats import FORMAT_GGUF
+from warmstart.checkpoint.locate import FORMAT_HF_DIR
 from warmstart.errors import CheckFailedError, UsageError
-from warmstart.release._formats import parse_checkpoint, resolve_root
-from warmstart.release._meta import read_provenance
-from warmstart.release._report import PROBE_TEXT, build_model, probe_ids
 from warmstart.checkpoint.gguf.write import GGUF_DTYPES, gguf_tensor_type, roundtrip_value, write_gguf
+from warmstart.init.gates import build_model
+from warmstart.release._report import PROBE_TEXT, probe_ids
 
 TARGETS = ("hf", "safetensors", "gguf")
 TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
@@ -46,8 +48,48 @@ def export_checkpoint(
     ckpt=None,
     model=None,
 ) -> dict[str, Any]:
-    from warmstart.checkpoint import load_checkpoint
+    to, dtype = _target(to, dtype)
+    out = Path(out)
+    _refuse_existing(out, Path(src), overwrite)
+    if ckpt is None:
+        ckpt = load_checkpoint(src)
+    _refuse_own_input(ckpt, Path(src), out)
+    cfg = ckpt.model_config()
+    if model is None:
+        model = build_model(ckpt, cfg, allow_unused=True)
+    sd = model.canonical_state_dict()
+    prov = provenance(ckpt)
+    prov.update({"architecture": cfg.family, "hf_architecture": cfg.hf_architecture, "model_type": cfg.model_type})
+    prov.setdefault("exported_from", str(ckpt.path))
+    types = {n: _tensor_type(to, dtype, n, tuple(t.shape)) for n, t in sd.items()}
+    replaced = _set_aside(out) if out.exists() and overwrite else None
+    try:
+        _WRITERS[to](ckpt, cfg, sd, out, dtype, prov)
+        report: dict[str, Any] = {"input": str(ckpt.path), "output": str(out), "to": to, "dtype": dtype,
+                                  "family": cfg.family, "tensors": len(sd),
+                                  "tensor_types": sorted(set(types.values()))}
+        if verify:
+            report["verify"] = verify_roundtrip(model, cfg, out, types, ckpt.tokenizer)
+    except BaseException:
+        _remove(out)
+        if replaced is not None:
+            replaced.rename(out)
+        raise
+    if replaced is not None:
+        _remove(replaced)
+    return report
 
+
+def render_export(r: dict[str, Any]) -> str:
+    v = r["verify"]
+    return (f"exported {r['input']} -> {r['output']} ({r['to']}, {r['dtype']}: {', '.join(r['tensor_types'])}; "
+            f"{r['tensors']} tensors)\n"
+            f"  read back through warmstart: logits equal (max rel diff {v['max_rel_diff_vs_rounded_source']:.1e} vs "
+            f"the source rounded to {r['dtype']}; {v['max_rel_diff_vs_fp32_source']:.1e} vs fp32 source)"
+            + ("; tokenizer ids equal" if v.get("tokenizer_ids_equal") else ""))
+
+
+def _target(to: str, dtype: str | None) -> tuple[str, str]:
     to = to.lower()
     if to not in TARGETS:
         raise UsageError(f"unknown export target '{to}'", fix="use --to hf, --to safetensors or --to gguf")
@@ -56,82 +98,66 @@ def export_checkpoint(
         raise UsageError(f"unknown dtype '{dtype}'", fix=f"use one of: {', '.join(GGUF_DTYPES)}")
     if dtype == "q8_0" and to != "gguf":
         raise UsageError("q8_0 is a GGUF quantisation", fix="use --to gguf with --dtype q8_0, or f32/f16/bf16")
-    out = Path(out)
-    src_path = Path(src)
-    if out.exists():
-        try:
-            same = out.resolve() == src_path.resolve()
-        except OSError:
-            same = False
-        if same or not overwrite:
-            raise UsageError(f"the output {out} already exists" + (" (it is the input)" if same else ""),
-                             fix="choose a new path with -o" + ("" if same else ", or pass --overwrite"))
-    if ckpt is None:
-        ckpt = load_checkpoint(src)
-    _refuse_own_input(ckpt, src_path, out)
-    cfg = ckpt.model_config()
-    if model is None:
-        model = build_model(ckpt, cfg)
-    sd = model.canonical_state_dict()
-    names = list(sd)
-    rc = parse_checkpoint(resolve_root(ckpt.root if hasattr(ckpt, "root") else ckpt.path))
-    prov = read_provenance(rc)
-    prov.update({"architecture": cfg.family, "hf_architecture": cfg.hf_architecture, "model_type": cfg.model_type})
-    prov.setdefault("exported_from", str(ckpt.path))
-    tok = ckpt.tokenizer
-    types = {n: _tensor_type(to, dtype, n, tuple(t.shape)) for n, t in sd.items()}
+    return to, dtype
 
-    staging_existing = None
-    if out.exists() and overwrite:
-        staging_existing = out.with_name(f".{out.name}.replaced")
-        if staging_existing.exists():
-            _remove(staging_existing)
-        out.rename(staging_existing)
+
+def _refuse_existing(out: Path, src: Path, overwrite: bool) -> None:
+    if not out.exists():
+        return
     try:
-        if to == "gguf":
-            pre = None
-            if rc.format == "gguf":
-                pre = rc.files[0].metadata.get("tokenizer.ggml.pre")
-            else:
-                pre = _pre_from_tokenizer(tok)
-            write_gguf(out, cfg, names, lambda n: sd[n], tokenizer=tok, dtype=dtype, provenance=prov,
-                       tokenizer_pre=pre, chat_template=_chat_template(rc))
-        elif to == "safetensors":
-            from warmstart.checkpoint.write import save_safetensors
+        same = out.resolve() == src.resolve()
+    except OSError:
+        same = False
+    if same or not overwrite:
+        raise UsageError(f"the output {out} already exists" + (" (it is the input)" if same else ""),
+                         fix="choose a new path with -o" + ("" if same else ", or pass --overwrite"))
 
-            tdt = TORCH_DTYPES[dtype]
-            tensors = {n: t.detach().to(tdt).contiguous() for n, t in sd.items()}
-            meta = {"config": json.dumps(cfg.to_hf_config(str(tdt).removeprefix("torch.")))}
-            for k, v in prov.items():
-                meta[k] = v if isinstance(v, str) else json.dumps(v, default=str)
-            if tok is not None:
-                meta["tokenizer"] = tok.to_str()
-            save_safetensors(out, tensors, meta)
-        else:
-            from warmstart.checkpoint.write import save_hf_checkpoint
 
-            tdt = TORCH_DTYPES[dtype]
-            tensors = {n: t.detach().to(tdt).contiguous() for n, t in sd.items()}
+def _set_aside(out: Path) -> Path:
+    """Move an existing output out of the way (``--overwrite``); it comes back if the export fails."""
+    aside = out.with_name(f".{out.name}.replaced")
+    if aside.exists():
+        _remove(aside)
+    out.rename(aside)
+    return aside
+
+
+def _write_gguf(ckpt, cfg, sd: dict, out: Path, dtype: str, prov: dict) -> None:
+    tok = ckpt.tokenizer
+    kv = read_structure(ckpt.path).files[0].metadata if ckpt.format == FORMAT_GGUF else {}
+    pre = kv.get("tokenizer.ggml.pre") if ckpt.format == FORMAT_GGUF else _pre_from_tokenizer(tok)
+    write_gguf(out, cfg, list(sd), lambda n: sd[n], tokenizer=tok, dtype=dtype, provenance=prov,
+               tokenizer_pre=pre, chat_template=_chat_template(ckpt, kv))
+
+
+def _write_safetensors(ckpt, cfg, sd: dict, out: Path, dtype: str, prov: dict) -> None:
+    from warmstart.checkpoint.write import save_safetensors
+
+    tdt = TORCH_DTYPES[dtype]
+    tensors = {n: t.detach().to(tdt).contiguous() for n, t in sd.items()}
+    meta = {"config": json.dumps(cfg.to_hf_config(str(tdt).removeprefix("torch.")))}
+    for k, v in prov.items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v, default=str)
+    if ckpt.tokenizer is not None:
+        meta["tokenizer"] = ckpt.tokenizer.to_str()
+    save_safetensors(out, tensors, meta)
+
+
+def _write_hf(ckpt, cfg, sd: dict, out: Path, dtype: str, prov: dict) -> None:
+    from warmstart.checkpoint.write import save_hf_checkpoint
+
+    tdt = TORCH_DTYPES[dtype]
+    tensors = {n: t.detach().to(tdt).contiguous() for n, t in sd.items()}
+    gen = None
+    if ckpt.format == FORMAT_HF_DIR and (ckpt.root / "generation_config.json").exists():
+        try:
+            gen = json.loads((ckpt.root / "generation_config.json").read_text())
+        except (OSError, json.JSONDecodeError):
             gen = None
-            if rc.format == "hf-dir" and (rc.path / "generation_config.json").exists():
-                try:
-                    gen = json.loads((rc.path / "generation_config.json").read_text())
-                except (OSError, json.JSONDecodeError):
-                    gen = None
-            save_hf_checkpoint(out, cfg, tensors, tokenizer=tok, provenance=prov, generation_config=gen)
-        report: dict[str, Any] = {"input": str(ckpt.path), "output": str(out), "to": to, "dtype": dtype,
-                                  "family": cfg.family, "tensors": len(names),
-                                  "tensor_types": sorted(set(types.values()))}
-        if verify:
-            report["verify"] = verify_roundtrip(model, cfg, out, types, tok)
-    except BaseException:
-        _remove(out)
-        if staging_existing is not None:
-            staging_existing.rename(out)
-        raise
-    if staging_existing is not None:
-        _remove(staging_existing)
-    return report
+    save_hf_checkpoint(out, cfg, tensors, tokenizer=ckpt.tokenizer, provenance=prov, generation_config=gen)
+
+
+_WRITERS = {"gguf": _write_gguf, "safetensors": _write_safetensors, "hf": _write_hf}
 
 
 def _refuse_own_input(ckpt, src: Path, out: Path) -> None:
@@ -157,12 +183,13 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
-def _chat_template(rc) -> str | None:
+def _chat_template(ckpt, gguf_kv: dict) -> str | None:
     """The source's chat template (GGUF key or tokenizer_config.json), carried into a GGUF."""
-    if rc.format == "gguf":
-        t = rc.files[0].metadata.get("tokenizer.chat_template")
+    if ckpt.format == FORMAT_GGUF:
+        t = gguf_kv.get("tokenizer.chat_template")
         return t if isinstance(t, str) else None
-    cfg_path = (rc.path if rc.format == "hf-dir" else rc.path.parent) / "tokenizer_config.json"
+    root = Path(ckpt.root)
+    cfg_path = (root if ckpt.format == FORMAT_HF_DIR else root.parent) / "tokenizer_config.json"
     try:
         t = json.loads(cfg_path.read_text(encoding="utf-8")).get("chat_template")
     except (OSError, json.JSONDecodeError, AttributeError):
@@ -174,10 +201,8 @@ def _pre_from_tokenizer(tok) -> str | None:
     """llama.cpp's tokenizer.ggml.pre name for a tokenizer.json's split regex."""
     if tok is None:
         return None
-    try:
-        from warmstart.checkpoint.gguf.tokenizer import PRE_TOKENIZER_SPLITS
-    except ImportError:  # pragma: no cover
-        return "gpt2"
+    from warmstart.checkpoint.gguf.tokenizer import PRE_TOKENIZER_SPLITS
+
     text = json.dumps(json.loads(tok.to_str()).get("pre_tokenizer") or {})
     for name in ("qwen2", "llama-bpe", "gpt-4o"):
         pattern = PRE_TOKENIZER_SPLITS.get(name)
@@ -189,8 +214,6 @@ def _pre_from_tokenizer(tok) -> str | None:
 @torch.no_grad()
 def verify_roundtrip(model, cfg, out: Path, types: dict[str, str], tok=None) -> dict[str, Any]:
     """Read ``out`` back through warmstart's loader; compare config, logits and tokenizer ids."""
-    from warmstart.checkpoint import load_checkpoint
-
     back = load_checkpoint(out)
     try:
         cfg2 = back.model_config()
@@ -205,7 +228,7 @@ def verify_roundtrip(model, cfg, out: Path, types: dict[str, str], tok=None) -> 
                 "the exported config reads back differently: "
                 + ", ".join(f"{k} {getattr(cfg, k)} -> {getattr(cfg2, k)}" for k in diffs),
                 why="the export was removed", path=out, fix="report this as a bug")
-        m2 = build_model(back, cfg2)
+        m2 = build_model(back, cfg2, allow_unused=True)
         ids = probe_ids(tok, cfg.vocab_size)
         ref_model = _rounded_copy(model, cfg, types)
         ref = ref_model(ids).float()
@@ -255,4 +278,4 @@ def _rounded_copy(model, cfg, types: dict[str, str]):
     return ref
 
 
-__all__ = ["DTYPE_TOL", "STRICT_TOL", "TARGETS", "export_checkpoint", "resolve_root", "verify_roundtrip"]
+__all__ = ["DTYPE_TOL", "STRICT_TOL", "TARGETS", "export_checkpoint", "render_export", "verify_roundtrip"]

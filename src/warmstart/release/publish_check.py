@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from warmstart.release._report import FAIL, PASS, SKIP, WARN, Check, verdict
+from warmstart.checks import FAIL, PASS, SKIP, WARN, Check
+from warmstart.release._report import render_gates, verdict
 from warmstart.release.qa import QAContext, export_gate, run_qa
 from warmstart.release.quality import PASS_SCORE
 
@@ -48,9 +49,9 @@ def read_front_matter(text: str) -> tuple[dict | None, str]:
 
 
 def card_gate(ckpt_path: Path, card: str | Path | None, root: Path | None = None) -> Check:
-    from warmstart.release._meta import _display_path
+    from warmstart.release._meta import display_path
 
-    shown, alias_out = _display_path(ckpt_path)
+    shown, alias_out = display_path(ckpt_path)
     if card:
         p = Path(card)
     elif alias_out is not None:  # a model shipped inside a package: the card lives in the working dir
@@ -128,10 +129,19 @@ def publish_check(path: str | Path, *, card: str | Path | None = None,
 PROMPT = "def count_words(path):"
 
 
+def render_publish(r: dict[str, Any]) -> str:
+    text = render_gates("publish-check", r)
+    if r["blockers"]:
+        text += "\nblockers:\n" + "\n".join(f"  {i}. {b}" for i, b in enumerate(r["blockers"], 1))
+    if r.get("stamp_recipe"):
+        text += f"\nstamp recipe: {r['stamp_recipe']}"
+    return text
+
+
 def _finish(ctx: QAContext, gates: list[Check], q: dict | None, exit_code: int | None = None) -> dict[str, Any]:
     for i, g in enumerate(gates, 1):
         g.data.setdefault("order", i)
     return verdict(ctx.path, gates, exit_code, quality=q, stamp_recipe=(q or {}).get("stamp_recipe"))
 
 
-__all__ = ["card_gate", "default_card_path", "publish_check", "read_front_matter"]
+__all__ = ["card_gate", "default_card_path", "publish_check", "read_front_matter", "render_publish"]

@@ -23,8 +23,10 @@ from typing import Any
 
 import torch
 
+from warmstart.checks import FAIL, PASS, SKIP, Check
 from warmstart.errors import WarmstartError
-from warmstart.release._report import FAIL, PASS, PROBE_TEXT, PROMPT_TEXT, SKIP, WARN, Check, build_model, verdict
+from warmstart.init.gates import build_model
+from warmstart.release._report import PROBE_TEXT, PROMPT_TEXT, render_gates, verdict
 from warmstart.release.validate import public, validate
 
 
@@ -51,7 +53,7 @@ class QAContext:
                 self._model_error = "the checkpoint has no usable model config"
             else:
                 try:
-                    self._model = build_model(self.ckpt, self.cfg)
+                    self._model = build_model(self.ckpt, self.cfg, allow_unused=True)
                 except WarmstartError as err:
                     self._model_error = err.paragraph()
         return self._model
@@ -202,15 +204,4 @@ def _finish(ctx: QAContext, gates: list[Check], exit_code: int | None = None) ->
     return verdict(ctx.path, gates, exit_code, validation=public(ctx.validation))
 
 
-def render_gates(title: str, report: dict) -> str:
-    from warmstart.release._report import status_line
-
-    lines = [f"{title}: {report['path']}"]
-    for g in report["gates"]:
-        lines.append(status_line(g, 20))
-    lines.append(f"verdict: {report['verdict']}")
-    return "\n".join(lines)
-
-
 __all__ = ["QAContext", "export_gate", "render_gates", "run_qa"]
-_ = WARN  # re-exported status names used by callers

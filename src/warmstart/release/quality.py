@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.arch.families import SUPPORTED, normalize_family
-from warmstart.release._formats import parse_checkpoint
-from warmstart.release._meta import declared_identity, evidence_family, read_provenance, stamp_recipe
-from warmstart.release._report import FAIL, PASS
+from warmstart.checkpoint import provenance
+from warmstart.checks import FAIL, PASS
+from warmstart.release._meta import declared_identity, stamp_recipe
 
 DIMENSIONS = {"hf_identity": 20, "provenance": 25, "integrity": 20, "tokenizer": 15, "training_record": 20}
 PASS_SCORE = 90
@@ -40,17 +40,43 @@ def _give(d: dict, pts: int, what: str) -> None:
 
 def quality_report(ckpt, *, validation: dict | None = None) -> dict[str, Any]:
     """Score ``ckpt`` (a loaded ``Checkpoint`` or a path). Returns a JSON-able dict."""
+    from warmstart.init.gates import tensor_evidence
+
     if isinstance(ckpt, (str, Path)):
         from warmstart.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(ckpt)
     path = Path(ckpt.path)
-    rc = parse_checkpoint(getattr(ckpt, "root", None) or path)
-    prov = read_provenance(rc)
-    ident = declared_identity(rc, prov)
-    ev_family, ev_why = evidence_family(rc)
+    prov = provenance(ckpt)
+    ident = declared_identity(ckpt, prov)
+    evidence = tensor_evidence(ckpt)
+    if validation is None:
+        from warmstart.release.validate import validate
 
-    # ------------------------------------------------------------ hf_identity
+        validation = validate(path, ckpt=ckpt, schema=False)
+    idn, fix_family = _hf_identity(ident, evidence, path)
+    pv = _provenance(prov, path)
+    dims = [idn, pv, _integrity(validation), _tokenizer(ckpt, validation.get("config")), _training_record(prov)]
+    recipe = None
+    if idn["missing"] or pv["missing"]:
+        recipe = stamp_recipe(path, fix_family if (idn["missing"] and fix_family in SUPPORTED) else None,
+                              pv["flags"])
+    return {
+        "path": str(path),
+        "format": ckpt.format,
+        "score": sum(d["score"] for d in dims),
+        "max": 100,
+        "pass_score": PASS_SCORE,
+        "dimensions": {d["name"]: d for d in dims},
+        "stamp_recipe": recipe,
+        "evidence": {"family": evidence[0], "reason": evidence[1]},
+        "declared": {k: v[0] for k, v in ident.items()},
+    }
+
+
+def _hf_identity(ident: dict, evidence: tuple[str | None, str], path: Path) -> tuple[dict, str | None]:
+    """The hf_identity dimension, and the family a stamp recipe should declare."""
+    ev_family, ev_why = evidence
     idn = _dim("hf_identity")
     points = {"architecture": 6, "hf_architecture": 7, "model_type": 7}
     flag = {"architecture": "--architecture", "hf_architecture": "--hf-architecture", "model_type": "--model-type"}
@@ -78,26 +104,16 @@ def quality_report(ckpt, *, validation: dict | None = None) -> dict[str, Any]:
     fix_family = ev_family or (next(iter(claimed_families)) if len(claimed_families) == 1 else None)
     if idn["missing"]:
         idn["fix"] = stamp_recipe(path, fix_family if fix_family in SUPPORTED else None)
+    return idn, fix_family
 
-    # ------------------------------------------------------------- provenance
+
+def _provenance(prov: dict, path: Path) -> dict:
     pv = _dim("provenance")
-    if prov.get("license"):
-        _give(pv, 7, f"license={prov['license']}")
-    else:
-        pv["missing"].append("license")
-        pv["flags"].append("--license LICENSE")
-    sources = [s for s in (prov.get("data_sources") or []) if s] if isinstance(prov.get("data_sources"), list) \
-        else ([prov["data_sources"]] if prov.get("data_sources") else [])
-    if sources:
-        _give(pv, 7, f"data_sources={sources}")
-    else:
-        pv["missing"].append("data sources")
-        pv["flags"].append("--data-source SOURCE")
-    if prov.get("data_license"):
-        _give(pv, 5, f"data_license={prov['data_license']}")
-    else:
-        pv["missing"].append("data license")
-        pv["flags"].append("--data-license LICENSE")
+    _field(pv, prov.get("license"), 7, "license", "license", "--license LICENSE")
+    raw = prov.get("data_sources")
+    sources = [s for s in (raw or []) if s] if isinstance(raw, list) else ([raw] if raw else [])
+    _field(pv, sources, 7, "data_sources", "data sources", "--data-source SOURCE")
+    _field(pv, prov.get("data_license"), 5, "data_license", "data license", "--data-license LICENSE")
     parent = prov.get("parent")
     if isinstance(parent, dict) and (parent.get("path") or parent.get("name")):
         _give(pv, 6, f"parent={parent.get('name') or parent.get('path')}")
@@ -112,20 +128,25 @@ def quality_report(ckpt, *, validation: dict | None = None) -> dict[str, Any]:
         pv["flags"].append("--parent NAME_OR_PATH")
     if pv["missing"]:
         pv["fix"] = stamp_recipe(path, None, pv["flags"])
+    return pv
 
-    # -------------------------------------------------------------- integrity
+
+def _field(d: dict, value, pts: int, key: str, what: str, flag: str) -> None:
+    if value:
+        _give(d, pts, f"{key}={value}")
+    else:
+        d["missing"].append(what)
+        d["flags"].append(flag)
+
+
+def _integrity(validation: dict) -> dict:
     it = _dim("integrity")
-    if validation is None:
-        from warmstart.release.validate import validate
-
-        validation = validate(path, ckpt=ckpt, schema=False)
     by_name = {c.name: c for c in validation["checks"]}
-    if by_name.get("structure") and by_name["structure"].status != FAIL and \
-            by_name.get("readable") and by_name["readable"].status == PASS:
+    structure, readable = by_name.get("structure"), by_name.get("readable")
+    if structure and structure.status != FAIL and readable and readable.status == PASS:
         _give(it, 8, "structure valid, readable")
     else:
-        bad = by_name.get("readable") if by_name.get("structure", None) and by_name["structure"].status != FAIL \
-            else by_name.get("structure")
+        bad = readable if structure and structure.status != FAIL else structure
         it["missing"].append(f"structure: {bad.detail if bad else 'not checked'}")
     if by_name.get("shapes") and by_name["shapes"].status != FAIL:
         _give(it, 4, "shapes match config")
@@ -137,34 +158,37 @@ def quality_report(ckpt, *, validation: dict | None = None) -> dict[str, Any]:
         it["missing"].append("NaN/Inf values" if by_name.get("values") else "values not checked")
     if it["missing"]:
         it["fix"] = "run `warmstart validate CKPT` for the list; use an earlier healthy checkpoint or re-export"
+    return it
 
-    # -------------------------------------------------------------- tokenizer
+
+def _tokenizer(ckpt, cfg) -> dict:
     tk = _dim("tokenizer")
     tok = getattr(ckpt, "tokenizer", None)
-    cfg = validation.get("config")
     if tok is None:
         tk["missing"].append("no tokenizer in the checkpoint")
         tk["fix"] = "save tokenizer.json beside the weights (or export from a checkpoint that has one)"
+        return tk
+    _give(tk, 6, f"tokenizer ({tok.get_vocab_size(with_added_tokens=True)} tokens)")
+    vocab = tok.get_vocab(with_added_tokens=True)
+    max_id = max(vocab.values()) if vocab else -1
+    rows = cfg.vocab_size if cfg is not None else None
+    if rows is not None and max_id < rows:
+        _give(tk, 5, f"all ids < {rows} embedding rows")
     else:
-        _give(tk, 6, f"tokenizer ({tok.get_vocab_size(with_added_tokens=True)} tokens)")
-        vocab = tok.get_vocab(with_added_tokens=True)
-        max_id = max(vocab.values()) if vocab else -1
-        rows = cfg.vocab_size if cfg is not None else None
-        if rows is not None and max_id < rows:
-            _give(tk, 5, f"all ids < {rows} embedding rows")
-        else:
-            tk["missing"].append(f"token id {max_id} does not fit the {rows} embedding rows")
-        specials = {k: getattr(cfg, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")} \
-            if cfg is not None else {}
-        bad = [f"{k}={v}" for k, v in specials.items() if v is not None and rows is not None and not 0 <= v < rows]
-        if cfg is not None and specials.get("eos_token_id") is not None and not bad:
-            _give(tk, 4, "special ids in range (eos " + str(specials["eos_token_id"]) + ")")
-        else:
-            tk["missing"].append("special ids out of range: " + ", ".join(bad) if bad else "no eos_token_id declared")
-        if tk["missing"]:
-            tk["fix"] = "use a tokenizer that fits the embedding and declare eos_token_id in config.json"
+        tk["missing"].append(f"token id {max_id} does not fit the {rows} embedding rows")
+    specials = {k: getattr(cfg, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")} \
+        if cfg is not None else {}
+    bad = [f"{k}={v}" for k, v in specials.items() if v is not None and rows is not None and not 0 <= v < rows]
+    if cfg is not None and specials.get("eos_token_id") is not None and not bad:
+        _give(tk, 4, "special ids in range (eos " + str(specials["eos_token_id"]) + ")")
+    else:
+        tk["missing"].append("special ids out of range: " + ", ".join(bad) if bad else "no eos_token_id declared")
+    if tk["missing"]:
+        tk["fix"] = "use a tokenizer that fits the embedding and declare eos_token_id in config.json"
+    return tk
 
-    # -------------------------------------------------------- training record
+
+def _training_record(prov: dict) -> dict:
     tr = _dim("training_record")
     for key, pts in (("step", 4), ("tokens_seen", 4), ("val_loss", 6), ("data_fingerprint", 3),
                      ("warmstart_version", 3)):
@@ -175,24 +199,7 @@ def quality_report(ckpt, *, validation: dict | None = None) -> dict[str, Any]:
     if tr["missing"]:
         tr["fix"] = ("the training record is written by `warmstart pretrain` into warmstart.json; publish a "
                      "checkpoint produced (or continued) by warmstart")
-
-    dims = [idn, pv, it, tk, tr]
-    score = sum(d["score"] for d in dims)
-    recipe = None
-    if idn["missing"] or pv["missing"]:
-        recipe = stamp_recipe(path, fix_family if (idn["missing"] and fix_family in SUPPORTED) else None,
-                              pv["flags"])
-    return {
-        "path": str(path),
-        "format": rc.format,
-        "score": score,
-        "max": 100,
-        "pass_score": PASS_SCORE,
-        "dimensions": {d["name"]: d for d in dims},
-        "stamp_recipe": recipe,
-        "evidence": {"family": ev_family, "reason": ev_why},
-        "declared": {k: v[0] for k, v in ident.items()},
-    }
+    return tr
 
 
 def render_quality(q: dict) -> str:

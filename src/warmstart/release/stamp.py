@@ -20,25 +20,32 @@ import json
 import os
 import shutil
 import struct
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from warmstart.arch.families import FAMILIES, SUPPORTED, get_family, normalize_family, supported_list
+from warmstart.checkpoint import (
+    load_checkpoint, locate_checkpoint, parent_record, provenance, read_structure, tensor_hashes,
+)
+from warmstart.checkpoint.structure import CheckpointStructure
 from warmstart.checkpoint.write import atomic_dir, atomic_path, fsync_file
-from warmstart.errors import CheckFailedError, EvidenceError, UnreadableError, UsageError
-from warmstart.release._formats import (
-    Unreadable,
-    hash_tensor_bytes,
-    parse_checkpoint,
-    resolve_root,
-    sha256_checkpoint,
-)
-from warmstart.release._meta import (
-    declared_identity,
-    evidence_family,
-    gguf_arch_name,
-    read_provenance,
-)
+from warmstart.errors import CheckFailedError, EvidenceError, UsageError
+from warmstart.init.gates import tensor_evidence
+from warmstart.release._meta import declared_identity, gguf_arch_name
+
+_IDENTITY_KEYS = ("architecture", "hf_architecture", "model_type")
+
+
+@dataclass
+class StampSource(CheckpointStructure):
+    """What stamp reads of its input, all through ``checkpoint/``: the structure (files, byte ranges,
+    headers, config) and the loaded checkpoint (provenance, tensor names)."""
+
+    checkpoint: Any = None  # warmstart.checkpoint.Checkpoint
+
+    def provenance(self) -> dict:
+        return provenance(self.checkpoint)
 
 
 def resolve_identity(architecture: str | None, hf_architecture: str | None,
@@ -77,15 +84,65 @@ def _same_path(a: Path, b: Path) -> bool:
 
 
 def _parent_record(parent: str) -> dict:
+    """The lineage record of ``--parent``: a checkpoint on disk as ``pretrain --init`` records it
+    (``checkpoint.parent_record``), plus its name; anything else is a name (a hub id)."""
     p = Path(parent)
-    if p.exists():
-        fam = None
-        try:
-            fam, _ = evidence_family(parse_checkpoint(p))
-        except Exception:  # noqa: BLE001
-            pass
-        return {"path": str(p.resolve()), "name": p.name, "sha256": sha256_checkpoint(p), "family": fam}
-    return {"path": parent, "name": parent, "sha256": None, "family": None}
+    if not p.exists():
+        return {"path": parent, "name": parent, "sha256": None, "family": None}
+    with load_checkpoint(p) as ckpt:
+        return {**parent_record(ckpt, family=tensor_evidence(ckpt)[0]), "name": p.name}
+
+
+def _refuse_output(src: Path, out: Path) -> None:
+    if _same_path(src, out) or (src.is_dir() and out.resolve().is_relative_to(src.resolve())):
+        raise UsageError(f"the output {out} is the input checkpoint (or inside it)",
+                         why="stamp never overwrites its input; a failed write would destroy the only copy",
+                         fix="pass a new path with -o, e.g. -o " + str(src.with_name(src.stem + "-fixed" + src.suffix)))
+    if out.exists():
+        raise UsageError(f"the output {out} already exists", fix="choose a new path with -o (stamp never overwrites)")
+
+
+def _read_source(src: str | Path) -> StampSource:
+    """The input through ``checkpoint/``; a structurally broken one is refused (stamp would copy the damage)."""
+    st = read_structure(src)
+    if st.problems:
+        raise CheckFailedError(f"{st.path} is structurally broken ({st.problems[0]})",
+                               why="stamp copies tensor bytes as they are and would copy the damage",
+                               fix="run `warmstart validate` and repair or re-export the checkpoint first")
+    return StampSource(**{f.name: getattr(st, f.name) for f in fields(st)}, checkpoint=load_checkpoint(src))
+
+
+def _check_claim(ident: dict, evidence: tuple[str | None, str], force: bool, path: Path) -> None:
+    ev, why = evidence
+    if ident and ev and ident["architecture"] != ev and not force:
+        raise EvidenceError(
+            f"the claim '{ident['architecture']}' contradicts the tensors, which are {ev} ({why})",
+            why="a wrong architecture claim makes trainers and loaders build the wrong model and silently "
+            "drop or random-init weights",
+            fix=f"stamp --architecture {ev}, or pass --force if you know better than the tensor names",
+            path=path,
+        )
+    if ident and ident["architecture"] not in SUPPORTED and not force:
+        fam = get_family(ident["architecture"])
+        raise UsageError(f"'{ident['architecture']}' ({fam.display if fam else '?'}) is not a supported decoder "
+                         "family", fix=f"use one of: {supported_list()}, or --force")
+
+
+def _updates(ident: dict, license: str | None, data_sources: list[str] | None,  # noqa: A002
+             data_license: str | None, parent: str | None) -> dict[str, Any]:
+    updates: dict[str, Any] = dict(ident)
+    if license:
+        updates["license"] = license
+    if data_sources:
+        updates["data_sources"] = list(data_sources)
+    if data_license:
+        updates["data_license"] = data_license
+    if parent:
+        updates["parent"] = _parent_record(parent)
+    if not updates:
+        raise UsageError("nothing to stamp", fix="pass at least one of --architecture, --hf-architecture, "
+                         "--model-type, --license, --data-source, --data-license, --parent")
+    return updates
 
 
 def stamp_checkpoint(
@@ -101,67 +158,51 @@ def stamp_checkpoint(
     parent: str | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    src, out = resolve_root(src), Path(out)
-    if _same_path(src, out) or (src.is_dir() and out.resolve().is_relative_to(src.resolve())):
-        raise UsageError(f"the output {out} is the input checkpoint (or inside it)",
-                         why="stamp never overwrites its input; a failed write would destroy the only copy",
-                         fix="pass a new path with -o, e.g. -o " + str(src.with_name(src.stem + "-fixed" + src.suffix)))
-    if out.exists():
-        raise UsageError(f"the output {out} already exists", fix="choose a new path with -o (stamp never overwrites)")
-    try:
-        rc = parse_checkpoint(src)
-    except Unreadable as err:
-        raise UnreadableError(str(err), fix="stamp needs a readable checkpoint; run `warmstart validate` on it") \
-            from None
-    problems = rc.all_problems()
-    if problems:
-        raise CheckFailedError(f"{src} is structurally broken ({problems[0]})",
-                               why="stamp copies tensor bytes as they are and would copy the damage",
-                               fix="run `warmstart validate` and repair or re-export the checkpoint first")
-    ident = resolve_identity(architecture, hf_architecture, model_type)
-    ev, why = evidence_family(rc)
-    if ident and ev and ident["architecture"] != ev:
-        if not force:
-            raise EvidenceError(
-                f"the claim '{ident['architecture']}' contradicts the tensors, which are {ev} ({why})",
-                why="a wrong architecture claim makes trainers and loaders build the wrong model and silently "
-                "drop or random-init weights",
-                fix=f"stamp --architecture {ev}, or pass --force if you know better than the tensor names",
-                path=src,
-            )
-    if ident and ident["architecture"] not in SUPPORTED and not force:
-        fam = get_family(ident["architecture"])
-        raise UsageError(f"'{ident['architecture']}' ({fam.display if fam else '?'}) is not a supported decoder "
-                         "family", fix=f"use one of: {supported_list()}, or --force")
-    prov_updates: dict[str, Any] = {}
-    if ident:
-        prov_updates.update(ident)
-    if license:
-        prov_updates["license"] = license
-    if data_sources:
-        prov_updates["data_sources"] = list(data_sources)
-    if data_license:
-        prov_updates["data_license"] = data_license
-    if parent:
-        prov_updates["parent"] = _parent_record(parent)
-    if not prov_updates:
-        raise UsageError("nothing to stamp", fix="pass at least one of --architecture, --hf-architecture, "
-                         "--model-type, --license, --data-source, --data-license, --parent")
+    out = Path(out)
+    _refuse_output(locate_checkpoint(src).root, out)
+    source = _read_source(src)
+    with source.checkpoint:
+        ident = resolve_identity(architecture, hf_architecture, model_type)
+        evidence = tensor_evidence(source.checkpoint)
+        _check_claim(ident, evidence, force, source.path)
+        updates = _updates(ident, license, data_sources, data_license, parent)
+        before_ident = declared_identity(source.checkpoint)
+        before = tensor_hashes(source)
+        {"hf-dir": _stamp_hf_dir, "safetensors": _stamp_safetensors, "gguf": _stamp_gguf}[source.format](
+            source, out, ident, updates)
+    after, after_ident = _verify_copy(out, before)
+    ev, why = evidence
+    return {
+        "input": str(source.path), "output": str(out), "format": source.format, "tensors": len(after),
+        "tensor_hashes_equal": True,
+        "identity_before": {k: v[0] for k, v in before_ident.items()},
+        "identity_after": {k: v[0] for k, v in after_ident.items()},
+        "provenance_set": updates,
+        "evidence": {"family": ev, "reason": why},
+        "forced": bool(force and ident and ev and ident["architecture"] != ev),
+    }
 
-    before_ident = declared_identity(rc)
-    before = hash_tensor_bytes(rc)
-    if rc.format == "hf-dir":
-        _stamp_hf_dir(rc, out, ident, prov_updates)
-    elif rc.format == "safetensors":
-        _stamp_safetensors(rc, out, ident, prov_updates)
-    elif rc.format == "gguf":
-        _stamp_gguf(rc, out, ident, prov_updates)
-    else:  # pragma: no cover - parse_checkpoint refuses others
-        raise UsageError(f"cannot stamp a {rc.format} checkpoint")
+
+def render_stamp(r: dict[str, Any]) -> str:
+    lines = [f"stamped {r['input']} -> {r['output']} ({r['format']}, {r['tensors']} tensors byte-identical, "
+             "sha256 verified)"]
+    for k in _IDENTITY_KEYS:
+        a, b = r["identity_before"].get(k), r["identity_after"].get(k)
+        if a != b:
+            lines.append(f"  {k}: {a} -> {b}")
+    lines += [f"  {k}: {v}" for k, v in r["provenance_set"].items() if k not in _IDENTITY_KEYS]
+    if r.get("forced"):
+        lines.append(f"  warning: --force: the claim contradicts the tensor names ({r['evidence']['reason']})")
+    return "\n".join(lines)
+
+
+def _verify_copy(out: Path, before: dict[str, str]) -> tuple[dict[str, str], dict]:
+    """The output's tensor hashes (equal to ``before``) and declared identity; the output is removed otherwise."""
     try:
-        out_rc = parse_checkpoint(out)
-        after = hash_tensor_bytes(out_rc)
-    except Exception as err:  # noqa: BLE001
+        after = tensor_hashes(read_structure(out))
+        with load_checkpoint(out) as back:
+            after_ident = declared_identity(back)
+    except Exception as err:  # noqa: BLE001 - whatever went wrong, the copy is not trustworthy
         _remove(out)
         raise CheckFailedError(f"the stamped copy does not read back ({err})",
                                why="the output was removed", fix="report this as a bug") from None
@@ -171,16 +212,7 @@ def stamp_checkpoint(
         raise CheckFailedError(f"tensor data changed while stamping ({len(diff)} tensor(s), e.g. {diff[:3]})",
                                why="stamp must leave every tensor byte-identical; the output "
                                "was removed", fix="report this as a bug")
-    after_ident = declared_identity(out_rc)
-    return {
-        "input": str(src), "output": str(out), "format": rc.format, "tensors": len(after),
-        "tensor_hashes_equal": True,
-        "identity_before": {k: v[0] for k, v in before_ident.items()},
-        "identity_after": {k: v[0] for k, v in after_ident.items()},
-        "provenance_set": prov_updates,
-        "evidence": {"family": ev, "reason": why},
-        "forced": bool(force and ident and ev and ident["architecture"] != ev),
-    }
+    return after, after_ident
 
 
 def _remove(p: Path) -> None:
@@ -195,7 +227,7 @@ def _remove(p: Path) -> None:
 
 # ------------------------------------------------------------------ HF dir
 
-def _stamp_hf_dir(rc, out: Path, ident: dict, updates: dict) -> None:
+def _stamp_hf_dir(rc: StampSource, out: Path, ident: dict, updates: dict) -> None:
     src = rc.path
     with atomic_dir(out) as staging:
         for entry in sorted(src.iterdir()):
@@ -206,12 +238,12 @@ def _stamp_hf_dir(rc, out: Path, ident: dict, updates: dict) -> None:
             else:
                 shutil.copyfile(entry, staging / entry.name)
                 fsync_file(staging / entry.name)
-        cfg = dict(rc.config)
+        cfg = dict(rc.config or {})
         if ident:
             cfg["architectures"] = [ident["hf_architecture"]]
             cfg["model_type"] = ident["model_type"]
         (staging / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-        ws = read_provenance(rc)
+        ws = rc.provenance()
         ws.update(updates)
         (staging / "warmstart.json").write_text(json.dumps(ws, indent=2, default=str) + "\n", encoding="utf-8")
         fsync_file(staging / "config.json")
@@ -234,14 +266,12 @@ def safetensors_metadata_update(meta: dict[str, str], config: dict | None, ident
     return meta
 
 
-def _stamp_safetensors(rc, out: Path, ident: dict, updates: dict) -> None:
-    from warmstart.release._formats import read_safetensors_header
-
-    src = rc.path
-    header, n = read_safetensors_header(src)
+def _stamp_safetensors(rc: StampSource, out: Path, ident: dict, updates: dict) -> None:
+    f = rc.files[0]
+    header = dict(f.header)
     meta = header.get("__metadata__") or {}
     header["__metadata__"] = safetensors_metadata_update(meta, rc.config or None, ident, updates)
-    write_safetensors_with_header(src, 8 + n, header, out)
+    write_safetensors_with_header(f.path, f.data_start, header, out)
 
 
 def write_safetensors_with_header(src: Path, data_start: int, header: dict, out: Path) -> None:
@@ -265,7 +295,7 @@ def _stamp_gguf(rc, out: Path, ident: dict, updates: dict) -> None:
     header, raw = read_gguf_header(rc.path)
     old_arch = header.metadata.get("general.architecture") or "llama"
     new_arch = gguf_arch_name(ident["architecture"]) if ident else old_arch
-    prov = read_provenance(rc)
+    prov = rc.provenance()
     prov.update(updates)
     if ident:
         prov["architecture"] = ident["architecture"]
@@ -293,4 +323,5 @@ def _stamp_gguf(rc, out: Path, ident: dict, updates: dict) -> None:
     write_gguf_with_metadata(rc.path, header, raw, entries, out)
 
 
-__all__ = ["resolve_identity", "stamp_checkpoint", "safetensors_metadata_update", "write_safetensors_with_header"]
+__all__ = ["StampSource", "render_stamp", "resolve_identity", "safetensors_metadata_update", "stamp_checkpoint",
+           "write_safetensors_with_header"]

@@ -4,7 +4,8 @@ Checks, in order (later ones are skipped when the structure is broken, since rea
 out-of-bounds or overlapping data would be meaningless):
 
 1. structure   headers parse, dtypes known, sizes match shapes, data in bounds, no overlaps,
-               index files consistent (raw parse, independent of the loader)
+               index files consistent: every defect ``checkpoint.read_structure`` finds, which
+               are the loader's own checks, listed all at once
 2. readable    warmstart's loader opens it
 3. family      the declared architecture is a supported decoder family
 4. shapes      every tensor the config implies is present with the right shape
@@ -20,9 +21,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from warmstart.errors import WarmstartError
-from warmstart.release._formats import Unreadable, parse_checkpoint
-from warmstart.release._report import FAIL, PASS, SKIP, WARN, Check
+from warmstart.checkpoint import load_checkpoint, read_structure
+from warmstart.checkpoint.formats import FORMAT_GGUF
+from warmstart.checks import FAIL, PASS, SKIP, WARN, Check
+from warmstart.errors import UnreadableError, WarmstartError
+
+VERDICT_EXIT = {"PASS": 0, "FAIL": 1, "UNREADABLE": 2}
 
 
 def transformers_schema_check(hf_cfg: dict) -> Check:
@@ -57,135 +61,150 @@ def validate(path: str | Path, *, numbers: bool = True, schema: bool = True, ckp
     path = Path(path)
     checks: list[Check] = []
     report: dict[str, Any] = {"path": str(path), "format": None, "checks": checks}
-
-    def finish(verdict: str) -> dict[str, Any]:
-        report["verdict"] = verdict
-        report["exit_code"] = {"PASS": 0, "FAIL": 1, "UNREADABLE": 2}[verdict]
-        report["errors"] = [f"{c.name}: {c.detail}" for c in checks if c.status == FAIL]
-        report["warnings"] = [f"{c.name}: {c.detail}" for c in checks if c.status == WARN]
-        return report
-
-    # 1. structure
-    try:
-        rc = parse_checkpoint(path)
-    except Unreadable as err:
-        checks.append(Check("structure", FAIL, str(err),
-                            fix="the file is not a readable checkpoint; re-download or re-export it"))
-        return finish("UNREADABLE")
-    except OSError as err:
-        checks.append(Check("structure", FAIL, f"{path}: {err.strerror or err}", fix="check the path"))
-        return finish("UNREADABLE")
-    report["format"] = rc.format
-    report["raw"] = rc
-    problems, warnings = rc.all_problems(), rc.all_warnings()
-    n_tensors = sum(len(f.tensors) for f in rc.files)
-    report["tensors"] = n_tensors
-    if problems:
-        checks.append(Check("structure", FAIL, f"{len(problems)} structural problem(s)", items=problems,
-                            fix="the file is corrupted or truncated; re-download, re-export or use an earlier "
-                            "checkpoint"))
-        return finish("FAIL")
-    dtypes = sorted({t.dtype for f in rc.files for t in f.tensors})
-    checks.append(Check("structure", WARN if warnings else PASS,
-                        f"{rc.format}, {len(rc.files)} file(s), {n_tensors} tensors, dtypes {', '.join(dtypes)}",
-                        items=warnings))
-
-    # 2. readable by the loader
+    st = _structure(path, report)
+    if st is None or checks[-1].status == FAIL:
+        return _finish(report, "UNREADABLE" if st is None or st.fatal else "FAIL")
     if ckpt is None:
         try:
-            from warmstart.checkpoint import load_checkpoint
-
             ckpt = load_checkpoint(path)
         except WarmstartError as err:
             checks.append(Check("readable", FAIL, err.paragraph()))
-            return finish("FAIL" if err.exit_code == 1 else "UNREADABLE")
+            return _finish(report, "FAIL" if err.exit_code == 1 else "UNREADABLE")
     report["ckpt"] = ckpt
     checks.append(Check("readable", PASS, f"loads as {ckpt.format}"))
+    cfg = report["config"] = _family(ckpt, checks)
+    if cfg is not None:
+        checks.append(_shapes(ckpt, cfg))
+    identity = _identity(ckpt, cfg, path)
+    if identity is not None:
+        checks.append(identity)
+    if numbers:
+        checks.append(_values(ckpt, report))
+    if schema and cfg is not None:
+        hf_cfg = ckpt.config if ckpt.format != FORMAT_GGUF and ckpt.config else cfg.to_hf_config()
+        checks.append(transformers_schema_check(hf_cfg))
+    return _finish(report, "FAIL" if any(c.status == FAIL for c in checks) else "PASS")
 
-    # 3. family
-    cfg = None
+
+def _finish(report: dict[str, Any], verdict: str) -> dict[str, Any]:
+    checks = report["checks"]
+    report["verdict"] = verdict
+    report["exit_code"] = VERDICT_EXIT[verdict]
+    report["errors"] = [f"{c.name}: {c.detail}" for c in checks if c.status == FAIL]
+    report["warnings"] = [f"{c.name}: {c.detail}" for c in checks if c.status == WARN]
+    return report
+
+
+def _structure(path: Path, report: dict[str, Any]):
+    """Check 1. The structure (None when ``path`` names no readable checkpoint), its check appended."""
+    checks = report["checks"]
+    try:
+        st = read_structure(path)
+    except UnreadableError as err:
+        checks.append(Check("structure", FAIL, f"{path}: not a checkpoint warmstart can read: {err.found}",
+                            fix=err.fix or "re-download or re-export it"))
+        return None
+    except OSError as err:
+        checks.append(Check("structure", FAIL, f"{path}: {err.strerror or err}", fix="check the path"))
+        return None
+    report["format"], report["structure"] = st.format, st
+    report["tensors"] = n_tensors = sum(len(f.tensors) for f in st.files)
+    if st.fatal is not None:
+        f, d = st.fatal
+        checks.append(Check("structure", FAIL, f"{f.path}: the {f.kind} header does not parse: {d.message}"
+                            + (f"; {d.why}" if d.why else ""),
+                            fix="the file is not a readable checkpoint; re-download or re-export it"))
+    elif st.problems:
+        checks.append(Check("structure", FAIL, f"{len(st.problems)} structural problem(s)", items=st.problems,
+                            fix="the file is corrupted or truncated; re-download, re-export or use an earlier "
+                            "checkpoint"))
+    else:
+        dtypes = sorted({t.dtype for f in st.files for t in f.tensors})
+        checks.append(Check("structure", WARN if st.warnings else PASS,
+                            f"{st.format}, {len(st.files)} file(s), {n_tensors} tensors, dtypes {', '.join(dtypes)}",
+                            items=st.warnings))
+    return st
+
+
+def _family(ckpt, checks: list[Check]):
+    """Check 3. The model config, or None with a failed check."""
     try:
         cfg = ckpt.model_config()
-        checks.append(Check("family", PASS, f"{cfg.family} ({cfg.num_layers} layers, hidden {cfg.hidden_size}, "
-                                            f"vocab {cfg.vocab_size})"))
     except WarmstartError as err:
         checks.append(Check("family", FAIL, err.found, fix=err.fix))
-    except (KeyError, TypeError, ValueError) as err:
-        checks.append(Check("family", FAIL, f"config is incomplete: {type(err).__name__}: {err}",
-                            fix="add the missing config keys (stamp or re-export)"))
-    report["config"] = cfg
+        return None
+    checks.append(Check("family", PASS, f"{cfg.family} ({cfg.num_layers} layers, hidden {cfg.hidden_size}, "
+                                        f"vocab {cfg.vocab_size})"))
+    return cfg
 
-    # 4. shapes vs config
-    if cfg is not None:
-        from warmstart.init.population import plan_population
 
-        shapes = {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()}
-        plan = plan_population(cfg, shapes)
-        items = [f"missing: {n} {plan.expected[n]}" for n in plan.missing]
-        items += [f"shape: {n} expected {e} found {f}" for n, e, f in plan.mismatched]
-        if items:
-            checks.append(Check("shapes", FAIL, f"{len(plan.missing)} missing, {len(plan.mismatched)} "
-                                f"mis-shaped tensor(s) against the config", items=items,
-                                fix="the config does not describe these tensors; repair config.json or re-export"))
-        elif plan.unused:
-            checks.append(Check("shapes", WARN, f"all {len(plan.expected)} expected tensors present; "
-                                f"{len(plan.unused)} extra tensor(s) the model does not use", items=plan.unused))
-        else:
-            checks.append(Check("shapes", PASS, f"all {len(plan.expected)} tensors match the config"))
+def _shapes(ckpt, cfg) -> Check:
+    """Check 4. Every tensor the config implies, present and of its shape."""
+    from warmstart.init.population import plan_population
 
-    # 5. identity vs evidence (warning)
-    try:
-        from warmstart.arch.families import normalize_family
-        from warmstart.release._meta import evidence_family, stamp_recipe
+    plan = plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
+    items = [f"missing: {n} {plan.expected[n]}" for n in plan.missing]
+    items += [f"shape: {n} expected {e} found {f}" for n, e, f in plan.mismatched]
+    if items:
+        return Check("shapes", FAIL, f"{len(plan.missing)} missing, {len(plan.mismatched)} mis-shaped tensor(s) "
+                     "against the config", items=items,
+                     fix="the config does not describe these tensors; repair config.json or re-export")
+    if plan.unused:
+        return Check("shapes", WARN, f"all {len(plan.expected)} expected tensors present; {len(plan.unused)} extra "
+                     "tensor(s) the model does not use", items=plan.unused)
+    return Check("shapes", PASS, f"all {len(plan.expected)} tensors match the config")
 
-        ev, why = evidence_family(rc)
-        claim = normalize_family(cfg.family) if cfg is not None else None
-        if ev and claim and ev != claim:
-            checks.append(Check("identity", WARN, f"metadata declares {claim} but the tensor names say {ev} "
-                                f"({why})", fix=stamp_recipe(path, ev)))
-        elif ev:
-            checks.append(Check("identity", PASS, f"tensor names agree: {ev}"))
-    except Exception:  # noqa: BLE001 - advisory only
-        pass
 
-    # 6. values
-    if numbers:
-        import torch
+def _identity(ckpt, cfg, path: Path) -> Check | None:
+    """Check 5 (advisory). The declared family against the tensor names; None when the names cannot tell."""
+    from warmstart.arch.families import normalize_family
+    from warmstart.init.gates import tensor_evidence
+    from warmstart.release._meta import stamp_recipe
 
-        nonfinite, zeros = [], []
-        for name in ckpt.tensor_info:
-            try:
-                t = ckpt.tensor(name)
-            except WarmstartError as err:
-                nonfinite.append(f"{name}: unreadable ({err.found})")
-                continue
-            if t.is_floating_point():
-                bad = int((~torch.isfinite(t)).sum())
-                if bad:
-                    nonfinite.append(f"{name}: {bad} of {t.numel()} values are NaN/Inf")
-                elif t.numel() and not bool(t.any()):
-                    zeros.append(name)
-            del t
-        report["nonfinite"] = nonfinite
-        report["all_zero"] = zeros
-        if nonfinite:
-            checks.append(Check("values", FAIL, f"{len(nonfinite)} tensor(s) hold NaN/Inf", items=nonfinite,
-                                fix="use an earlier, healthy checkpoint (the run's best or previous step)"))
-        elif zeros:
-            checks.append(Check("values", WARN, f"all finite; {len(zeros)} tensor(s) are all zero", items=zeros))
-        else:
-            checks.append(Check("values", PASS, f"all {len(ckpt.tensor_info)} tensors finite"))
-    # 7. transformers schema
-    if schema and cfg is not None:
-        hf_cfg = ckpt.config if rc.format in ("hf-dir", "safetensors") and ckpt.config else cfg.to_hf_config()
-        checks.append(transformers_schema_check(hf_cfg))
+    ev, why = tensor_evidence(ckpt)
+    claim = normalize_family(cfg.family) if cfg is not None else None
+    if ev and claim and ev != claim:
+        return Check("identity", WARN, f"metadata declares {claim} but the tensor names say {ev} ({why})",
+                     fix=stamp_recipe(path, ev))
+    return Check("identity", PASS, f"tensor names agree: {ev}") if ev else None
 
-    return finish("FAIL" if any(c.status == FAIL for c in checks) else "PASS")
+
+def _values(ckpt, report: dict[str, Any]) -> Check:
+    """Check 6. NaN/Inf in any tensor fails; an all-zero tensor is a warning."""
+    import torch
+
+    nonfinite, zeros = [], []
+    for name in ckpt.tensor_info:
+        try:
+            t = ckpt.tensor(name)
+        except WarmstartError as err:
+            nonfinite.append(f"{name}: unreadable ({err.found})")
+            continue
+        if t.is_floating_point():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                nonfinite.append(f"{name}: {bad} of {t.numel()} values are NaN/Inf")
+            elif t.numel() and not bool(t.any()):
+                zeros.append(name)
+        del t
+    report["nonfinite"], report["all_zero"] = nonfinite, zeros
+    if nonfinite:
+        return Check("values", FAIL, f"{len(nonfinite)} tensor(s) hold NaN/Inf", items=nonfinite,
+                     fix="use an earlier, healthy checkpoint (the run's best or previous step)")
+    if zeros:
+        return Check("values", WARN, f"all finite; {len(zeros)} tensor(s) are all zero", items=zeros)
+    return Check("values", PASS, f"all {len(ckpt.tensor_info)} tensors finite")
+
+
+def render_validation(report: dict) -> str:
+    lines = [f"validate: {report['path']}"] + [c.row(12) for c in report["checks"]]
+    lines.append(f"verdict: {report['verdict']}")
+    return "\n".join(lines)
 
 
 def public(report: dict) -> dict:
     """The JSON-able part of a report."""
-    return {k: v for k, v in report.items() if k not in ("raw", "ckpt", "config")}
+    return {k: v for k, v in report.items() if k not in ("structure", "ckpt", "config")}
 
 
-__all__ = ["public", "transformers_schema_check", "validate"]
+__all__ = ["public", "render_validation", "transformers_schema_check", "validate"]

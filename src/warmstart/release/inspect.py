@@ -1,0 +1,69 @@
+"""`warmstart inspect`: what a checkpoint is, as one JSON-able summary.
+
+Format and files, the architecture claims it declares and where, the family those claims and
+the tensor names point to, parameter count, dtypes, vocabulary and tokenizer, the model shape its
+config gives, its metadata, and its lineage (each recorded ancestor checked against its lineage
+hash, ``checkpoint.lineage``).
+"""
+
+from __future__ import annotations
+
+from warmstart.arch.families import get_family, normalize_family
+from warmstart.errors import WarmstartError
+
+MODEL_FIELDS = ("family", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                "intermediate_size", "rope_theta", "rms_norm_eps", "max_position_embeddings", "tie_word_embeddings",
+                "attention_bias", "qk_norm")
+
+
+def _family(ckpt, claims: list[tuple[str, str]]) -> dict:
+    from warmstart.init.gates import tensor_evidence
+
+    declared = next((fam for fam in (normalize_family(value) for _, value in claims) if fam), None)
+    evidence, evidence_why = tensor_evidence(ckpt)
+    fam = get_family(declared or evidence)
+    return {"declared": declared, "evidence": evidence, "evidence_reason": evidence_why,
+            "kind": fam.kind if fam else None, "display": fam.display if fam else None}
+
+
+def _model(ckpt) -> tuple[dict | None, str | None]:
+    """The model shape the config gives, or the paragraph saying why there is none."""
+    try:
+        cfg = ckpt.model_config()
+    except WarmstartError as err:
+        return None, err.paragraph()
+    return {k: getattr(cfg, k) for k in MODEL_FIELDS}, None
+
+
+def inspect_summary(ckpt, *, tensors: bool = False) -> dict:
+    """The JSON-able summary ``warmstart inspect`` prints (``tensors``: add the tensor table)."""
+    claims = ckpt.declared_claims()
+    model_summary, config_error = _model(ckpt)
+    tok = ckpt.tokenizer
+    out = {
+        "path": str(ckpt.path),
+        "resolved": str(ckpt.root),
+        "format": ckpt.format,
+        "files": [{"path": str(f), "bytes": f.stat().st_size} for f in ckpt.files],
+        "declared_claims": [{"where": w, "value": v} for w, v in claims],
+        "family": _family(ckpt, claims),
+        "parameters": ckpt.num_parameters(),
+        "num_tensors": len(ckpt.tensor_info),
+        "dtypes": ckpt.dtype_histogram(),
+        "vocab_size": ckpt.config.get("vocab_size"),
+        "tokenizer": {
+            "present": tok is not None,
+            "vocab_size": tok.get_vocab_size(with_added_tokens=True) if tok is not None else None,
+        },
+        "model": model_summary,
+        "config_error": config_error,
+        "metadata": ckpt.metadata,
+        "lineage": {"parent": ckpt.parent, "chain": ckpt.lineage()},
+    }
+    if tensors:
+        out["tensors"] = [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "source_name": i.source_name}
+                          for i in ckpt.tensor_info.values()]
+    return out
+
+
+__all__ = ["MODEL_FIELDS", "inspect_summary"]

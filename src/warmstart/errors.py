@@ -17,6 +17,14 @@ class WarmstartError(Exception):
     code: str = "WS000"
     exit_code: int = 1
 
+    def __init_subclass__(cls, code: str | None = None, exit_code: int | None = None, **kwargs) -> None:
+        """``class XError(Base, code="WS1nn", exit_code=2)``: the code and exit status of a subclass."""
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if exit_code is not None:
+            cls.exit_code = exit_code
+
     def __init__(
         self,
         found: str,
@@ -57,92 +65,73 @@ class WarmstartError(Exception):
         }
 
 
-class UsageError(WarmstartError):
+class UsageError(WarmstartError, code="WS002", exit_code=2):
     """Bad command-line usage or configuration (exit 2)."""
 
-    code = "WS002"
-    exit_code = 2
 
-
-class UnreadableError(WarmstartError):
+class UnreadableError(WarmstartError, code="WS101", exit_code=2):
     """Input that is not a readable checkpoint / file (exit 2). Gate 1 of SPEC §4."""
 
-    code = "WS101"
-    exit_code = 2
 
-
-class PickleRefusedError(UnreadableError):
+class PickleRefusedError(UnreadableError, code="WS100"):
     """A pickle checkpoint without --trust-pickle."""
 
-    code = "WS100"
 
-
-class GateError(WarmstartError):
+class GateError(WarmstartError, code="WS1xx", exit_code=1):
     """A warm-start gate refused the checkpoint (exit 1)."""
 
-    code = "WS1xx"
-    exit_code = 1
+
+class FamilyError(GateError, code="WS102"):
+    """Gate 2: the declared family is not a supported decoder-only family (or contradicts itself)."""
 
 
-class FamilyError(GateError):
-    code = "WS102"
+class EvidenceError(GateError, code="WS103"):
+    """Gate 3: the family the tensor names show differs from the declared one."""
 
 
-class EvidenceError(GateError):
-    code = "WS103"
+class TokenizerError(GateError, code="WS104"):
+    """Gate 4: the tokenizer does not fit the embedding (or there is none)."""
 
 
-class TokenizerError(GateError):
-    code = "WS104"
+class ValuesError(GateError, code="WS105"):
+    """Gate 5: a tensor holds NaN or Inf."""
 
 
-class ValuesError(GateError):
-    code = "WS105"
+class MissingTensorsError(GateError, code="WS106"):
+    """Gate 6: parameters the model needs are missing."""
 
 
-class MissingTensorsError(GateError):
-    code = "WS106"
+class ShapeMismatchError(GateError, code="WS107"):
+    """Gate 6: a tensor's shape disagrees with the config."""
 
 
-class ShapeMismatchError(GateError):
-    code = "WS107"
+class UnusedTensorsError(GateError, code="WS108"):
+    """Gate 6: tensors the model does not use (or a "tied" head that differs)."""
 
 
-class UnusedTensorsError(GateError):
-    code = "WS108"
+class UntrainedInitError(GateError, code="WS109"):
+    """Gate 7: the step-0 loss is at random-init magnitude."""
 
 
-class UntrainedInitError(GateError):
-    code = "WS109"
+class InitLossRegressionError(GateError, code="WS110"):
+    """Gate 7: the step-0 loss is worse than the checkpoint's recorded one."""
 
 
-class InitLossRegressionError(GateError):
-    code = "WS110"
-
-
-class TrainingError(WarmstartError):
+class TrainingError(WarmstartError, code="WS200", exit_code=1):
     """The training loop stopped (divergence, empty corpus, …)."""
 
-    code = "WS200"
-    exit_code = 1
+
+class DivergenceError(TrainingError, code="WS201"):
+    """A non-finite loss or gradient norm."""
 
 
-class DivergenceError(TrainingError):
-    code = "WS201"
+class EmptyCorpusError(TrainingError, code="WS202", exit_code=2):
+    """The corpus holds no usable text."""
 
 
-class EmptyCorpusError(TrainingError):
-    code = "WS202"
-    exit_code = 2
+class ResumeError(TrainingError, code="WS203", exit_code=2):
+    """``--resume`` cannot continue from the run directory."""
 
 
-class ResumeError(TrainingError):
-    code = "WS203"
-    exit_code = 2
-
-
-class CheckFailedError(WarmstartError):
+class CheckFailedError(WarmstartError, code="WS300", exit_code=1):
     """A release check (validate/qa/publish-check/stamp/export) said no."""
-
-    code = "WS300"
-    exit_code = 1

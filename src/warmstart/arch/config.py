@@ -86,13 +86,8 @@ class ModelConfig:
     def spec(self) -> FamilySpec:
         return spec_for(self.family)
 
-    @property
-    def hf_architecture(self) -> str:
-        return self.spec.hf_architecture
-
-    @property
-    def model_type(self) -> str:
-        return self.spec.model_type
+    hf_architecture = property(lambda self: self.spec.hf_architecture, doc="The family's HF class name.")
+    model_type = property(lambda self: self.spec.model_type, doc="The family's HF config model_type.")
 
     def layer_type(self, i: int) -> str:
         """FULL or SLIDING: the attention of layer ``i``."""

@@ -8,6 +8,7 @@ unless WARMSTART_DEBUG=1.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 
@@ -24,6 +25,24 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def option(name: str, annotation, default, *flags: str, help: str, **kw) -> inspect.Parameter:
+    """A keyword parameter whose default is a typer option: a piece of a generated command signature."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                             default=typer.Option(default, *flags, help=help, **kw))
+
+
+def with_params(*params: inspect.Parameter):
+    """Give a ``**kwargs`` command function the signature (hence the options) typer should see, so that
+    options shared by several commands are declared once."""
+
+    def apply(fn):
+        fn.__signature__ = inspect.Signature(list(params))
+        fn.__annotations__ = {p.name: p.annotation for p in params}
+        return fn
+
+    return apply
 
 
 def print_error(err: WarmstartError) -> None:

@@ -6,20 +6,26 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Annotated, List, Optional
+import inspect
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
-from warmstart.cli import app
+from warmstart.cli import app, option, with_params
 from warmstart.errors import UsageError
 from warmstart.runtime import resolve_device
 
-# Options shared by the commands that run a model (eval, generate).
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")]
-TokenizerOpt = Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json overriding the checkpoint's.")]
-AllowUnusedOpt = Annotated[bool, typer.Option("--allow-unused-tensors", help="Ignore tensors the model does not use.")]
-TrustPickleOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow pickle files (weights_only=True).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+_CKPT = inspect.Parameter("ckpt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                          default=typer.Argument(..., help="Checkpoint: directory, file, run dir or alias."))
+# Options of every command that runs a model (eval, generate), declared once.
+_MODEL_OPTIONS = (
+    option("device", str, "auto", "--device", help="auto | cpu | cuda."),
+    option("tokenizer", Optional[Path], None, "--tokenizer", help="tokenizer.json overriding the checkpoint's."),
+    option("allow_unused", bool, False, "--allow-unused-tensors", help="Ignore tensors the model does not use."),
+    option("trust_pickle", bool, False, "--trust-pickle", help="Allow pickle files (weights_only=True)."),
+    option("as_json", bool, False, "--json", help="Print one JSON object."),
+)
 
 _INSPECT_HELP = """Show what a checkpoint is: format, declared architecture claims, family, parameter
 count, dtypes, vocabulary, tokenizer, metadata and lineage. Any format: a Hugging Face directory,
@@ -171,28 +177,34 @@ def inspect_cmd(
 # ------------------------------------------------------------------- eval
 
 
-@app.command("eval", help=_EVAL_HELP)
-def eval_cmd(
-    ckpt: str = typer.Argument(..., help="Checkpoint: directory, file, run dir or alias."),
-    data: Path = typer.Option(..., "--data", help="A text file, or a directory (files matching --include)."),
-    include: Optional[List[str]] = typer.Option(None, "--include", help="Glob for directories (default '*.py')."),
-    seq_len: int = typer.Option(512, "--seq-len", min=1, help="Window length in tokens."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Windows per forward pass."),
-    device: DeviceOpt = "auto",
-    tokenizer: TokenizerOpt = None,
-    allow_unused: AllowUnusedOpt = False,
-    trust_pickle: TrustPickleOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    t0 = time.perf_counter()
-    from warmstart.data.texts import read_texts, token_stream
+def _load_model(ckpt: str, device: str, tokenizer: Optional[Path], allow_unused: bool, trust_pickle: bool):
+    """(checkpoint, model, tokenizer, device) for eval / generate: the tokenizer gate, then strict population."""
     from warmstart.init.gates import load_for_inference
-    from warmstart.train.evaluate import evaluate_tokens
 
     checkpoint = _load(ckpt, trust_pickle)
     dev = resolve_device(device)
     model, tok = load_for_inference(checkpoint, tokenizer_path=tokenizer, allow_unused=allow_unused, device=dev)
+    return checkpoint, model, tok, dev
+
+
+@app.command("eval", help=_EVAL_HELP)
+@with_params(
+    _CKPT,
+    option("data", Path, ..., "--data", help="A text file, or a directory (files matching --include)."),
+    option("include", Optional[List[str]], None, "--include", help="Glob for directories (default '*.py')."),
+    option("seq_len", int, 512, "--seq-len", min=1, help="Window length in tokens."),
+    option("max_tokens", Optional[int], None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
+    option("batch_size", int, 4, "--batch-size", min=1, help="Windows per forward pass."),
+    *_MODEL_OPTIONS,
+)
+def eval_cmd(ckpt: str, data: Path, include: Optional[List[str]], seq_len: int, max_tokens: Optional[int],
+             batch_size: int, device: str, tokenizer: Optional[Path], allow_unused: bool, trust_pickle: bool,
+             as_json: bool) -> None:
+    t0 = time.perf_counter()
+    from warmstart.data.texts import read_texts, token_stream
+    from warmstart.train.evaluate import evaluate_tokens
+
+    checkpoint, model, tok, dev = _load_model(ckpt, device, tokenizer, allow_unused, trust_pickle)
     texts = read_texts(data, include or [])
     ids = token_stream(tok, [t for _, t in texts], eos_id=model.cfg.eos_token_id, max_tokens=max_tokens)
     loss, count = evaluate_tokens(model, ids, seq_len=seq_len, batch_size=batch_size, device=dev)
@@ -222,26 +234,21 @@ def eval_cmd(
 
 
 @app.command("generate", help=_GENERATE_HELP)
-def generate_cmd(
-    ckpt: str = typer.Argument(..., help="Checkpoint: directory, file, run dir or alias."),
-    prompt: str = typer.Option(..., "--prompt", help="Text to continue."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens to generate at most."),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
-    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (with temperature>0)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
-    device: DeviceOpt = "auto",
-    tokenizer: TokenizerOpt = None,
-    allow_unused: AllowUnusedOpt = False,
-    trust_pickle: TrustPickleOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@with_params(
+    _CKPT,
+    option("prompt", str, ..., "--prompt", help="Text to continue."),
+    option("max_new_tokens", int, 64, "--max-new-tokens", min=1, help="Tokens to generate at most."),
+    option("temperature", float, 0.0, "--temperature", min=0.0, help="0 = greedy."),
+    option("top_p", float, 1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (with temperature>0)."),
+    option("seed", Optional[int], None, "--seed", help="Random seed for sampling."),
+    *_MODEL_OPTIONS,
+)
+def generate_cmd(ckpt: str, prompt: str, max_new_tokens: int, temperature: float, top_p: float, seed: Optional[int],
+                 device: str, tokenizer: Optional[Path], allow_unused: bool, trust_pickle: bool,
+                 as_json: bool) -> None:
     import torch
 
-    from warmstart.init.gates import load_for_inference
-
-    checkpoint = _load(ckpt, trust_pickle)
-    dev = resolve_device(device)
-    model, tok = load_for_inference(checkpoint, tokenizer_path=tokenizer, allow_unused=allow_unused, device=dev)
+    checkpoint, model, tok, dev = _load_model(ckpt, device, tokenizer, allow_unused, trust_pickle)
     ids = tok.encode(prompt).ids
     if not ids:
         raise UsageError("the prompt encodes to no tokens", fix="pass a non-empty --prompt")

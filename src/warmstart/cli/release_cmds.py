@@ -29,6 +29,12 @@ def _emit(text: str) -> None:
     sys.stdout.flush()
 
 
+def _report(r: dict, as_json: bool, render, *, public=None) -> None:
+    """Print a report (JSON or text) and exit with its exit code (0 pass/GO, 1 fail/NO-GO, 2 unreadable)."""
+    _emit(dumps(public(r) if public else r) if as_json else render(r))
+    raise typer.Exit(r["exit_code"])
+
+
 # ---------------------------------------------------------------- validate
 
 _VALIDATE_HELP = """Check the structural and numeric integrity of a checkpoint.
@@ -54,9 +60,7 @@ def validate_cmd(
 ) -> None:
     from warmstart.release.validate import public, render_validation, validate
 
-    report = validate(_resolve(ckpt))
-    _emit(dumps(public(report)) if json_ else render_validation(report))
-    raise typer.Exit(report["exit_code"])
+    _report(validate(_resolve(ckpt)), json_, render_validation, public=public)
 
 
 # ------------------------------------------------------------------- stamp
@@ -160,9 +164,7 @@ def qa_cmd(
     from warmstart.release._report import render_gates
     from warmstart.release.qa import run_qa
 
-    r = run_qa(_resolve(ckpt))
-    _emit(dumps(r) if json_ else render_gates("qa", r))
-    raise typer.Exit(r["exit_code"])
+    _report(run_qa(_resolve(ckpt)), json_, lambda r: render_gates("qa", r))
 
 
 # -------------------------------------------------------------------- card
@@ -218,6 +220,4 @@ def publish_check_cmd(
 ) -> None:
     from warmstart.release.publish_check import publish_check, render_publish
 
-    r = publish_check(_resolve(ckpt), card=card)
-    _emit(dumps(r) if json_ else render_publish(r))
-    raise typer.Exit(r["exit_code"])
+    _report(publish_check(_resolve(ckpt), card=card), json_, render_publish)

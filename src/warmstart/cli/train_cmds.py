@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from warmstart.cli import app
+from warmstart.cli import app, option, with_params
 from warmstart.errors import UsageError
 
 _PRETRAIN_HELP = """Train a causal LM from a preset (scratch) or continue from a checkpoint (--init).
@@ -36,12 +36,7 @@ Examples:
 # commands below get their options from those declarations through a generated signature, which typer
 # reads with inspect.signature.
 
-_KW = inspect.Parameter.KEYWORD_ONLY
 _CTX = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
-
-
-def _param(name: str, annotation, default, *flags: str, help: str) -> inspect.Parameter:
-    return inspect.Parameter(name, _KW, annotation=annotation, default=typer.Option(default, *flags, help=help))
 
 
 def config_params(names=None, help_overrides: dict[str, str] | None = None) -> list[inspect.Parameter]:
@@ -49,18 +44,7 @@ def config_params(names=None, help_overrides: dict[str, str] | None = None) -> l
     from warmstart.train.config import option_specs
 
     helps = help_overrides or {}
-    return [_param(s.name, s.type, s.default, *s.flags, help=helps.get(s.name, s.help)) for s in option_specs(names)]
-
-
-def with_params(*params: inspect.Parameter):
-    """Give a ``**kwargs`` command function the signature (hence the options) typer should see."""
-
-    def apply(fn):
-        fn.__signature__ = inspect.Signature(list(params))
-        fn.__annotations__ = {p.name: p.annotation for p in params}
-        return fn
-
-    return apply
+    return [option(s.name, s.type, s.default, *s.flags, help=helps.get(s.name, s.help)) for s in option_specs(names)]
 
 
 def _explicit(ctx, values: dict) -> dict:
@@ -77,9 +61,9 @@ def _explicit(ctx, values: dict) -> dict:
 @app.command("pretrain", help=_PRETRAIN_HELP, no_args_is_help=False)
 @with_params(
     _CTX,
-    _param("config", Optional[Path], None, "--config", help="YAML file supplying any flag; flags override it."),
+    option("config", Optional[Path], None, "--config", help="YAML file supplying any flag; flags override it."),
     *config_params(),
-    _param("quiet", bool, False, "--quiet", "-q", help="No progress output (summary only)."),
+    option("quiet", bool, False, "--quiet", "-q", help="No progress output (summary only)."),
 )
 def pretrain_cmd(ctx: typer.Context, **values) -> None:
     from warmstart.train import pretrain, resolve_config
@@ -102,7 +86,7 @@ _PREPARE_HELP = {
 @app.command("prepare")
 @with_params(
     *config_params(_PREPARE_OPTIONS, _PREPARE_HELP),
-    _param("rebuild", bool, False, "--rebuild", help="Rebuild even if a cache entry exists."),
+    option("rebuild", bool, False, "--rebuild", help="Rebuild even if a cache entry exists."),
 )
 def prepare_cmd(**values) -> None:
     """Tokenize a corpus once into a reusable token cache; prints its path.

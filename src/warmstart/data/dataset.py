@@ -151,6 +151,11 @@ def is_token_cache(path: str | Path) -> bool:
         return False
 
 
+def _map(path: Path, dtype: np.dtype, n: int) -> np.ndarray:
+    """A read-only memory map of ``n`` ids (an empty array for an empty file, which cannot be mapped)."""
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n,)) if n else np.empty(0, dtype=dtype)
+
+
 def load_cache(path: str | Path, *, seq_len: int | None = None, tokenizer: Tokenizer | None = None) -> TokenDataset:
     p = Path(path)
     meta = json.loads((p / "meta.json").read_text())
@@ -164,8 +169,7 @@ def load_cache(path: str | Path, *, seq_len: int | None = None, tokenizer: Token
     if tokenizer is not None:
         tok = tokenizer
     dtype = np.dtype(meta["dtype"])
-    train = np.memmap(p / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
-    val = np.memmap(p / "val.bin", dtype=dtype, mode="r", shape=(meta["val_tokens"],))
+    train, val = _map(p / "train.bin", dtype, meta["train_tokens"]), _map(p / "val.bin", dtype, meta["val_tokens"])
     L = int(seq_len or meta["seq_len"])
     eval_only = meta.get("settings", {}).get("role") == EVAL  # an extra validation set: no train split
     if len(val) < L + 1 or (len(train) < L + 1 and not eval_only):

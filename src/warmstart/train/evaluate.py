@@ -140,7 +140,8 @@ def forgetting_lines(report: dict[str, dict] | None) -> list[str]:
     lines = []
     for name, r in (report or {}).items():
         change = r["change"]
-        trend = "" if change is None else f" ({change:+.4f}, {'higher' if change > 0 else 'lower or equal'})"
+        word = "higher" if change and change > 0 else "lower" if change and change < 0 else "unchanged"
+        trend = "" if change is None else f" ({change:+.4f}, {word})"
         lines.append(f"val/{name}: step 0 {f(r['step0'])} -> final {f(r['final'])}{trend}")
     return lines
 

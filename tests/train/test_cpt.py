@@ -107,3 +107,22 @@ def test_step0_gate_applies_to_every_eval_set(corpora, cache, tmp_path):
     assert not (tmp_path / "refused" / "checkpoints").exists()
     s = pretrain(warm("allowed", f"noise={noise}", allow_untrained_init=True), quiet=True)
     assert s.eval_sets["noise"]["step0"] >= 0.9 * math.log(400)
+
+
+def test_cli_mixture_eval_sets_and_refusals(corpora, tmp_path):
+    from _ckpt_tools import ws
+
+    flags = ["--preset", "llama-tiny", "--vocab-size", "400", "--seq-len", "32", "--batch-size", "4",
+             "--eval-tokens", "128", "--max-steps", "4", "--eval-every", "2", "--log-every", "2", "--warmup", "1"]
+    proc = ws("pretrain", "--data", f"{corpora['target']}:3", "--data", f"{corpora['replay']}:1",
+              "--eval-data", f"retain={corpora['retain']}", "--schedule", "wsd", *flags, "--out", "run", cwd=tmp_path)
+    out = proc.stdout
+    assert "step 0 val/retain loss" in out and "(random init ≈ ln V = 5.9915)" in out
+    assert "step 2: val_loss" in out and ", val/retain " in out
+    assert "val/retain: step 0 " in out and "data mixture (weight -> share of tokens drawn)" in out
+    assert ws("plot", "run", cwd=tmp_path).returncode == 0 and (tmp_path / "run/curves.png").is_file()
+    bad = ws("pretrain", "--data", f"{corpora['target']}:0.9", "--data", str(corpora["replay"]), *flags,
+             "--out", "bad", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "[WS002]" in bad.stderr and "weights to some sources" in bad.stderr
+    bad = ws("pretrain", "--eval-data", f"val={corpora['retain']}", *flags, "--out", "bad2", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "--eval-data" in bad.stderr and not (tmp_path / "bad2").exists()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from warmstart.train.config import SCHEDULES  # noqa: F401 - the schedule names, declared with the option
+from warmstart.train.config import SCHEDULES
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -68,6 +68,8 @@ def wsd_decay_start(warmup: int, decay_steps: int, decay_fraction: float) -> int
 def lr_at(step: int, *, lr: float, warmup: int, decay_steps: int, min_ratio: float, kind: str = "cosine",
           decay_fraction: float = 0.2) -> float:
     """Learning rate for update number ``step`` (0-based) of the ``kind`` schedule (module docstring)."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}")
     floor = lr * min_ratio
     if warmup > 0 and step < warmup:
         return lr * (step + 1) / warmup

@@ -20,6 +20,14 @@ The split is by document: a document goes to validation when the hash of its key
 ``val_fraction``; when that yields too few documents or tokens, the train documents with the
 smallest hashes are moved over until validation holds at least ``min_val_docs`` documents and
 ``seq_len + 1`` tokens (a corpus of a single document falls back to a token split).
+
+Roles: a training corpus (``holdout``, above) and an extra validation set (``eval``,
+``build_eval_set``: every document goes to ``val.bin``, ``train.bin`` is empty; its key holds
+``"role": "eval"`` instead of the split settings, so it does not depend on ``seq_len``).
+
+A weighted ``--data`` list (``PATH:WEIGHT``, see ``mixture.py``) builds each source as its own
+entry, exactly as if it were the only source (same key: changing the weights never retokenizes),
+and returns a ``MixtureDataset`` over them; without weights nothing changes.
 """
 
 from __future__ import annotations
@@ -38,12 +46,16 @@ from typing import Callable
 import numpy as np
 from tokenizers import Tokenizer
 
+from warmstart.data.mixture import MixtureDataset, parse_data_specs
+from warmstart.data.sampler import BatchSampler
 from warmstart.data.sources import Document, FileEntry, SourceStats, iter_documents, resolve_files
 from warmstart.data.tokenizer import BPE_VERSION, eos_id, load_tokenizer, tokenizer_hash, train_bpe, vocab_size
 from warmstart.errors import EmptyCorpusError, UsageError
 
 CACHE_FORMAT = "warmstart-token-cache-v1"
 ENCODE_BATCH = 256
+HOLDOUT, EVAL = "holdout", "eval"  # the roles of a cache entry
+Log = Callable[[str], None]
 
 
 def default_cache_dir() -> Path:
@@ -101,6 +113,14 @@ class TokenDataset:
     def val_windows(self, indices: np.ndarray) -> np.ndarray:
         return _gather(self.val, indices, self.seq_len)
 
+    def sampler(self, seed: int) -> BatchSampler:
+        """The data cursor of a run on this dataset."""
+        return BatchSampler(self.n_train_windows, seed=seed)
+
+    def drawn(self, sampler: BatchSampler) -> None:
+        """The sources with their weights and tokens drawn: a mixture's record; one corpus has none."""
+        return None
+
     def summary(self) -> str:
         m = self.meta
         skipped = m.get("stats", {})
@@ -131,6 +151,11 @@ def is_token_cache(path: str | Path) -> bool:
         return False
 
 
+def _map(path: Path, dtype: np.dtype, n: int) -> np.ndarray:
+    """A read-only memory map of ``n`` ids (an empty array for an empty file, which cannot be mapped)."""
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n,)) if n else np.empty(0, dtype=dtype)
+
+
 def load_cache(path: str | Path, *, seq_len: int | None = None, tokenizer: Tokenizer | None = None) -> TokenDataset:
     p = Path(path)
     meta = json.loads((p / "meta.json").read_text())
@@ -144,16 +169,258 @@ def load_cache(path: str | Path, *, seq_len: int | None = None, tokenizer: Token
     if tokenizer is not None:
         tok = tokenizer
     dtype = np.dtype(meta["dtype"])
-    train = np.memmap(p / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
-    val = np.memmap(p / "val.bin", dtype=dtype, mode="r", shape=(meta["val_tokens"],))
+    train, val = _map(p / "train.bin", dtype, meta["train_tokens"]), _map(p / "val.bin", dtype, meta["val_tokens"])
     L = int(seq_len or meta["seq_len"])
-    if len(val) < L + 1 or len(train) < L + 1:
+    eval_only = meta.get("settings", {}).get("role") == EVAL  # an extra validation set: no train split
+    if len(val) < L + 1 or (len(train) < L + 1 and not eval_only):
         raise EmptyCorpusError(
             f"the token cache holds {len(train)} train / {len(val)} val tokens, fewer than one window of "
             f"seq_len+1 = {L + 1}", fix="use a larger corpus or a smaller --seq-len", path=p)
     fp = meta["key"] if L == int(meta["seq_len"]) else hashlib.sha256(f"{meta['key']}:{L}".encode()).hexdigest()[:20]
     return TokenDataset(train=train, val=val, seq_len=L, tokenizer=tok, eos_id=int(meta["eos_id"]),
                         fingerprint=fp, cache_path=p, sources=list(meta.get("sources", [])), meta=meta)
+
+
+def _silent(text: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How a corpus becomes a cache entry: the settings ``build_dataset`` and ``build_eval_set`` share."""
+
+    include: tuple[str, ...] | None = None
+    text_field: str = "text"
+    vocab_size: int = 8192  # of the BPE trained when no tokenizer is given
+    seq_len: int = 256
+    val_fraction: float = 0.02
+    min_val_docs: int = 2
+    max_corpus_bytes: int | None = None
+    cache_root: Path = field(default_factory=default_cache_dir)
+    rebuild: bool = False
+    log: Log = _silent
+
+    @classmethod
+    def make(cls, *, include: list[str] | tuple[str, ...] | None = None, cache_dir: str | Path | None = None,
+             log: Log | None = None, **settings) -> "BuildSettings":
+        """From the arguments of ``build_dataset`` / ``build_eval_set`` (None: no globs, default cache, silent)."""
+        return cls(include=tuple(include) if include else None, log=log or _silent,
+                   cache_root=Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), **settings)
+
+
+@dataclass
+class Corpus:
+    """The files of one corpus (fingerprinted from ``stat`` alone); its documents are read once, on first use."""
+
+    files: list[FileEntry]
+    names: list[str]  # human names of the sources (provenance ``data_sources``)
+    settings: BuildSettings
+    stats: SourceStats = field(default_factory=SourceStats)
+    _docs: list[Document] | None = None
+
+    @classmethod
+    def resolve(cls, data: list[str] | tuple[str, ...] | None, settings: BuildSettings) -> "Corpus":
+        files, names = resolve_files(data, settings.include)
+        if not files:
+            raise EmptyCorpusError(
+                f"no files matched in {', '.join(names)} (include: {', '.join(settings.include or ()) or 'default'})",
+                why="there is nothing to train on",
+                fix="check --data and --include (e.g. --include '*.py')")
+        # A deterministic, location-independent order (a byte budget then samples across the tree).
+        files.sort(key=lambda f: (_doc_hash(f.key), f.key))
+        return cls(files, names, settings)
+
+    @property
+    def fingerprint(self) -> str:
+        s = self.settings
+        return _files_fingerprint(self.files, {"text_field": s.text_field, "max_corpus_bytes": s.max_corpus_bytes})
+
+    def documents(self) -> list[Document]:
+        if self._docs is None:
+            self.stats = SourceStats()
+            self._docs = list(iter_documents(self.files, text_field=self.settings.text_field, stats=self.stats,
+                                             max_bytes=self.settings.max_corpus_bytes))
+            if not self._docs:
+                st, names = self.stats, self.names
+                raise EmptyCorpusError(
+                    f"the corpus {names[0] if len(names) == 1 else ', '.join(names)} has no usable text: "
+                    f"{st.files} files, {st.skipped_binary} binary, {st.skipped_empty} empty, "
+                    f"{st.skipped_undecodable} undecodable"
+                    + (f" (e.g. {', '.join(st.skipped_examples)})" if st.skipped_examples else ""),
+                    why="there is nothing to train on",
+                    fix="point --data at UTF-8 text, or widen --include (e.g. --include '*.py' --include '*.txt')")
+        return self._docs
+
+
+def corpus_tokenizer(corpus: Corpus) -> Tokenizer:
+    """A byte-level BPE trained on the corpus's train documents, cached by (files, vocabulary, split)."""
+    s = corpus.settings
+    tkey = hashlib.sha256(f"{corpus.fingerprint}:{s.vocab_size}:{s.val_fraction}:{BPE_VERSION}".encode()).hexdigest()
+    tpath = s.cache_root / "tokenizers" / f"{tkey[:20]}.json"
+    if tpath.is_file() and not s.rebuild:
+        tokenizer = load_tokenizer(tpath)
+        s.log(f"tokenizer: cached byte-level BPE ({vocab_size(tokenizer)} tokens) {tpath}")
+        return tokenizer
+    docs = corpus.documents()
+    t0 = time.time()
+    train_texts = [d.text for d in docs if _doc_hash(d.key) >= s.val_fraction] or [d.text for d in docs]
+    tokenizer = train_bpe(train_texts, s.vocab_size, length=len(train_texts))
+    tpath.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tpath.with_name(f".{tpath.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tokenizer.save(str(tmp))
+    os.replace(tmp, tpath)
+    s.log(f"tokenizer: trained byte-level BPE, {vocab_size(tokenizer)} tokens, in {time.time() - t0:.1f}s")
+    return tokenizer
+
+
+def _tokenize(docs: list[Document], tokenizer: Tokenizer, dtype: type) -> list[np.ndarray]:
+    """Each document's ids followed by one EOS."""
+    eos = eos_id(tokenizer)
+    per_doc: list[np.ndarray] = []
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    for i in range(0, len(docs), ENCODE_BATCH):
+        for enc in encode([d.text for d in docs[i : i + ENCODE_BATCH]], add_special_tokens=False):
+            ids = np.empty(len(enc.ids) + 1, dtype=dtype)
+            ids[:-1] = enc.ids
+            ids[-1] = eos
+            per_doc.append(ids)
+    return per_doc
+
+
+def _val_documents(docs: list[Document], per_doc: list[np.ndarray], s: BuildSettings) -> list[bool]:
+    """Which documents are held out: hash below ``val_fraction``, topped up by the smallest hashes."""
+    hashes = [_doc_hash(d.key) for d in docs]
+    is_val = [h < s.val_fraction for h in hashes]
+    n_val, val_tok = sum(is_val), sum(len(a) for a, v in zip(per_doc, is_val) if v)
+    for i in sorted(range(len(docs)), key=lambda i: (hashes[i], docs[i].key)):
+        if n_val >= min(s.min_val_docs, len(docs) - 1) and val_tok >= s.seq_len + 1:
+            break
+        if is_val[i]:
+            continue
+        if n_val + 1 >= len(docs):
+            break
+        is_val[i] = True
+        n_val += 1
+        val_tok += len(per_doc[i])
+    return is_val
+
+
+def _split(docs: list[Document], per_doc: list[np.ndarray], s: BuildSettings, role: str,
+           dtype: type) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """``(train tokens, val tokens, train documents, val documents)`` of the role's split."""
+    if role == EVAL:
+        return _concat([], dtype), _concat(per_doc, dtype), 0, len(docs)
+    if len(docs) < 2:
+        flat = per_doc[0]
+        n_val = max(s.seq_len + 1, int(math.ceil(len(flat) * s.val_fraction)))
+        return flat[: len(flat) - n_val], flat[len(flat) - n_val :], 1, 1
+    is_val = _val_documents(docs, per_doc, s)
+    train_ids = [a for a, v in zip(per_doc, is_val) if not v]
+    val_ids = [a for a, v in zip(per_doc, is_val) if v]
+    return _concat(train_ids, dtype), _concat(val_ids, dtype), len(train_ids), len(val_ids)
+
+
+def _concat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
+
+
+def _write_entry(entry: Path, arrays: dict[str, np.ndarray], tokenizer: Tokenizer, meta: dict) -> None:
+    """The arrays, ``tokenizer.json`` and ``meta.json`` under a temporary name, then renamed into place."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = entry.parent / f".{entry.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        for name, arr in arrays.items():
+            with open(staging / name, "wb") as fh:
+                fh.write(np.ascontiguousarray(arr).tobytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+        tokenizer.save(str(staging / "tokenizer.json"))
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if entry.exists():
+            shutil.rmtree(entry, ignore_errors=True)
+        os.replace(staging, entry)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _entry_settings(corpus: Corpus, thash: str, role: str) -> dict:
+    """What the key of a cache entry hashes (a training corpus's keys are those of every earlier version)."""
+    s = corpus.settings
+    if role == EVAL:
+        return {"format": CACHE_FORMAT, "files": corpus.fingerprint, "tokenizer": thash, "role": EVAL}
+    return {"format": CACHE_FORMAT, "files": corpus.fingerprint, "tokenizer": thash, "seq_len": s.seq_len,
+            "val_fraction": s.val_fraction, "min_val_docs": s.min_val_docs}
+
+
+def _tokenize_entry(corpus: Corpus, tokenizer: Tokenizer, entry: Path, settings: dict, role: str) -> None:
+    """Read, tokenize, split and write the cache entry ``entry``."""
+    s = corpus.settings
+    docs = corpus.documents()
+    V = vocab_size(tokenizer)
+    dtype = np.uint16 if V <= 65536 else np.uint32
+    t0 = time.time()
+    per_doc = _tokenize(docs, tokenizer, dtype)
+    tok_time = time.time() - t0
+    train_arr, val_arr, train_docs, val_docs = _split(docs, per_doc, s, role, dtype)
+    total_tokens, need = sum(len(a) for a in per_doc), s.seq_len + 1
+    if len(val_arr) < need or (len(train_arr) < need and role != EVAL):
+        raise EmptyCorpusError(
+            f"the corpus is too small: {total_tokens} tokens in {len(docs)} documents, but "
+            + ("an evaluation set needs" if role == EVAL else "training needs")
+            + f" at least one window of seq_len+1 = {need} tokens"
+            + ("" if role == EVAL else " for train and for validation each"),
+            fix="use a larger corpus or a smaller --seq-len")
+    meta = {
+        "format": CACHE_FORMAT, "key": entry.name, "settings": settings, "dtype": np.dtype(dtype).name,
+        "seq_len": s.seq_len, "eos_id": eos_id(tokenizer), "vocab_size": V, "tokenizer_sha256": settings["tokenizer"],
+        "train_tokens": int(len(train_arr)), "val_tokens": int(len(val_arr)),
+        "train_docs": train_docs, "val_docs": val_docs, "sources": corpus.names, "stats": corpus.stats.to_dict(),
+        "tokenize_seconds": round(tok_time, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_entry(entry, {"train.bin": train_arr, "val.bin": val_arr}, tokenizer, meta)
+    s.log(f"tokenized {len(docs)} documents ({corpus.stats.bytes / 1e6:.1f} MB) into {total_tokens:,} tokens "
+          f"in {tok_time:.1f}s; cached at {entry}")
+
+
+def _cached_entry(corpus: Corpus, tokenizer: Tokenizer, role: str = HOLDOUT) -> TokenDataset:
+    """The corpus's cache entry for this tokenizer and these settings: found, or built now."""
+    s = corpus.settings
+    settings = _entry_settings(corpus, tokenizer_hash(tokenizer), role)
+    entry = s.cache_root / hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+    hit = is_token_cache(entry) and not s.rebuild
+    if not hit:
+        _tokenize_entry(corpus, tokenizer, entry, settings, role)
+    ds = load_cache(entry, seq_len=s.seq_len, tokenizer=tokenizer)
+    ds.sources = corpus.names
+    if hit:
+        s.log(f"token cache hit {entry}")
+    return ds
+
+
+def _build_corpus(data: list[str] | None, tokenizer: Tokenizer | None, s: BuildSettings) -> TokenDataset:
+    """One corpus (every ``data`` path pooled), or a prepared token cache."""
+    if data and len(data) == 1 and is_token_cache(data[0]):
+        ds = load_cache(data[0], seq_len=s.seq_len, tokenizer=tokenizer)
+        s.log(f"using prepared token cache {data[0]}")
+        return ds
+    if s.seq_len < 1:
+        raise UsageError(f"--seq-len {s.seq_len} must be positive")
+    corpus = Corpus.resolve(data, s)
+    return _cached_entry(corpus, tokenizer or corpus_tokenizer(corpus))
+
+
+def _build_mixture(specs: list[tuple[str, float]], tokenizer: Tokenizer | None, s: BuildSettings) -> MixtureDataset:
+    """Each source its own cache entry, all with one tokenizer: the given one, else the first prepared
+    cache's, else a BPE trained on every source pooled (the one the same ``--data`` without weights trains)."""
+    paths = [p for p, _ in specs]
+    if tokenizer is None:
+        caches = [p for p in paths if is_token_cache(p)]
+        tokenizer = load_tokenizer(Path(caches[0]) / "tokenizer.json") if caches else \
+            corpus_tokenizer(Corpus.resolve(paths, s))
+    parts = [_build_corpus([p], tokenizer, s) for p in paths]
+    return MixtureDataset(parts, [w for _, w in specs], paths)
 
 
 def build_dataset(
@@ -170,163 +437,35 @@ def build_dataset(
     max_corpus_bytes: int | None = None,
     cache_dir: str | Path | None = None,
     rebuild: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> TokenDataset:
+    log: Log | None = None,
+) -> TokenDataset | MixtureDataset:
     """Resolve the corpus, get or train the tokenizer, tokenize, split, pack and cache.
 
-    ``data``: paths (file / directory / .jsonl / .parquet / prepared cache); None or empty =
-    the Python standard library. ``tokenizer`` (an object) or ``tokenizer_path`` wins over
-    training a BPE of ``vocab_size_`` on the corpus.
+    ``data``: paths (file / directory / .jsonl / .parquet / prepared cache), each optionally
+    ``PATH:WEIGHT`` (``mixture.py``: weights on every path or none); None or empty = the Python
+    standard library. ``tokenizer`` (an object) or ``tokenizer_path`` wins over training a BPE of
+    ``vocab_size_`` on the corpus. Weighted paths give a ``MixtureDataset``, otherwise one
+    ``TokenDataset`` of all paths pooled.
     """
-    log = log or (lambda s: None)
     if tokenizer is None and tokenizer_path:
         tokenizer = load_tokenizer(tokenizer_path)
-    if data and len(data) == 1 and is_token_cache(data[0]):
-        ds = load_cache(data[0], seq_len=seq_len, tokenizer=tokenizer)
-        log(f"using prepared token cache {data[0]}")
-        return ds
-    if seq_len < 1:
-        raise UsageError(f"--seq-len {seq_len} must be positive")
-    cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    files, names = resolve_files(data, include)
-    # A deterministic, location-independent order (a byte budget then samples across the tree).
-    files.sort(key=lambda f: (_doc_hash(f.key), f.key))
-    corpus_settings = {"text_field": text_field, "max_corpus_bytes": max_corpus_bytes}
-    files_fp = _files_fingerprint(files, corpus_settings)
+    s = BuildSettings.make(include=include, cache_dir=cache_dir, log=log, text_field=text_field,
+                           vocab_size=vocab_size_, seq_len=seq_len, val_fraction=val_fraction,
+                           min_val_docs=min_val_docs, max_corpus_bytes=max_corpus_bytes, rebuild=rebuild)
+    specs = parse_data_specs(data)
+    if specs and specs[0][1] is not None:
+        return _build_mixture(specs, tokenizer, s)  # type: ignore[arg-type]
+    return _build_corpus([p for p, _ in specs] or None, tokenizer, s)
 
-    docs_cache: list[Document] | None = None
-    stats = SourceStats()
 
-    def read_docs() -> list[Document]:
-        nonlocal docs_cache, stats
-        if docs_cache is None:
-            stats = SourceStats()
-            docs_cache = list(iter_documents(files, text_field=text_field, stats=stats, max_bytes=max_corpus_bytes))
-            if not docs_cache:
-                what = names[0] if len(names) == 1 else ", ".join(names)
-                raise EmptyCorpusError(
-                    f"the corpus {what} has no usable text: {stats.files} files, "
-                    f"{stats.skipped_binary} binary, {stats.skipped_empty} empty, "
-                    f"{stats.skipped_undecodable} undecodable"
-                    + (f" (e.g. {', '.join(stats.skipped_examples)})" if stats.skipped_examples else ""),
-                    why="there is nothing to train on",
-                    fix="point --data at UTF-8 text, or widen --include (e.g. --include '*.py' --include '*.txt')")
-        return docs_cache
-
-    if not files:
-        raise EmptyCorpusError(
-            f"no files matched in {', '.join(names)} (include: {', '.join(include or ()) or 'default'})",
-            why="there is nothing to train on",
-            fix="check --data and --include (e.g. --include '*.py')")
-
-    # ------------------------------------------------------------ tokenizer
-    if tokenizer is None:
-        tkey = hashlib.sha256(f"{files_fp}:{vocab_size_}:{val_fraction}:{BPE_VERSION}".encode()).hexdigest()[:20]
-        tpath = cache_root / "tokenizers" / f"{tkey}.json"
-        if tpath.is_file() and not rebuild:
-            tokenizer = load_tokenizer(tpath)
-            log(f"tokenizer: cached byte-level BPE ({vocab_size(tokenizer)} tokens) {tpath}")
-        else:
-            docs = read_docs()
-            t0 = time.time()
-            train_texts = [d.text for d in docs if _doc_hash(d.key) >= val_fraction] or [d.text for d in docs]
-            tokenizer = train_bpe(train_texts, vocab_size_, length=len(train_texts))
-            tpath.parent.mkdir(parents=True, exist_ok=True)
-            tmp = tpath.with_name(f".{tpath.name}.{uuid.uuid4().hex[:8]}.tmp")
-            tokenizer.save(str(tmp))
-            os.replace(tmp, tpath)
-            log(f"tokenizer: trained byte-level BPE, {vocab_size(tokenizer)} tokens, in {time.time() - t0:.1f}s")
-    thash = tokenizer_hash(tokenizer)
-    eos = eos_id(tokenizer)
-    V = vocab_size(tokenizer)
-
-    # ------------------------------------------------------------ cache
-    settings = {"format": CACHE_FORMAT, "files": files_fp, "tokenizer": thash, "seq_len": seq_len,
-                "val_fraction": val_fraction, "min_val_docs": min_val_docs}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
-    entry = cache_root / key
-    if is_token_cache(entry) and not rebuild:
-        ds = load_cache(entry, seq_len=seq_len, tokenizer=tokenizer)
-        ds.sources = names
-        log(f"token cache hit {entry}")
-        return ds
-
-    docs = read_docs()
-    t0 = time.time()
-    per_doc: list[np.ndarray] = []
-    dtype = np.uint16 if V <= 65536 else np.uint32
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    for i in range(0, len(docs), ENCODE_BATCH):
-        batch = [d.text for d in docs[i : i + ENCODE_BATCH]]
-        for enc in encode(batch, add_special_tokens=False):
-            ids = np.empty(len(enc.ids) + 1, dtype=dtype)
-            ids[:-1] = enc.ids
-            ids[-1] = eos
-            per_doc.append(ids)
-    tok_time = time.time() - t0
-
-    # ------------------------------------------------------------ split
-    hashes = [_doc_hash(d.key) for d in docs]
-    order = sorted(range(len(docs)), key=lambda i: (hashes[i], docs[i].key))
-    is_val = [hashes[i] < val_fraction for i in range(len(docs))]
-    need = seq_len + 1
-    total_tokens = sum(len(a) for a in per_doc)
-    if len(docs) >= 2:
-        val_tok = sum(len(per_doc[i]) for i in range(len(docs)) if is_val[i])
-        n_val = sum(is_val)
-        for i in order:
-            if n_val >= min(min_val_docs, len(docs) - 1) and val_tok >= need:
-                break
-            if is_val[i]:
-                continue
-            if n_val + 1 >= len(docs):
-                break
-            is_val[i] = True
-            n_val += 1
-            val_tok += len(per_doc[i])
-        train_ids = [per_doc[i] for i in range(len(docs)) if not is_val[i]]
-        val_ids = [per_doc[i] for i in range(len(docs)) if is_val[i]]
-        train_arr = np.concatenate(train_ids) if train_ids else np.empty(0, dtype=dtype)
-        val_arr = np.concatenate(val_ids) if val_ids else np.empty(0, dtype=dtype)
-        train_docs, val_docs = len(train_ids), len(val_ids)
-    else:
-        flat = per_doc[0]
-        n_val = max(need, int(math.ceil(len(flat) * val_fraction)))
-        train_arr, val_arr = flat[: len(flat) - n_val], flat[len(flat) - n_val :]
-        train_docs, val_docs = 1, 1
-    if len(train_arr) < need or len(val_arr) < need:
-        raise EmptyCorpusError(
-            f"the corpus is too small: {total_tokens} tokens in {len(docs)} documents, but training needs "
-            f"at least one window of seq_len+1 = {need} tokens for train and for validation each",
-            fix="use a larger corpus or a smaller --seq-len")
-
-    # ------------------------------------------------------------ write
-    meta = {
-        "format": CACHE_FORMAT, "key": key, "settings": settings, "dtype": np.dtype(dtype).name,
-        "seq_len": seq_len, "eos_id": eos, "vocab_size": V, "tokenizer_sha256": thash,
-        "train_tokens": int(len(train_arr)), "val_tokens": int(len(val_arr)),
-        "train_docs": train_docs, "val_docs": val_docs, "sources": names, "stats": stats.to_dict(),
-        "tokenize_seconds": round(tok_time, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    cache_root.mkdir(parents=True, exist_ok=True)
-    staging = cache_root / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        for name, arr in (("train.bin", train_arr), ("val.bin", val_arr)):
-            with open(staging / name, "wb") as fh:
-                fh.write(np.ascontiguousarray(arr).tobytes())
-                fh.flush()
-                os.fsync(fh.fileno())
-        tokenizer.save(str(staging / "tokenizer.json"))
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if entry.exists():
-            shutil.rmtree(entry, ignore_errors=True)
-        os.replace(staging, entry)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    log(f"tokenized {len(docs)} documents ({stats.bytes / 1e6:.1f} MB) into {total_tokens:,} tokens "
-        f"in {tok_time:.1f}s; cached at {entry}")
-    ds = load_cache(entry, seq_len=seq_len, tokenizer=tokenizer)
-    ds.sources = names
-    return ds
+def build_eval_set(path: str, *, tokenizer: Tokenizer, seq_len: int, include: list[str] | tuple[str, ...] | None = None,
+                   text_field: str = "text", max_corpus_bytes: int | None = None, cache_dir: str | Path | None = None,
+                   rebuild: bool = False, log: Log | None = None) -> TokenDataset:
+    """An extra validation set (``--eval-data NAME=PATH``): every document of ``path`` tokenized with the
+    run's tokenizer into one cached ``val`` stream, evaluated on its first windows as the held-out split
+    is. A prepared token cache is used as it is (its held-out split)."""
+    if is_token_cache(path):
+        return load_cache(path, seq_len=seq_len, tokenizer=tokenizer)
+    s = BuildSettings.make(include=include, cache_dir=cache_dir, log=log, text_field=text_field, seq_len=seq_len,
+                           max_corpus_bytes=max_corpus_bytes, rebuild=rebuild)
+    return _cached_entry(Corpus.resolve([path], s), tokenizer, EVAL)

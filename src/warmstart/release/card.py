@@ -3,7 +3,9 @@
 YAML front matter: license, base_model (warm starts: warmstart.json parent), datasets, tags,
 library_name, pipeline_tag, model-index (val_loss and perplexity). Sections: intended use and
 limits, training procedure (the run's config.yaml when the checkpoint sits in a run directory),
-loss trajectory (metrics.jsonl), data, how to use (transformers), reproduce.
+loss trajectory (metrics.jsonl), evaluation sets (warmstart.json ``eval_sets``: each ``--eval-data`` set's
+loss at step 0 and at save, the forgetting report), data (with a mixture's weights and tokens drawn,
+warmstart.json ``data_mixture``), how to use (transformers), reproduce.
 """
 
 from __future__ import annotations
@@ -74,6 +76,38 @@ def loss_table(rows: list[dict], max_rows: int = 20) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _loss(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) else "–"
+
+
+def eval_sets_section(eval_sets: Any) -> list[str]:
+    """The forgetting report: each extra validation set's loss at step 0, at save, and the change."""
+    if not isinstance(eval_sets, dict) or not eval_sets:
+        return []
+    lines = ["## Evaluation sets\n",
+             "Loss on each extra validation set (`--eval-data`) before the first step and when this checkpoint "
+             "was saved. On a set the model should keep (retain) a rise is forgetting; on the new domain "
+             "(target) a fall is learning.\n",
+             "| set | loss at step 0 | loss at save | change |", "|---|---:|---:|---:|"]
+    for name, r in eval_sets.items():
+        r = r if isinstance(r, dict) else {}
+        change = r.get("change")
+        lines.append(f"| {name} | {_loss(r.get('step0'))} | {_loss(r.get('final'))} | "
+                     + (f"{change:+.4f}" if isinstance(change, (int, float)) else "–") + " |")
+    return lines + [""]
+
+
+def mixture_section(mixture: Any) -> list[str]:
+    """A weighted mixture's sources with their weights and the training tokens drawn from each."""
+    if not isinstance(mixture, list) or not mixture:
+        return []
+    lines = ["\nThe training data was a weighted mixture (weights are shares of training tokens):\n",
+             "| source | weight | tokens drawn |", "|---|---:|---:|"]
+    for m in (m for m in mixture if isinstance(m, dict)):
+        lines.append(f"| `{m.get('source')}` | {m.get('weight')} | {m.get('tokens_drawn', '–')} |")
+    return lines + [""]
+
+
 def build_card(ckpt_path: str | Path, *, ckpt=None) -> str:
     ckpt = ckpt or load_checkpoint(ckpt_path)
     c = _card_facts(ckpt)
@@ -89,11 +123,13 @@ def build_card(ckpt_path: str | Path, *, ckpt=None) -> str:
     parts += _training_procedure(ckpt, c)
     parts.append("## Loss trajectory\n")
     parts.append(loss_table(c["rows"]))
+    parts += eval_sets_section(c["prov"].get("eval_sets"))
     parts.append("## Data\n")
     if c["sources"]:
         parts.append("Training data: " + ", ".join(f"`{s}`" for s in c["sources"]) + ".")
     else:
         parts.append("Training data: not recorded.")
+    parts += mixture_section(c["prov"].get("data_mixture"))
     parts.append(f"Data license: {c['prov'].get('data_license') or 'not recorded'}.\n")
     parts += _how_to_use(ckpt)
     parts += _reproduce(c)
@@ -252,4 +288,5 @@ def write_card(ckpt_path: str | Path, out: str | Path, *, force: bool = False) -
     return out
 
 
-__all__ = ["build_card", "find_run_dir", "loss_table", "read_metrics", "write_card"]
+__all__ = ["build_card", "eval_sets_section", "find_run_dir", "loss_table", "mixture_section", "read_metrics",
+           "write_card"]

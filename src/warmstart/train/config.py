@@ -22,6 +22,8 @@ import yaml
 
 from warmstart.errors import ResumeError, UsageError
 
+SCHEDULES = ("cosine", "wsd", "constant")  # optim.lr_at implements each
+EVAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SCRATCH_LR = 2e-3  # default peak learning rate from scratch
 INIT_LR = 5e-5  # default peak learning rate with --init: continued pretraining wants a far smaller step
 
@@ -48,7 +50,12 @@ class TrainConfig:
     vocab_size: int = option(8192, help="Vocabulary of the byte-level BPE trained on the corpus (scratch).")
     # data
     data: list[str] = option(default_factory=list, help="Text file, directory, .jsonl, .parquet or prepared "
-                             "cache (repeatable). Default: the Python stdlib.")
+                             "cache (repeatable). PATH:WEIGHT on every --data makes a mixture sampled by token "
+                             "share, e.g. --data code/:0.9 --data replay.jsonl:0.1 (an existing path is never "
+                             "split at ':'). Default: the Python stdlib.")
+    eval_data: list[str] = option(default_factory=list, help="NAME=PATH: an extra validation set (repeatable), "
+                                  "evaluated beside val at step 0, at every evaluation and in the summary, e.g. "
+                                  "--eval-data retain=old_corpus/.")
     include: list[str] = option(default_factory=list, help="Glob for directory sources (repeatable), e.g. '*.py'.")
     text_field: str = option("text", help="JSONL / Parquet field holding the text.")
     max_corpus_bytes: int | None = option(None, help="Read at most this many bytes of text.")
@@ -61,9 +68,16 @@ class TrainConfig:
     # optimisation
     lr: float = option(SCRATCH_LR, help=f"Peak learning rate (default {_sci(SCRATCH_LR)} from scratch, "
                        f"{_sci(INIT_LR)} with --init).")
-    min_lr_ratio: float = option(0.1, help="Cosine floor as a fraction of --lr.", aliases=("min_lr",))
-    warmup_steps: int = option(10, help="Linear warmup steps.", flags=("--warmup-steps", "--warmup"))
-    lr_decay_steps: int | None = option(None, help="Cosine horizon (default: the step budget).")
+    min_lr_ratio: float = option(0.1, help="Floor of the cosine / wsd decay as a fraction of --lr.",
+                                 aliases=("min_lr",))
+    warmup_steps: int = option(10, help="Linear warmup steps (an --init run warms up afresh).",
+                               flags=("--warmup-steps", "--warmup"))
+    schedule: str = option("cosine", help="Learning rate after the warmup: cosine (down to the floor at the "
+                           "horizon), wsd (warmup-stable-decay: --lr, then a 1-sqrt decay to the floor over the last "
+                           "--decay-fraction of the horizon) or constant. --init runs re-warm: a fresh warmup and "
+                           "schedule from step 0; --resume continues the run's own.")
+    decay_fraction: float = option(0.2, help="wsd: the share of the horizon spent decaying.")
+    lr_decay_steps: int | None = option(None, help="Schedule horizon (default: the step budget).")
     weight_decay: float = option(0.1, help="AdamW weight decay (not on norms, biases, embeddings).")
     beta1: float = option(0.9, help="AdamW beta1.")
     beta2: float = option(0.95, help="AdamW beta2.")
@@ -128,11 +142,29 @@ class TrainConfig:
         need(self.device == "auto" or self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
              f"--device '{self.device}' is not one of auto, cpu, cuda, cuda:N")
         need(0.0 < self.val_fraction < 0.5, f"--val-fraction {self.val_fraction} must be in (0, 0.5)")
+        need(self.schedule in SCHEDULES, f"--schedule '{self.schedule}' is not one of {', '.join(SCHEDULES)}")
+        need(0.0 < self.decay_fraction <= 1.0, f"--decay-fraction {self.decay_fraction} must be in (0, 1]")
+        self.eval_sets()
+
+    def eval_sets(self) -> list[tuple[str, str]]:
+        """``--eval-data`` as ``[(name, path), ...]``: ``NAME=PATH`` split at the first ``=``."""
+        out: list[tuple[str, str]] = []
+        for spec in self.eval_data:
+            name, sep, path = str(spec).partition("=")
+            if not sep or not path or not EVAL_NAME.fullmatch(name) or name in ("val", "loss"):
+                raise UsageError(f"--eval-data '{spec}' is not NAME=PATH with a NAME of letters, digits, '_', '.' "
+                                 "or '-' (not 'val' or 'loss')",
+                                 why="'val' is the held-out split of --data and each set is logged as val/NAME",
+                                 fix="e.g. --eval-data retain=old_corpus/ --eval-data target=new.jsonl")
+            if name in (n for n, _ in out):
+                raise UsageError(f"--eval-data names '{name}' twice", fix="give every evaluation set its own name")
+            out.append((name, path))
+        return out
 
 
 # Keys that define what is being trained; a resumed run must keep them.
 RESUME_FIXED = ("preset", "init", "tokenizer", "vocab_size", "data", "include", "text_field", "max_corpus_bytes",
-                "val_fraction", "seq_len", "seed")
+                "val_fraction", "seq_len", "seed", "eval_data")
 
 
 # ------------------------------------------------------------------ the declarations, for the command line
@@ -208,12 +240,22 @@ def normalize_keys(d: dict[str, Any], *, source: str = "config") -> dict[str, An
         if key not in _FIELD_NAMES:
             raise UsageError(f"{source}: unknown setting '{k}'",
                              fix="use one of: " + ", ".join(sorted(_FIELD_NAMES)))
-        if key in ("data", "include") and isinstance(v, str):
+        if key in ("data", "include", "eval_data") and isinstance(v, str):
             v = [v]
+        if key in ("data", "eval_data") and isinstance(v, dict):  # {path: weight} / {name: path}
+            v = [_mapping_entry(key, a, b) for a, b in v.items()]
         if key == "max_time" and isinstance(v, str):
             v = parse_duration(v)
         out[key] = v
     return out
+
+
+def _mapping_entry(key: str, a: Any, b: Any) -> str:
+    """One entry of a YAML mapping as its command-line spelling: ``path: weight`` -> ``path:weight``
+    (``path:`` with no weight -> the path alone), ``name: path`` -> ``name=path``."""
+    if key == "eval_data":
+        return f"{a}={b}"
+    return str(a) if b is None else f"{a}:{b}"
 
 
 def parse_duration(text: str | float | int | None) -> float | None:

@@ -1,19 +1,21 @@
-"""Evaluation: mean next-token loss, over a dataset's fixed validation windows or over a token list.
+"""Evaluation: mean next-token loss, over a dataset's fixed validation windows or over a token list;
+the extra validation sets of a run (``--eval-data NAME=PATH``) and the change of their loss since step 0.
 
-Both sum per-token cross-entropy in float64 and divide once, so the result does not depend on
-how the windows are batched.
+Both losses sum per-token cross-entropy in float64 and divide once, so the result does not depend
+on how the windows are batched.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Sequence
+import math
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from warmstart.errors import UsageError
+from warmstart.errors import UntrainedInitError, UsageError
 
 AmpFactory = Callable[[], contextlib.AbstractContextManager]
 
@@ -76,4 +78,73 @@ def evaluate_tokens(model, token_ids: Sequence[int], *, seq_len: int, batch_size
     return float(total.item() / count), count
 
 
-__all__ = ["evaluate", "evaluate_tokens", "to_device"]
+def load_eval_sets(cfg, tokenizer, say: Callable[[str], None]) -> dict[str, Any]:
+    """``--eval-data``: ``{name: TokenDataset}``, each set tokenized whole with the run's tokenizer and cached."""
+    from warmstart.data import build_eval_set
+
+    sets = {}
+    for name, path in cfg.eval_sets():
+        ds = build_eval_set(path, tokenizer=tokenizer, seq_len=cfg.seq_len, include=cfg.include or None,
+                            text_field=cfg.text_field, cache_dir=cfg.cache_dir, log=say)
+        n = len(ds.val_window_indices(cfg.eval_tokens))
+        say(f"eval set {name}: {ds.meta.get('val_docs', '?')} documents, {len(ds.val):,} tokens; "
+            f"evaluated on {n} windows of {ds.seq_len}")
+        sets[name] = ds
+    return sets
+
+
+def evaluate_sets(model, sets: dict[str, Any], eval_tokens: int, batch_size: int, device: torch.device,
+                  amp: AmpFactory = contextlib.nullcontext) -> dict[str, float]:
+    """``{name: loss}`` of every extra validation set (each on its fixed windows, as ``evaluate``)."""
+    return {name: evaluate(model, ds, eval_tokens, batch_size, device, amp) for name, ds in sets.items()}
+
+
+def eval_metrics(losses: dict[str, float]) -> dict[str, float]:
+    """The ``metrics.jsonl`` / TensorBoard keys of the extra sets' losses: ``val/NAME``."""
+    return {f"val/{name}": loss for name, loss in losses.items()}
+
+
+def step0_eval_lines(losses: dict[str, float], *, random_init_loss: float, warm=None,
+                     allow_untrained_init: bool = False) -> list[str]:
+    """The step-0 line of each extra set; for a warm start gate 7's random-init refusal applies to each
+    (the comparison with the checkpoint's recorded loss is the held-out split's alone)."""
+    lines = []
+    for name, loss in losses.items():
+        if warm is not None:
+            from warmstart.init import step0_gate
+
+            try:
+                step0_gate(warm, val_loss=loss, data_fingerprint=None, allow_untrained_init=allow_untrained_init)
+            except UntrainedInitError as err:
+                raise UntrainedInitError(f"--eval-data {name}: {err.found}", why=err.why, fix=err.fix,
+                                         path=err.path) from None
+        lines.append(f"step 0 val/{name} loss {loss:.4f} (random init ≈ ln V = {random_init_loss:.4f})")
+    return lines
+
+
+def forgetting(first: dict[str, float], latest: dict[str, float]) -> dict[str, dict]:
+    """``{name: {"step0", "final", "change"}}``; ``change = final - step0``: a rise on a retain set is
+    forgetting, a fall on a target set is learning (None when step 0 was not evaluated)."""
+    out = {}
+    for name, final in latest.items():
+        step0 = first.get(name)
+        out[name] = {"step0": step0, "final": final, "change": None if step0 is None else final - step0}
+    return out
+
+
+def forgetting_lines(report: dict[str, dict] | None) -> list[str]:
+    """One summary line per extra validation set."""
+    def f(x: float | None) -> str:
+        return "n/a" if x is None or not math.isfinite(x) else f"{x:.4f}"
+
+    lines = []
+    for name, r in (report or {}).items():
+        change = r["change"]
+        word = "higher" if change and change > 0 else "lower" if change and change < 0 else "unchanged"
+        trend = "" if change is None else f" ({change:+.4f}, {word})"
+        lines.append(f"val/{name}: step 0 {f(r['step0'])} -> final {f(r['final'])}{trend}")
+    return lines
+
+
+__all__ = ["eval_metrics", "evaluate", "evaluate_sets", "evaluate_tokens", "forgetting", "forgetting_lines", "load_eval_sets",
+           "step0_eval_lines", "to_device"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,12 +24,15 @@ import torch
 from warmstart import __version__
 from warmstart.arch import CausalLM, ModelConfig
 from warmstart.checkpoint.write import atomic_write_json, atomic_write_text
-from warmstart.data import BatchSampler, TokenDataset, build_dataset
+from warmstart.data import TokenDataset, build_dataset, mixture_lines
 from warmstart.runtime import amp_context, resolve_device
 from warmstart.train import checkpoints as ck
 from warmstart.train.budget import Budget
 from warmstart.train.config import TrainConfig, dump_yaml
-from warmstart.train.evaluate import AmpFactory, evaluate
+from warmstart.train.evaluate import (
+    AmpFactory, eval_metrics, evaluate, evaluate_sets, forgetting, forgetting_lines, load_eval_sets,
+    step0_eval_lines,
+)
 from warmstart.train.optim import Schedule, build_optimizer, set_lr
 from warmstart.train.parallel import LossFn, compile_loss, parallelize
 from warmstart.train.report import IntervalMeter, Reporter, RunLog, fmt_duration
@@ -51,6 +54,8 @@ class RunSummary:
     last_checkpoint: str | None
     stopped_by: str
     resumed_from: str | None = None
+    data_mixture: list[dict] | None = None  # weighted --data: each source's weight and tokens drawn
+    eval_sets: dict[str, dict] | None = None  # --eval-data: {name: {"step0", "final", "change"}}
 
     def lines(self) -> list[str]:
         def f(x):
@@ -60,6 +65,7 @@ class RunSummary:
             f"done: {self.steps} steps, {self.tokens_seen:,} tokens, {fmt_duration(self.seconds)} "
             f"(stopped by {self.stopped_by})",
             f"val_loss: first {f(self.first_val_loss)} -> final {f(self.final_val_loss)}, best {f(self.best_val_loss)}",
+            *forgetting_lines(self.eval_sets), *mixture_lines(self.data_mixture),
             f"best checkpoint: {self.best_checkpoint or 'none'}",
             f"last checkpoint: {self.last_checkpoint or 'none'}",
         ]
@@ -84,6 +90,7 @@ class Run:
     guard: DivergenceGuard
     log: RunLog
     out: Reporter
+    evals: dict[str, TokenDataset] = field(default_factory=dict)  # --eval-data sets
 
     def say(self, text: str) -> None:
         self.out.print(text)
@@ -104,18 +111,21 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
 
     source = resolve_source(cfg, run_dir, device=device, say=out.print)  # --init: gates 1-6
     ds = _load_data(cfg, source, out.print)
+    evals = load_eval_sets(cfg, ds.tokenizer, out.print)
     mcfg = source.model_config(cfg, ds)
     model = build_model(source, mcfg, cfg, device)
     out.print(_describe(model, mcfg, device, amp))
     model = parallelize(model, cfg)
-    first_val = _step0_evaluation(model, source, ds, cfg, device, amp, out.print)  # --init: gate 7
+    first_val, first_evals = _step0_evaluation(model, source, ds, evals, cfg, device, amp, out.print)  # gate 7
 
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
                                 eps=cfg.eps, device=device)
     budget = Budget(cfg, tokens_per_step=cfg.batch_size * cfg.grad_accum * cfg.seq_len)
-    state = TrainState(sampler=BatchSampler(ds.n_train_windows, seed=cfg.seed), data_fingerprint=ds.fingerprint,
-                       schedule=Schedule(cfg.lr, cfg.warmup_steps, budget.decay_steps, cfg.min_lr_ratio),
-                       started=started, first_val_loss=first_val, val_loss=first_val)
+    state = TrainState(sampler=ds.sampler(cfg.seed), data_fingerprint=ds.fingerprint,
+                       schedule=Schedule(cfg.lr, cfg.warmup_steps, budget.decay_steps, cfg.min_lr_ratio,
+                                         kind=cfg.schedule, decay_fraction=cfg.decay_fraction),
+                       started=started, first_val_loss=first_val, val_loss=first_val,
+                       first_eval_losses=first_evals, eval_losses=dict(first_evals))
     if source.resume_dir is not None:
         _resume(run_dir, source.resume_dir, optimizer, state, out.print)
 
@@ -126,7 +136,7 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
     guard = DivergenceGuard(device, state, run_dir=run_dir, lr=cfg.lr, warmup_steps=cfg.warmup_steps)
     run = Run(cfg=cfg, run_dir=run_dir, device=device, amp=amp, source=source, ds=ds, mcfg=mcfg, model=model,
               loss_fn=compile_loss(model, cfg), optimizer=optimizer, state=state, budget=budget, guard=guard,
-              log=log, out=out)
+              log=log, out=out, evals=evals)
     try:
         stopped_by = train(run)
     finally:
@@ -180,6 +190,7 @@ def _log_eval_save(run: Run, meter: IntervalMeter, lr: float, *, log_now: bool, 
         eta = run.budget.eta(state, time.time())
     if eval_now:
         rec["val_loss"] = evaluate_run(run)
+        rec.update(eval_metrics(state.eval_losses))
         rec.setdefault("tokens_seen", state.tokens_seen)
     rec["elapsed"] = round(state.elapsed, 3)
     run.log.write(rec)
@@ -192,12 +203,15 @@ def _log_eval_save(run: Run, meter: IntervalMeter, lr: float, *, log_now: bool, 
 
 
 def evaluate_run(run: Run) -> float:
-    """Validation loss now (the fixed windows); a non-finite one is divergence."""
+    """Validation loss now (the fixed windows; the --eval-data sets into ``state.eval_losses``); a
+    non-finite one is divergence."""
     cfg = run.cfg
     val = evaluate(run.model, run.ds, cfg.eval_tokens, cfg.batch_size, run.device, run.amp)
-    run.guard.check_val(val)
-    run.state.val_loss = val
-    run.say(f"step {run.state.step}: val_loss {val:.4f}")
+    extra = evaluate_sets(run.model, run.evals, cfg.eval_tokens, cfg.batch_size, run.device, run.amp)
+    for loss in (val, *extra.values()):
+        run.guard.check_val(loss)
+    run.state.val_loss, run.state.eval_losses = val, extra
+    run.say(f"step {run.state.step}: val_loss {val:.4f}" + "".join(f", val/{k} {v:.4f}" for k, v in extra.items()))
     return val
 
 
@@ -222,6 +236,7 @@ def save_checkpoint(run: Run) -> Path:
 def provenance(run: Run) -> dict:
     """``warmstart.json`` of a checkpoint written now."""
     cfg, ds, mcfg, state = run.cfg, run.ds, run.mcfg, run.state
+    mixture, eval_sets = ds.drawn(state.sampler), forgetting(state.first_eval_losses, state.eval_losses)
     return {
         "architecture": mcfg.family, "hf_architecture": mcfg.hf_architecture, "model_type": mcfg.model_type,
         "license": cfg.license, "data_sources": list(ds.sources), "data_license": cfg.data_license,
@@ -229,6 +244,8 @@ def provenance(run: Run) -> dict:
         "val_loss": state.val_loss, "data_fingerprint": ds.fingerprint,
         "val_windows": len(ds.val_window_indices(cfg.eval_tokens)), "warmstart_version": __version__,
         "created": utc_now(),
+        **({"data_mixture": mixture} if mixture else {}),
+        **({"eval_sets": eval_sets} if eval_sets else {}),
     }
 
 
@@ -260,21 +277,28 @@ def _describe(model: CausalLM, mcfg: ModelConfig, device: torch.device, amp: Amp
             + (", bf16 autocast" if amp is not contextlib.nullcontext else ", fp32"))
 
 
-def _step0_evaluation(model, source: ModelSource, ds: TokenDataset, cfg: TrainConfig, device: torch.device,
-                      amp: AmpFactory, say: Callable[[str], None]) -> float | None:
-    """The validation loss before any step (None when resuming); for ``--init`` it is gate 7."""
+def _step0_evaluation(model, source: ModelSource, ds: TokenDataset, evals: dict, cfg: TrainConfig,
+                      device: torch.device, amp: AmpFactory,
+                      say: Callable[[str], None]) -> tuple[float | None, dict[str, float]]:
+    """The validation losses before any step (None and {} when resuming): the held-out split's and each
+    --eval-data set's; for ``--init`` they pass gate 7."""
     if source.resume_dir is not None:
-        return None
+        return None, {}
     val = evaluate(model, ds, cfg.eval_tokens, cfg.batch_size, device, amp)
     if source.warm is None:
         say(f"step 0 val_loss {val:.4f} (random init ≈ ln V = {math.log(ds.vocab_size):.4f})")
-        return val
-    from warmstart.init import step0_gate
+    else:
+        from warmstart.init import step0_gate
 
-    say(step0_gate(source.warm, val_loss=val, data_fingerprint=ds.fingerprint,
-                   val_windows=len(ds.val_window_indices(cfg.eval_tokens)),
-                   allow_untrained_init=cfg.allow_untrained_init, tolerance=cfg.init_loss_tolerance))
-    return val
+        say(step0_gate(source.warm, val_loss=val, data_fingerprint=ds.fingerprint,
+                       val_windows=len(ds.val_window_indices(cfg.eval_tokens)),
+                       allow_untrained_init=cfg.allow_untrained_init, tolerance=cfg.init_loss_tolerance))
+    extra = evaluate_sets(model, evals, cfg.eval_tokens, cfg.batch_size, device, amp)
+    lnv = source.warm.random_init_loss if source.warm is not None else math.log(ds.vocab_size)
+    for line in step0_eval_lines(extra, random_init_loss=lnv, warm=source.warm,
+                                 allow_untrained_init=cfg.allow_untrained_init):
+        say(line)
+    return val, extra
 
 
 def _resume(run_dir: Path, ckpt_dir: Path, optimizer: torch.optim.Optimizer, state: TrainState,
@@ -292,10 +316,11 @@ def _open_run_dir(run_dir: Path, cfg: TrainConfig, ds: TokenDataset, state: Trai
     ds.tokenizer.save(str(run_dir / "tokenizer.json"))
     log = RunLog(run_dir, truncate_after_step=state.step if resuming else None)
     if not resuming:
-        log.metrics.write({"step": 0, "val_loss": state.first_val_loss, "tokens_seen": 0,
+        extra = eval_metrics(state.first_eval_losses)
+        log.metrics.write({"step": 0, "val_loss": state.first_val_loss, **extra, "tokens_seen": 0,
                            "elapsed": round(state.elapsed, 3), "lr": 0.0})
         if state.first_val_loss is not None:
-            log.tb.scalars(0, {"val/loss": state.first_val_loss})
+            log.tb.scalars(0, {"val/loss": state.first_val_loss, **extra})
     return log
 
 
@@ -309,6 +334,8 @@ def _finish(run: Run, stopped_by: str, print_summary: bool) -> RunSummary:
         best_checkpoint=str(run_dir / "checkpoints" / best["dir"]) if best else None,
         last_checkpoint=str(state.last_checkpoint) if state.last_checkpoint else None, stopped_by=stopped_by,
         resumed_from=str(run.source.resume_dir) if run.source.resume_dir else None,
+        data_mixture=run.ds.drawn(state.sampler),
+        eval_sets=forgetting(state.first_eval_losses, state.eval_losses) or None,
     )
     atomic_write_json(run_dir / "summary.json", asdict(summary))
     if print_summary:

@@ -1,4 +1,19 @@
-"""AdamW with decay / no-decay groups, and the warmup + cosine learning-rate schedule."""
+"""AdamW with decay / no-decay groups, and the learning-rate schedules.
+
+Every schedule starts with a linear warmup over ``warmup`` updates (update ``s`` < ``warmup`` gets
+``lr·(s+1)/warmup``), then, with ``H`` the horizon (``decay_steps``: ``--lr-decay-steps`` or the step
+budget) and ``floor = lr·min_ratio``:
+
+* ``cosine``: cosine from ``lr`` at ``warmup`` to ``floor`` at ``H``;
+* ``wsd`` (warmup-stable-decay): ``lr`` until the decay starts at ``S = max(warmup, H − round(f·H))``
+  (``f``: ``--decay-fraction``), then ``floor + (lr − floor)·(1 − sqrt((s − S)/(H − S)))`` (the
+  "1-sqrt" cooldown), reaching ``floor`` at ``H``;
+* ``constant``: ``lr`` after the warmup, for ever.
+
+From ``H`` on, ``cosine`` and ``wsd`` stay at ``floor``. A run with ``--init`` re-warms: its schedule
+starts at update 0 like any new run (the parent's optimizer and schedule are not carried over);
+``--resume`` continues the run's own schedule at its step.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from warmstart.train.config import SCHEDULES
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -43,13 +60,28 @@ def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas: 
     return opt
 
 
-def lr_at(step: int, *, lr: float, warmup: int, decay_steps: int, min_ratio: float) -> float:
-    """Learning rate for update number ``step`` (0-based): linear warmup, cosine to ``lr*min_ratio``."""
+def wsd_decay_start(warmup: int, decay_steps: int, decay_fraction: float) -> int:
+    """The first update of a WSD schedule's decay: the last ``decay_fraction`` of the horizon, after the warmup."""
+    return max(warmup, decay_steps - max(1, round(decay_fraction * decay_steps)))
+
+
+def lr_at(step: int, *, lr: float, warmup: int, decay_steps: int, min_ratio: float, kind: str = "cosine",
+          decay_fraction: float = 0.2) -> float:
+    """Learning rate for update number ``step`` (0-based) of the ``kind`` schedule (module docstring)."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}")
     floor = lr * min_ratio
     if warmup > 0 and step < warmup:
         return lr * (step + 1) / warmup
+    if kind == "constant":
+        return lr
     if step >= decay_steps:
         return floor
+    if kind == "wsd":
+        start = wsd_decay_start(warmup, decay_steps, decay_fraction)
+        if step < start:
+            return lr
+        return floor + (lr - floor) * (1.0 - math.sqrt((step - start) / (decay_steps - start)))
     span = max(1, decay_steps - warmup)
     progress = (step - warmup) / span
     return floor + 0.5 * (lr - floor) * (1.0 + math.cos(math.pi * progress))
@@ -57,19 +89,27 @@ def lr_at(step: int, *, lr: float, warmup: int, decay_steps: int, min_ratio: flo
 
 @dataclass(frozen=True)
 class Schedule:
-    """The warmup + cosine schedule of one run (``lr_at`` with its settings bound)."""
+    """The learning-rate schedule of one run (``lr_at`` with its settings bound)."""
 
     lr: float
     warmup: int
     decay_steps: int
     min_ratio: float
+    kind: str = "cosine"
+    decay_fraction: float = 0.2
 
     def at(self, step: int) -> float:
-        return lr_at(step, lr=self.lr, warmup=self.warmup, decay_steps=self.decay_steps, min_ratio=self.min_ratio)
+        return lr_at(step, lr=self.lr, warmup=self.warmup, decay_steps=self.decay_steps, min_ratio=self.min_ratio,
+                     kind=self.kind, decay_fraction=self.decay_fraction)
 
     def record(self, step: int) -> dict:
         """What a checkpoint records about the schedule (``state.json`` ``scheduler``)."""
-        return {"step": step, "lr_next": self.at(step), "decay_steps": self.decay_steps}
+        rec = {"step": step, "lr_next": self.at(step), "decay_steps": self.decay_steps}
+        if self.kind != "cosine":  # a cosine run's record is what it has always been
+            rec["kind"] = self.kind
+        if self.kind == "wsd":
+            rec["decay_start"] = wsd_decay_start(self.warmup, self.decay_steps, self.decay_fraction)
+        return rec
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -1,4 +1,5 @@
-"""``warmstart plot RUN_DIR``: loss, validation loss and learning-rate curves as a PNG."""
+"""``warmstart plot RUN_DIR``: loss, validation loss (one curve per ``--eval-data`` set besides ``val``)
+and learning-rate curves as a PNG."""
 
 from __future__ import annotations
 
@@ -23,17 +24,15 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
         raise UsageError("plotting needs matplotlib, which is not installed",
                          fix="pip install matplotlib (or 'warmstart[plot]')") from None
     recs = read_metrics(mpath)
-    train = [(r["step"], r["loss"]) for r in recs if r.get("loss") is not None]
-    val = [(r["step"], r["val_loss"]) for r in recs if r.get("val_loss") is not None]
-    lr = [(r["step"], r["lr"]) for r in recs if r.get("lr") is not None and r.get("loss") is not None]
-    if not train and not val:
+    curves = loss_curves(recs)
+    lr = _series([r for r in recs if r.get("loss") is not None], "lr")
+    if "train loss" not in curves and "val loss" not in curves:
         raise UsageError(f"{mpath} holds no loss values yet", fix="plot again once the run has logged a step",
                          path=mpath)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    if train:
-        ax1.plot(*zip(*train), label="train loss", lw=1.2)
-    if val:
-        ax1.plot(*zip(*val), "o-", label="val loss", lw=1.5, ms=3)
+    for label, points in curves.items():
+        style = {"train loss": "-", "val loss": "o-"}.get(label, "s--")
+        ax1.plot(*zip(*points), style, label=label, lw=1.5 if label == "val loss" else 1.2, ms=3)
     ax1.set_ylabel("loss (nats/token)")
     ax1.set_title(f"warmstart run {run_dir.name}")
     ax1.grid(alpha=0.3)
@@ -49,3 +48,16 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def loss_curves(recs: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """The loss panel's curves by legend label: train, val and one per ``--eval-data`` set (``val/NAME``)."""
+    curves = {"train loss": _series(recs, "loss"), "val loss": _series(recs, "val_loss")}
+    for key in sorted({k for r in recs for k in r if k.startswith("val/")}):
+        curves[f"{key} loss"] = _series(recs, key)
+    return {label: points for label, points in curves.items() if points}
+
+
+def _series(recs: list[dict], key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every record that has ``key``."""
+    return [(r["step"], r[key]) for r in recs if r.get(key) is not None]

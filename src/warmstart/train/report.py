@@ -92,7 +92,8 @@ class RunLog:
 
     def write(self, rec: dict[str, Any]) -> None:
         self.metrics.write(rec)
-        self.tb.scalars(rec["step"], {tag: rec.get(key) for key, tag in self._TB.items()})
+        extra = {key: value for key, value in rec.items() if key.startswith("val/")}  # --eval-data sets
+        self.tb.scalars(rec["step"], {**{tag: rec.get(key) for key, tag in self._TB.items()}, **extra})
 
     def close(self) -> None:
         self.metrics.close()

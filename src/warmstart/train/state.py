@@ -7,7 +7,9 @@ RNG and data cursor included). Run checkpoints today write it as ``trainer_state
 
 Keys of ``state_dict()``, the same as ``state.json`` has always held: ``step``, ``tokens_seen``,
 ``scheduler``, ``sampler``, ``data_fingerprint``, ``val_loss``, ``first_val_loss``, ``best``,
-``elapsed``, ``created``, ``rng`` (``{"tensors": {...}, "python": [...], "numpy": [...]}``).
+``elapsed``, ``created``, ``rng`` (``{"tensors": {...}, "python": [...], "numpy": [...]}``); and
+``eval_losses`` / ``first_eval_losses`` (``{name: loss}`` of the ``--eval-data`` sets; only in runs
+that have some).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class TrainState:
     first_val_loss: float | None = None
     val_loss: float | None = None  # the latest evaluation
     best: dict | None = None  # {"step", "val_loss", "dir"} of the best checkpoint
+    first_eval_losses: dict[str, float] = field(default_factory=dict)  # --eval-data sets at step 0
+    eval_losses: dict[str, float] = field(default_factory=dict)  # --eval-data sets at the latest evaluation
     # this process only, never saved
     started: float = field(default_factory=time.time)
     start_step: int = 0
@@ -104,6 +108,8 @@ class TrainState:
             "sampler": self.sampler.state_dict(), "data_fingerprint": self.data_fingerprint,
             "val_loss": self.val_loss, "first_val_loss": self.first_val_loss, "best": self.best,
             "elapsed": self.elapsed, "created": utc_now(), "rng": rng_state(),
+            **({"eval_losses": self.eval_losses, "first_eval_losses": self.first_eval_losses}
+               if self.eval_losses or self.first_eval_losses else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -116,5 +122,7 @@ class TrainState:
         self.first_val_loss = state.get("first_val_loss")
         self.val_loss = state.get("val_loss")
         self.best = state.get("best")
+        self.eval_losses = dict(state.get("eval_losses") or {})
+        self.first_eval_losses = dict(state.get("first_eval_losses") or {})
         if state.get("rng"):
             set_rng_state(state["rng"])

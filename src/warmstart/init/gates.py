@@ -112,10 +112,14 @@ def _gate_family(ckpt, path: str) -> tuple[str | None, list[tuple[str, str, str]
     families = {c[2] for c in concrete}
     if len(families) > 1:
         desc = "; ".join(f"{w} = '{v}' ({f})" for w, v, f in concrete)
+        inferred, reason = tensor_evidence(ckpt)
         raise FamilyError(
             f"the metadata contradicts itself: {desc}",
-            why="warmstart cannot tell which architecture the tensors were trained as",
-            fix="let the tensors decide: run `warmstart inspect CKPT --quality` and repair with `warmstart stamp`",
+            why="warmstart cannot tell which architecture the tensors were trained as"
+            + (f"; the tensor names say {inferred} ({reason})" if inferred in SUPPORTED else ""),
+            fix=f"let the tensors decide: `{repair_command(path, inferred)}`, then pass the repaired checkpoint"
+            if inferred in SUPPORTED else
+            "run `warmstart inspect CKPT --quality` and repair the metadata with `warmstart stamp`",
             path=path,
         )
     where, value, family = concrete[0]

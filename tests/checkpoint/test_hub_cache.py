@@ -117,3 +117,22 @@ def test_every_command_takes_an_id(hub_cache, tmp_path, corpus):
     assert "step 0 val_loss" in run.stdout + run.stderr
     missing = ws("inspect", "Org/Missing", cwd=tmp_path, check=False)
     assert missing.returncode == 2 and "hf download Org/Missing" in missing.stderr
+
+
+def test_repair_of_a_cached_checkpoint_names_the_id_and_writes_outside_the_cache(hub_cache, tmp_path, tiny_hf_dir):
+    from _ckpt_tools import rewrite_config
+
+    from warmstart.errors import EvidenceError
+    from warmstart.init.gates import prepare_warm_start
+
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(tiny_hf_dir, relabelled)
+    rewrite_config(relabelled, architectures=["Qwen2ForCausalLM"], model_type="qwen2")
+    (relabelled / "warmstart.json").unlink()
+    add_to_cache(hub_cache, "Org/Relabelled", relabelled, COMMIT)
+    with pytest.raises(EvidenceError) as err:
+        prepare_warm_start("Org/Relabelled")
+    assert (f"`warmstart stamp Org/Relabelled@{COMMIT} --architecture llama --hf-architecture LlamaForCausalLM "
+            "--model-type llama -o Relabelled-fixed`") in str(err.value)
+    ws("stamp", f"Org/Relabelled@{COMMIT}", "--architecture", "llama", "-o", "Relabelled-fixed", cwd=tmp_path)
+    assert prepare_warm_start(tmp_path / "Relabelled-fixed").config.family == "llama"

@@ -149,6 +149,27 @@ def alias_of(path: str | Path) -> str | None:
     return None
 
 
+def default_fixed_path(ckpt_path: str | Path) -> Path:
+    """Where a repaired copy of ``ckpt_path`` goes by default: beside it, named ``-fixed``."""
+    p = Path(ckpt_path)
+    return p.with_name(p.stem + "-fixed" + p.suffix) if p.suffix else p.with_name(p.name + "-fixed")
+
+
+def display_path(ckpt_path: str | Path) -> tuple[str | Path, str | None]:
+    """How a printed command names a checkpoint, and where a repaired copy of it goes by default: an alias's
+    file by its alias (copy ``ALIAS-fixed.gguf``), a Hugging Face cache snapshot by its id (copy ``NAME-fixed``),
+    both in the current directory, never inside a package or a cache; any other path as it is (None)."""
+    from warmstart.checkpoint.hub import hub_id_of
+
+    alias = alias_of(ckpt_path)
+    if alias is not None:
+        return alias, f"{alias}-fixed{Path(ckpt_path).suffix}"
+    hub_id = hub_id_of(ckpt_path)
+    if hub_id is not None:
+        return hub_id, f"{hub_id.split('/', 1)[1].split('@')[0]}-fixed"
+    return ckpt_path, None
+
+
 def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -171,5 +192,5 @@ def sha256_files(paths) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-__all__ = ["ALIASES", "PackagedFile", "SplitFile", "alias_of", "alias_path", "cache_dir", "join_parts",
-           "resolve_checkpoint_path", "sha256_file", "sha256_files"]
+__all__ = ["ALIASES", "PackagedFile", "SplitFile", "alias_of", "alias_path", "cache_dir", "default_fixed_path",
+           "display_path", "join_parts", "resolve_checkpoint_path", "sha256_file", "sha256_files"]

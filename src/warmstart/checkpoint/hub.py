@@ -71,6 +71,14 @@ def hub_snapshot(hub_id: str) -> Path:
         path=None)
 
 
+def hub_id_of(path: str | Path) -> str | None:
+    """``ORG/NAME@COMMIT`` when ``path`` is a snapshot directory of the Hugging Face cache layout, else None."""
+    parts = Path(path).parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return f"{parts[-3].removeprefix('models--').replace('--', '/', 1)}@{parts[-1]}"
+    return None
+
+
 def _revision(revisions, wanted: str):
     """The cached revision a ref name or commit hash (or a unique prefix of >= 7 characters) names."""
     for rev in revisions:
@@ -83,4 +91,4 @@ def _revision(revisions, wanted: str):
     return None
 
 
-__all__ = ["download_command", "hub_cache_dir", "hub_snapshot", "is_hub_id"]
+__all__ = ["download_command", "hub_cache_dir", "hub_id_of", "hub_snapshot", "is_hub_id"]

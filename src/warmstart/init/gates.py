@@ -76,12 +76,15 @@ _KIND_WHY = {
 
 
 def repair_command(ckpt_path: str | Path, family: str) -> str:
-    """The exact `warmstart stamp` line that makes the metadata say ``family`` (its spec's names)."""
+    """The exact `warmstart stamp` line that makes the metadata say ``family`` (its spec's names). An alias
+    or a Hugging Face cache snapshot is named as such, its repaired copy written to the current directory."""
+    from warmstart.checkpoint.aliases import default_fixed_path, display_path
+
     ident = identity(family)
-    p = Path(ckpt_path)
-    fixed = p.with_name(p.stem + "-fixed" + p.suffix) if p.suffix else p.with_name(p.name + "-fixed")
+    shown, fixed = display_path(ckpt_path)
+    fixed = fixed or default_fixed_path(ckpt_path)
     return (
-        f"warmstart stamp {shlex.quote(str(p))} --architecture {ident['architecture']} "
+        f"warmstart stamp {shlex.quote(str(shown))} --architecture {ident['architecture']} "
         f"--hf-architecture {ident['hf_architecture']} --model-type {ident['model_type']} -o {shlex.quote(str(fixed))}"
     )
 

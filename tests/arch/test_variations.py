@@ -1,5 +1,6 @@
 """Model variations are ModelConfig fields, each real: against transformers models that have them
-(Gemma, Gemma 3, Mistral; used as oracles only, those families have no spec yet), the sliding-window
+(Gemma, Gemma 3, Mistral; oracles of the fields alone, on the llama family; the gemma3 spec and Mistral's
+config mapping are tested in test_gemma3.py and test_mistral.py), the sliding-window
 mask against a naive reference, and each field dropped changes the logits."""
 
 from __future__ import annotations

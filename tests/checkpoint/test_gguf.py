@@ -12,7 +12,7 @@ from warmstart.checkpoint.gguf.names import gguf_to_hf, hf_to_gguf, permute_rows
 from warmstart.errors import UnreadableError
 from warmstart.init.population import populate_model
 
-from .gguf_helpers import write_tiny_gguf
+from _gguf_tools import write_tiny_gguf
 
 
 def test_name_mapping_roundtrip():

@@ -253,7 +253,7 @@ def test_gguf_overlapping_tensor_data_refused_and_listed(tmp_path, tiny_model_fa
     from warmstart.checkpoint import read_structure
     from warmstart.release.validate import validate
 
-    from .gguf_helpers import write_tiny_gguf
+    from _gguf_tools import write_tiny_gguf
 
     path = tmp_path / "m.gguf"
     write_tiny_gguf(path, tiny_model_factory("llama-tiny"), tiny_tokenizer)

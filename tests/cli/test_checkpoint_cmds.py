@@ -175,3 +175,58 @@ def test_eval_and_generate_run_the_tokenizer_gate(tmp_path, tiny_hf_dir):
     assert r.returncode == 2 and "[WS002]" in r.stderr
     r = run("eval", ckpt, "--data", text, "--tokenizer", tiny_hf_dir / "tokenizer.json", "--json")
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------- what inspect shows, never failing on a readable file
+
+
+def _gguf_with_tokenizer(path, kind: str, arch: str | None = None):
+    """A llama-tiny GGUF whose tokenizer is ``kind`` (a SentencePiece vocabulary, relabelled when not "llama")."""
+    import inspect as source
+    import textwrap
+
+    from _gguf_tools import spm_vocab, write_tiny_gguf
+
+    from warmstart.arch import CausalLM, get_preset
+
+    model = CausalLM(get_preset("llama-tiny").replace(bos_token_id=1, eos_token_id=2))
+    model.reset_parameters(seed=0)
+    vocab = spm_vocab([source.getsource(textwrap)])
+    write_tiny_gguf(path, model, spm=vocab, arch=arch, spm_flags={"model": kind})
+    return path
+
+
+def test_inspect_shows_an_unsupported_family_and_tokenizer(tmp_path):
+    path = _gguf_with_tokenizer(tmp_path / "falcon.gguf", "t5", arch="falcon")
+    r = run("inspect", path, "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["family"]["declared"] == "falcon" and s["family"]["kind"] == "unsupported-decoder"
+    assert s["family"]["evidence"] == "llama"  # the tensors are still read and judged
+    assert s["model"] is None and "[WS102]" in s["config_error"] and s["config"]["hidden_size"] == 64
+    tok = s["tokenizer"]
+    assert tok["kind"] == "t5" and tok["supported"] is False and "[WS101]" in tok["error"]
+    assert tok["tokens"] == 512 and tok["bos_token_id"] == 1 and tok["eos_token_id"] == 2
+    human = run("inspect", path)
+    assert human.returncode == 0, human.stderr
+    assert "not supported" in human.stdout and "declared shape" in human.stdout and "Falcon" in human.stdout
+
+
+def test_inspect_shows_a_sentencepiece_tokenizer(tmp_path):
+    r = run("inspect", _gguf_with_tokenizer(tmp_path / "spm.gguf", "llama"), "--json")
+    assert r.returncode == 0, r.stderr
+    tok = json.loads(r.stdout)["tokenizer"]
+    assert (tok["kind"], tok["supported"], tok["present"], tok["vocab_size"]) == ("llama", True, True, 512)
+    assert tok["kind_name"] == "SentencePiece BPE with byte fallback"
+
+
+def test_tokenizer_flag_overrides_a_kind_warmstart_cannot_build(tmp_path, tiny_tokenizer):
+    path = _gguf_with_tokenizer(tmp_path / "t5.gguf", "t5")
+    text = tmp_path / "a.py"
+    text.write_text("def f(x):\n    return x * 2\n" * 20)
+    refused = run("eval", path, "--data", text)
+    assert refused.returncode == 2 and "[WS101]" in refused.stderr and "--tokenizer" in refused.stderr
+    tiny_tokenizer.save(str(tmp_path / "tokenizer.json"))
+    r = run("eval", path, "--data", text, "--tokenizer", tmp_path / "tokenizer.json", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["tokens"] > 10

@@ -22,7 +22,7 @@ SMALL = dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_h
 
 
 @pytest.mark.parametrize("preset, family", [("llama-tiny", "llama"), ("qwen2-tiny", "qwen2"),
-                                            ("qwen3-tiny", "qwen3")])
+                                            ("qwen3-tiny", "qwen3"), ("gemma3-tiny", "gemma3")])
 def test_supported_families_from_hf_names(preset, family):
     with torch.device("meta"):
         names = list(CausalLM(get_preset(preset)).state_dict())
@@ -59,6 +59,9 @@ def test_gguf_names():
     assert infer_family_from_names(base)[0] == "llama"
     assert infer_family_from_names(base + ["blk.0.attn_q.bias", "blk.0.attn_k.bias"])[0] == "qwen2"
     assert infer_family_from_names(base + ["blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight"])[0] == "qwen3"
+    gemma3 = base + ["blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight", "blk.0.post_attention_norm.weight",
+                     "blk.0.post_ffw_norm.weight"]
+    assert infer_family_from_names(gemma3)[0] == "gemma3"
 
 
 def test_undecidable_names():
@@ -76,8 +79,8 @@ def test_signatures_come_from_the_specs_and_the_most_specific_wins(monkeypatch):
 
     base = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
             "model.layers.0.mlp.gate_proj.weight", "model.layers.0.self_attn.q_norm.weight"]
-    extra = ["model.layers.0.pre_feedforward_layernorm.weight"]
-    sandwich = NameFeature("norms after each sublayer", re.compile(r"pre_feedforward_layernorm\.weight$"))
+    extra = ["model.layers.0.mlp.extra_norm.weight"]
+    sandwich = NameFeature("an MLP norm", re.compile(r"mlp\.extra_norm\.weight$"))
     new = FamilySpec(name="newfam", display="New", hf_architecture="NewForCausalLM", model_type="newfam",
                      config_from_hf=lambda cfg, source: {}, gguf_arch="newfam",
                      evidence=(Signature("q/k norm and sandwich norms", present=(QK_NORM, sandwich)),))

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from warmstart.arch.families import SPECS, FamilySpec, get_family, spec_for, supported_list
-from warmstart.arch.families._spec import hf_activation
+from warmstart.arch.families._spec import FULL, SLIDING, hf_activation
 from warmstart.errors import FamilyError, UsageError
 
-FULL, SLIDING = "full_attention", "sliding_attention"  # layer types (HF's words)
 ACTIVATIONS = ("silu", "gelu_pytorch_tanh")
 NORM_STYLES = ("pre", "sandwich")
 EMBEDDING_SCALES = (None, "sqrt_hidden")
+ROPE_SCALINGS = ("llama3", "linear")  # rope_scaling types implemented (arch/model.py rope_inv_freq)
 # The fields that make one family's graph differ from another's; a config.json must keep them all.
 VARIATIONS = (
     "attention_bias", "o_bias", "qk_norm", "tie_word_embeddings", "norm_style", "norm_weight_offset", "hidden_act",
@@ -86,8 +86,15 @@ class ModelConfig:
     def spec(self) -> FamilySpec:
         return spec_for(self.family)
 
-    hf_architecture = property(lambda self: self.spec.hf_architecture, doc="The family's HF class name.")
-    model_type = property(lambda self: self.spec.model_type, doc="The family's HF config model_type.")
+    def _hf_name(self, key: str, default: str) -> str:
+        value = self.spec.config_to_hf(self).get(key, default)
+        return value[0] if isinstance(value, list) else value
+
+    hf_architecture = property(lambda self: self._hf_name("architectures", self.spec.hf_architecture),
+                               doc="The HF class a config.json of this config names (the family's, or the one "
+                               "its spec picks for a variation, e.g. MistralForCausalLM for a windowed Llama).")
+    model_type = property(lambda self: self._hf_name("model_type", self.spec.model_type),
+                          doc="The HF config model_type that goes with ``hf_architecture``.")
 
     def layer_type(self, i: int) -> str:
         """FULL or SLIDING: the attention of layer ``i``."""
@@ -199,7 +206,8 @@ def _first(x: Any) -> Any:
 
 def _hf_rope(cfg: dict, source: str | None) -> dict:
     """rope_theta and rope_scaling from config.json (old ``rope_theta``/``rope_scaling`` keys or
-    transformers 5's ``rope_parameters``); FamilyError for a scaling type not implemented."""
+    transformers 5's ``rope_parameters``); FamilyError for a scaling type not implemented.
+    (A family whose ``rope_parameters`` are per layer type, Gemma 3, maps them in its spec.)"""
     rope = cfg.get("rope_parameters") or {}
     rope_theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
     rope_scaling = cfg.get("rope_scaling")
@@ -209,10 +217,10 @@ def _hf_rope(cfg: dict, source: str | None) -> dict:
         rtype = rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
         if rtype == "default":
             rope_scaling = None
-        elif rtype != "llama3":
+        elif rtype not in ROPE_SCALINGS:
             raise FamilyError(
                 f"rope scaling type '{rtype}' is not implemented",
-                fix="use a checkpoint with default or llama3 rope scaling",
+                fix=f"use a checkpoint with default, {' or '.join(ROPE_SCALINGS)} rope scaling",
                 path=source,
             )
     return {"rope_theta": float(rope_theta), "rope_scaling": rope_scaling}

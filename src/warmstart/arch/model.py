@@ -45,6 +45,8 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> t
     dim = head_dim
     inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
     rs = scaling
+    if rs and rs.get("rope_type", rs.get("type")) == "linear":  # positions divided by the factor
+        return inv_freq / rs["factor"]
     if rs and rs.get("rope_type", rs.get("type")) == "llama3":
         factor = rs["factor"]
         low, high = rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)

@@ -71,6 +71,7 @@ class Checkpoint:
         root: Path | None = None,
         closer: Callable[[], None] | None = None,
         config_source: str | None = None,
+        tokenizer_declared: dict | None = None,
     ) -> None:
         self.path = path
         self.format = format
@@ -80,6 +81,8 @@ class Checkpoint:
         self.tensor_info = tensor_info
         self.root = root or path  # the resolved location (a run dir resolves to its latest checkpoint)
         self.config_source = config_source  # where ``config`` was read: config.json, safetensors metadata, GGUF
+        # what the file says about its tokenizer, whether or not it can be built (GGUF: kind, ids, flags)
+        self.tokenizer_declared = dict(tokenizer_declared or {})
         self._reader = reader
         self._claims = claims
         self._tokenizer_loader = tokenizer_loader
@@ -289,7 +292,7 @@ def _dedupe(claims: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def _load_gguf(path: Path, given: Path) -> Checkpoint:
     from warmstart.checkpoint.gguf.hf import gguf_hf_config, gguf_metadata, hf_tensor_plan, read_planned
     from warmstart.checkpoint.gguf.parse import GGUFFile
-    from warmstart.checkpoint.gguf.tokenizer import gguf_tokenizer
+    from warmstart.checkpoint.gguf.tokenizer import declared_tokenizer, gguf_tokenizer
 
     g = GGUFFile(path)
     config = gguf_hf_config(g)
@@ -306,7 +309,8 @@ def _load_gguf(path: Path, given: Path) -> Checkpoint:
 
     return Checkpoint(path=given, format=FORMAT_GGUF, files=[path], config=config, metadata=metadata,
                       tensor_info=infos, reader=reader, claims=claims, tokenizer_loader=lambda: gguf_tokenizer(g),
-                      root=path, closer=g.close, config_source="GGUF metadata")
+                      root=path, closer=g.close, config_source="GGUF metadata",
+                      tokenizer_declared=declared_tokenizer(g.metadata, g.architecture))
 
 
 # ------------------------------------------------------------------ pickle

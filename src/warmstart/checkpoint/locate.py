@@ -59,7 +59,7 @@ def resolve_run_dir(path: str | os.PathLike) -> Path:
 
 
 def locate_checkpoint(path: str | os.PathLike) -> Location:
-    """The format and weight files of the checkpoint ``path`` (a path or an alias) names.
+    """The format and weight files of the checkpoint ``path`` (a path, an alias or a Hugging Face cache id) names.
 
     Raises UnreadableError (WS101) when it names nothing warmstart can read."""
     given = resolve_checkpoint_path(path) if isinstance(path, str) else Path(path)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
-from pathlib import Path
-import inspect
 from pathlib import Path
 from typing import List, Optional
 
@@ -115,16 +114,9 @@ def _print_inspect(s: dict, quality_text: str | None) -> None:
                  + (f" [dim]({fam['evidence_reason']})[/dim]" if fam["evidence_reason"] else ""))
     grid.add_row("parameters", f"{_human_count(s['parameters'])} ({s['parameters']:,}) in {s['num_tensors']} tensors")
     grid.add_row("dtypes", ", ".join(f"{k}×{v}" for k, v in s["dtypes"].items()))
-    tok = s["tokenizer"]
-    grid.add_row("vocab", f"{s['vocab_size']} (config)" + (f"; tokenizer {tok['vocab_size']} tokens"
-                                                             if tok["present"] else "; no tokenizer"))
-    if s["model"]:
-        m = s["model"]
-        grid.add_row("shape", f"hidden {m['hidden_size']}, layers {m['num_layers']}, heads {m['num_heads']}/"
-                     f"{m['num_kv_heads']} kv, head_dim {m['head_dim']}, ffn {m['intermediate_size']}, "
-                     f"rope θ {m['rope_theta']:g}, tied {m['tie_word_embeddings']}")
-    elif s["config_error"]:
-        grid.add_row("config", f"[red]{s['config_error']}[/red]")
+    grid.add_row("vocab", f"{s['vocab_size']} (config)")
+    grid.add_row("tokenizer", _tokenizer_row(s["tokenizer"]))
+    _shape_rows(grid, s)
     chain = s["lineage"]["chain"]
     grid.add_row("lineage", "\n".join(
         f"{'parent' if i == 0 else '← ' + 'grand' * i + 'parent'} {a.get('path')} ({a.get('family')}, "
@@ -146,6 +138,39 @@ def _print_inspect(s: dict, quality_text: str | None) -> None:
         con.print(table)
     if quality_text:
         con.print(quality_text, markup=False)
+
+
+def _tokenizer_row(tok: dict) -> str:
+    if "error" in tok:
+        from rich.markup import escape
+
+        return f"{tok.get('kind', '?')} [red](not supported: {escape(tok['error'])})[/red]"
+    if not tok["present"]:
+        return "none"
+    flags = [f"{k.removesuffix('_token_id')} {tok[k]}" for k in ("bos_token_id", "eos_token_id") if k in tok]
+    flags += [k for k in ("add_bos_token", "add_eos_token", "add_space_prefix") if tok.get(k)]
+    return (f"{tok['kind_name']} ({tok['kind']}), {tok['vocab_size']} tokens"
+            + (f" [dim]({', '.join(map(str, flags))})[/dim]" if flags else ""))
+
+
+def _shape_rows(grid, s: dict) -> None:
+    """The model shape, or why there is none beside the shape the file declares."""
+    m = s["model"] or {}
+    if not m:
+        c = s["config"] or {}
+        m = {"hidden_size": c.get("hidden_size"), "num_layers": c.get("num_hidden_layers"),
+             "num_heads": c.get("num_attention_heads"), "num_kv_heads": c.get("num_key_value_heads"),
+             "head_dim": c.get("head_dim"), "intermediate_size": c.get("intermediate_size"),
+             "rope_theta": c.get("rope_theta") or 0.0, "tie_word_embeddings": c.get("tie_word_embeddings")}
+    if s["config_error"]:
+        from rich.markup import escape
+
+        grid.add_row("config", f"[red]{escape(s['config_error'])}[/red]")
+    grid.add_row("shape" if s["model"] else "declared shape",
+                 f"hidden {m['hidden_size']}, layers {m['num_layers']}, heads {m['num_heads']}/"
+                 f"{m['num_kv_heads']} kv, head_dim {m['head_dim']}, ffn {m['intermediate_size']}, "
+                 f"rope θ {m['rope_theta']:g}, tied {m['tie_word_embeddings']}"
+                 + (f", sliding window {m['sliding_window']}" if m.get("sliding_window") else ""))
 
 
 @app.command("inspect", help=_INSPECT_HELP)

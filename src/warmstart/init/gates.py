@@ -76,12 +76,15 @@ _KIND_WHY = {
 
 
 def repair_command(ckpt_path: str | Path, family: str) -> str:
-    """The exact `warmstart stamp` line that makes the metadata say ``family`` (its spec's names)."""
+    """The exact `warmstart stamp` line that makes the metadata say ``family`` (its spec's names). An alias
+    or a Hugging Face cache snapshot is named as such, its repaired copy written to the current directory."""
+    from warmstart.checkpoint.aliases import default_fixed_path, display_path
+
     ident = identity(family)
-    p = Path(ckpt_path)
-    fixed = p.with_name(p.stem + "-fixed" + p.suffix) if p.suffix else p.with_name(p.name + "-fixed")
+    shown, fixed = display_path(ckpt_path)
+    fixed = fixed or default_fixed_path(ckpt_path)
     return (
-        f"warmstart stamp {shlex.quote(str(p))} --architecture {ident['architecture']} "
+        f"warmstart stamp {shlex.quote(str(shown))} --architecture {ident['architecture']} "
         f"--hf-architecture {ident['hf_architecture']} --model-type {ident['model_type']} -o {shlex.quote(str(fixed))}"
     )
 
@@ -112,10 +115,14 @@ def _gate_family(ckpt, path: str) -> tuple[str | None, list[tuple[str, str, str]
     families = {c[2] for c in concrete}
     if len(families) > 1:
         desc = "; ".join(f"{w} = '{v}' ({f})" for w, v, f in concrete)
+        inferred, reason = tensor_evidence(ckpt)
         raise FamilyError(
             f"the metadata contradicts itself: {desc}",
-            why="warmstart cannot tell which architecture the tensors were trained as",
-            fix="let the tensors decide: run `warmstart inspect CKPT --quality` and repair with `warmstart stamp`",
+            why="warmstart cannot tell which architecture the tensors were trained as"
+            + (f"; the tensor names say {inferred} ({reason})" if inferred in SUPPORTED else ""),
+            fix=f"let the tensors decide: `{repair_command(path, inferred)}`, then pass the repaired checkpoint"
+            if inferred in SUPPORTED else
+            "run `warmstart inspect CKPT --quality` and repair the metadata with `warmstart stamp`",
             path=path,
         )
     where, value, family = concrete[0]

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from warmstart.arch.families import SPECS, get_family, identity, normalize_family
-from warmstart.checkpoint.aliases import ALIASES
+from warmstart.checkpoint.aliases import default_fixed_path, display_path
 from warmstart.checkpoint.formats import FORMAT_GGUF
 from warmstart.checkpoint.metadata import provenance
 
@@ -47,21 +47,6 @@ def gguf_arch_name(family: str) -> str:
     """llama.cpp's general.architecture for a warmstart family (its spec's ``gguf_arch``)."""
     spec = SPECS.get(family)
     return spec.gguf_arch if spec else family
-
-
-def default_fixed_path(ckpt_path: str | Path) -> Path:
-    p = Path(ckpt_path)
-    return p.with_name(p.stem + "-fixed" + p.suffix) if p.suffix else p.with_name(p.name + "-fixed")
-
-
-def display_path(ckpt_path: str | Path) -> tuple[str | Path, str | None]:
-    """A file shipped in a Python package is shown by its alias (e.g. smollm2-135m-instruct); with the
-    default output name for a repaired copy of it (None for any other path)."""
-    name = Path(ckpt_path).name
-    for alias, (_pkg, filename, _pip) in ALIASES.items():
-        if name == filename and "site-packages" in str(ckpt_path):
-            return alias, f"{alias}-fixed{Path(filename).suffix}"
-    return ckpt_path, None
 
 
 def stamp_recipe(ckpt_path: str | Path, family: str | None, extra_flags: list[str] | None = None,

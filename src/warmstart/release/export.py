@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from warmstart.arch.config import VARIATIONS
 from warmstart.checkpoint import load_checkpoint, provenance, read_structure
 from warmstart.checkpoint.formats import FORMAT_GGUF
 from warmstart.checkpoint.locate import FORMAT_HF_DIR
@@ -218,8 +219,7 @@ def verify_roundtrip(model, cfg, out: Path, types: dict[str, str], tok=None) -> 
     try:
         cfg2 = back.model_config()
         diffs = [k for k in ("family", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
-                             "head_dim", "intermediate_size", "tie_word_embeddings", "attention_bias", "qk_norm")
-                 if getattr(cfg, k) != getattr(cfg2, k)]
+                             "head_dim", "intermediate_size", *VARIATIONS) if getattr(cfg, k) != getattr(cfg2, k)]
         for k in ("rope_theta", "rms_norm_eps"):
             if abs(getattr(cfg, k) - getattr(cfg2, k)) > 1e-6 * max(1.0, abs(getattr(cfg, k))):
                 diffs.append(k)

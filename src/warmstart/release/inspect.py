@@ -13,7 +13,7 @@ from warmstart.errors import WarmstartError
 
 MODEL_FIELDS = ("family", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
                 "intermediate_size", "rope_theta", "rms_norm_eps", "max_position_embeddings", "tie_word_embeddings",
-                "attention_bias", "qk_norm")
+                "attention_bias", "qk_norm", "sliding_window", "norm_style")
 
 
 def _family(ckpt, claims: list[tuple[str, str]]) -> dict:
@@ -35,11 +35,28 @@ def _model(ckpt) -> tuple[dict | None, str | None]:
     return {k: getattr(cfg, k) for k in MODEL_FIELDS}, None
 
 
+def _tokenizer(ckpt) -> dict:
+    """What the checkpoint says about its tokenizer and whether warmstart builds it; a kind it cannot build
+    is shown as such (with the refusal), never an error."""
+    from warmstart.checkpoint.gguf.tokenizer import TOKENIZER_KINDS, tokenizer_kind
+
+    out = {"present": False, "vocab_size": None, **ckpt.tokenizer_declared}
+    try:
+        tok = ckpt.tokenizer
+    except WarmstartError as err:
+        return {**out, "supported": False, "error": err.paragraph()}
+    if tok is None:
+        return out
+    kind = out.get("kind") or tokenizer_kind(tok) or type(tok.model).__name__
+    return {**out, "present": True, "supported": True, "vocab_size": tok.get_vocab_size(with_added_tokens=True),
+            "kind": kind, "kind_name": TOKENIZER_KINDS.get(kind, kind)}
+
+
 def inspect_summary(ckpt, *, tensors: bool = False) -> dict:
-    """The JSON-able summary ``warmstart inspect`` prints (``tensors``: add the tensor table)."""
+    """The JSON-able summary ``warmstart inspect`` prints (``tensors``: add the tensor table). Never fails on
+    a readable checkpoint: an unsupported family or tokenizer is shown as such, beside what the file declares."""
     claims = ckpt.declared_claims()
     model_summary, config_error = _model(ckpt)
-    tok = ckpt.tokenizer
     out = {
         "path": str(ckpt.path),
         "resolved": str(ckpt.root),
@@ -51,12 +68,10 @@ def inspect_summary(ckpt, *, tensors: bool = False) -> dict:
         "num_tensors": len(ckpt.tensor_info),
         "dtypes": ckpt.dtype_histogram(),
         "vocab_size": ckpt.config.get("vocab_size"),
-        "tokenizer": {
-            "present": tok is not None,
-            "vocab_size": tok.get_vocab_size(with_added_tokens=True) if tok is not None else None,
-        },
+        "tokenizer": _tokenizer(ckpt),
         "model": model_summary,
         "config_error": config_error,
+        "config": ckpt.config,  # as declared (GGUF: the HF config its llama.cpp keys give)
         "metadata": ckpt.metadata,
         "lineage": {"parent": ckpt.parent, "chain": ckpt.lineage()},
     }

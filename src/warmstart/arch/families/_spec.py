@@ -20,6 +20,7 @@ UNSUPPORTED_DECODER = "unsupported-decoder"
 ENCODER = "encoder"
 ENCODER_DECODER = "encoder-decoder"
 NON_TRANSFORMER = "non-transformer"
+FULL, SLIDING = "full_attention", "sliding_attention"  # layer types (HF's words)
 
 
 # ------------------------------------------------------------ tensor evidence

@@ -1,5 +1,11 @@
-"""Llama, and the checkpoints of Llama layout that call themselves so (SmolLM, TinyLlama, Code Llama,
-Mistral without a sliding window): pre-norm, SwiGLU, no biases unless ``attention_bias``."""
+"""Llama, and the checkpoints of Llama layout (SmolLM, TinyLlama, Code Llama, Mistral): pre-norm, SwiGLU,
+no biases unless ``attention_bias``.
+
+Mistral is Llama's graph and tensors with a sliding window in every layer (``sliding_window``; null
+in Mistral v0.2 and later). Its tensors cannot be told from Llama's, and llama.cpp writes it as
+``llama``, so it is this family with the window as a ModelConfig field; a config with a window is
+saved as ``MistralForCausalLM`` (the class whose config.json carries it), one without as Llama.
+"""
 
 from __future__ import annotations
 
@@ -15,18 +21,30 @@ from warmstart.arch.families._spec import (
     biases_on_all_projections,
     shape,
 )
-from warmstart.errors import FamilyError
+from warmstart.errors import UsageError
+
+
+MISTRAL = {"architectures": ["MistralForCausalLM"], "model_type": "mistral"}
 
 
 def _from_hf(cfg: dict, source: str | None) -> dict:
-    if cfg.get("model_type") == "mistral" and cfg.get("sliding_window"):
-        raise FamilyError("Mistral sliding-window attention is not implemented (no mistral family yet)",
-                          path=source)
+    if cfg.get("model_type") == "mistral":  # MistralConfig: no biases; a window of 4096 unless it says
+        return {"attention_bias": False, "o_bias": False, "sliding_window": cfg.get("sliding_window", 4096)}
     return biases_on_all_projections(cfg)
 
 
 def _to_hf(c: Any) -> dict:
+    if c.sliding_window is not None:
+        return {**MISTRAL, "sliding_window": c.sliding_window}
     return {"attention_bias": c.attention_bias or c.o_bias, "mlp_bias": False, "pretraining_tp": 1}
+
+
+def _gguf_keys(c: Any) -> dict:
+    if c.sliding_window is not None:
+        raise UsageError("a llama GGUF cannot express Mistral's sliding window",
+                         why="llama.cpp and transformers read a llama GGUF with full attention in every layer",
+                         fix="export to --to hf or --to safetensors instead")
+    return {}
 
 
 def _from_gguf(key: Callable[[str], Any], tensors: Collection[str]) -> dict:
@@ -50,6 +68,7 @@ SPEC = FamilySpec(
     ),
     gguf_arch="llama",
     gguf_config=_from_gguf,
+    gguf_keys=_gguf_keys,
     gguf_permute_qk=True,  # llama.cpp's RoPE pairs adjacent rows; its converter reorders q/k for it
     presets={
         "llama-tiny": shape(512, 64, 2, 4, 2, None, 160, 10000.0, 1e-5, 512, True),  # tests

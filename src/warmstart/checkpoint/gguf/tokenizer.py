@@ -1,16 +1,31 @@
 """GGUF tokenizers: rebuild a ``tokenizers.Tokenizer`` from a GGUF vocabulary, and embed one in a GGUF.
 
-Byte-level BPE (llama.cpp's ``tokenizer.ggml.model = "gpt2"``) in both directions: reading gives
-ids equal to transformers' own GGUF tokenizer; writing follows llama.cpp's ``convert_hf_to_gguf.py``.
+Two kinds (``tokenizer.ggml.model``), in both directions. Reading gives the tokenizer transformers'
+own GGUF conversion gives (same ids, special tokens and BOS/EOS handling); writing follows llama.cpp's
+``convert_hf_to_gguf.py``:
+
+- ``"gpt2"``, byte-level BPE (GPT-2, Llama 3, Qwen, SmolLM): tokens and merges spelled in GPT-2's
+  byte alphabet, split with the regex ``tokenizer.ggml.pre`` names;
+- ``"llama"``, SentencePiece BPE (Llama 2, TinyLlama, Mistral, Gemma): "▁" for a space, ``<0xNN>``
+  tokens for byte fallback, merges from the file or rebuilt from the token scores. Gemma's files
+  (``general.architecture`` gemma, gemma2, gemma3) split at spaces with no prefix space, store runs
+  of spaces as spaces, and rank merges by file order instead of score.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 from warmstart.arch.config import ModelConfig
 from warmstart.checkpoint.gguf.parse import GGUFFile
 from warmstart.errors import UnreadableError, UsageError
+
+# tokenizer.ggml.model -> what warmstart calls it
+TOKENIZER_KINDS = {"gpt2": "byte-level BPE", "llama": "SentencePiece BPE with byte fallback"}
+GEMMA_ARCHITECTURES = ("gemma", "gemma2", "gemma3")  # SentencePiece files spelled the Gemma way
+SPIECE = "\u2581"  # SentencePiece's space
 
 # ------------------------------------------------------------------- reading
 
@@ -36,7 +51,9 @@ PRE_TOKENIZER_SPLITS = {
     **{k: _GPT4O_SPLIT for k in ("gpt-4o", "llama4", "minimax-m2")},
 }
 
-_TOKEN_CONTROL, _TOKEN_USER_DEFINED = 3, 4
+# llama.cpp token types (gguf.TokenType)
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
+_BYTE_TOKEN = re.compile(r"^<0x[0-9A-F]{2}>$")
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -52,27 +69,61 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs), strict=True))
 
 
+def tokenizer_style(architecture: str | None, kind: Any) -> str | None:
+    """How to build a file's tokenizer: "gpt2", "llama", "gemma" or "phi3" (SentencePiece spelled Gemma's or
+    Phi-3's way), or None for a kind warmstart cannot build."""
+    if kind == "llama" and architecture in GEMMA_ARCHITECTURES:
+        return "gemma"
+    if kind == "llama" and architecture == "phi3":
+        return "phi3"
+    return kind if kind in TOKENIZER_KINDS else None
+
+
+def declared_tokenizer(md: dict, architecture: str | None) -> dict:
+    """What a GGUF declares about its tokenizer (for ``inspect``), whether or not warmstart can build it."""
+    kind = md.get("tokenizer.ggml.model")
+    if kind is None:
+        return {}
+    tokens = md.get("tokenizer.ggml.tokens")
+    keys = ("pre", "bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id", "add_bos_token",
+            "add_eos_token", "add_space_prefix")
+    out = {"kind": kind, "kind_name": TOKENIZER_KINDS.get(kind, "not supported"),
+           "supported": tokenizer_style(architecture, kind) is not None,
+           "tokens": len(tokens) if isinstance(tokens, (list, int)) else None}
+    out.update({k: md[f"tokenizer.ggml.{k}"] for k in keys if f"tokenizer.ggml.{k}" in md})
+    return out
+
+
 def gguf_tokenizer(g: GGUFFile):
     """A ``tokenizers.Tokenizer`` equal (ids, specials) to transformers' tokenizer for the same GGUF.
 
-    Byte-level BPE (``tokenizer.ggml.model == "gpt2"``) only; returns None when the file has no
-    tokenizer, raises UnreadableError for a tokenizer model warmstart cannot build.
+    Returns None when the file has no tokenizer; raises UnreadableError for a tokenizer kind
+    warmstart cannot build (``--tokenizer`` then supplies one).
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-
     md = g.metadata
     kind = md.get("tokenizer.ggml.model")
-    tokens = md.get("tokenizer.ggml.tokens")
-    if kind is None or not isinstance(tokens, list):
+    if kind is None or not isinstance(md.get("tokenizer.ggml.tokens"), list):
         return None
-    if kind != "gpt2":
+    style = tokenizer_style(g.architecture, kind)
+    if style is None:
         raise UnreadableError(
-            f"the GGUF tokenizer is of type '{kind}'; warmstart builds byte-level BPE ('gpt2') tokenizers only",
+            f"the GGUF tokenizer is of type '{kind}'; warmstart builds "
+            + " and ".join(f"{v} ('{k}')" for k, v in TOKENIZER_KINDS.items()) + " tokenizers",
             fix="pass the model's tokenizer.json with --tokenizer", path=g.path)
+    tk = _byte_level(md) if style == "gpt2" else _sentencepiece(md, style, path=g.path)
+    _add_file_tokens(tk, md, byte_level=style == "gpt2")
+    _add_named_specials(tk, md, gemma=style == "gemma")
+    _set_post_processor(tk, md, default_bos=kind == "llama")
+    return tk
+
+
+def _byte_level(md: dict):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
     spelling = _bytes_to_unicode()
     alphabet = set(spelling.values())
     vocab: dict[str, int] = {}
-    for idx, tok in enumerate(tokens):
+    for idx, tok in enumerate(md["tokenizer.ggml.tokens"]):
         if not set(tok) <= alphabet:  # a token stored as raw text: spell it in the byte alphabet
             tok = "".join(spelling[b] for b in tok.encode("utf-8"))
         vocab.setdefault(tok, idx)
@@ -89,21 +140,117 @@ def gguf_tokenizer(g: GGUFFile):
     else:
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
     tk.decoder = decoders.ByteLevel()
-    types = md.get("tokenizer.ggml.token_type") or []
-    control = [AddedToken(t, normalized=False, special=True)
-               for t, ty in zip(tokens, types, strict=False) if ty == _TOKEN_CONTROL and set(t) <= alphabet]
+    return tk
+
+
+def _sentencepiece(md: dict, style: str, *, path):
+    """SentencePiece BPE with byte fallback, in one of three spellings. Llama's: "▁" before the text when
+    the file says ``add_space_prefix`` (the default). Gemma's: every space is "▁", the text split after
+    each, no prefix. Phi-3's: a "▁" prepended by the normalizer, no pre-tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    gemma = style == "gemma"
+    tokens = list(md["tokenizer.ggml.tokens"])
+    if gemma:  # runs of spaces are stored as spaces, but the text's spaces become "▁" before lookup
+        tokens = [SPIECE * len(t) if " " in t and not t.strip() else t for t in tokens]
+    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=_spm_merges(md, tokens, gemma, path),
+                              unk_token="<unk>" if gemma else None, fuse_unk=True, byte_fallback=True, dropout=None))
+    prefix = not gemma and bool(md.get("tokenizer.ggml.add_space_prefix", True))
+    if gemma:
+        tk.normalizer = normalizers.Replace(" ", SPIECE)
+        tk.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous", invert=False)
+    elif style == "phi3":
+        tk.normalizer = normalizers.Sequence([normalizers.Prepend(SPIECE), normalizers.Replace(" ", SPIECE)])
+    else:
+        tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE, prepend_scheme="first" if prefix else "never",
+                                                    split=False)
+    steps = [decoders.Replace(SPIECE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    tk.decoder = decoders.Sequence(steps + ([decoders.Strip(content=" ", left=1, right=0)] if prefix else []))
+    return tk
+
+
+def _spm_merges(md: dict, tokens: list[str], gemma: bool, path) -> list[tuple[str, str]]:
+    """The file's merges, else the ones its token order (Gemma: its scores do not follow its merge order)
+    or its scores imply."""
+    vocab = {t: i for i, t in enumerate(tokens)}
+    if "tokenizer.ggml.merges" in md:
+        return [tuple(m.split(" ")) for m in md["tokenizer.ggml.merges"]]
+    if gemma:
+        return merges_from_scores(vocab, {t: -i for i, t in enumerate(tokens)})
+    if isinstance(md.get("tokenizer.ggml.scores"), list):
+        return merges_from_scores(vocab, dict(zip(tokens, md["tokenizer.ggml.scores"], strict=False)))
+    raise UnreadableError("the GGUF SentencePiece tokenizer has neither merges nor token scores",
+                          why="the merge order of a SentencePiece BPE vocabulary comes from one of them",
+                          fix="pass the model's tokenizer.json with --tokenizer", path=path)
+
+
+def merges_from_scores(vocab: dict[str, int], scores: dict[str, float]) -> list[tuple[str, str]]:
+    """The BPE merges a SentencePiece vocabulary implies: every split of a token into two tokens, ranked by
+    the token's score (best first; ties: shorter left piece, then shorter right piece, then token order)."""
+    ranked: list[tuple[float, str, str]] = []
+    for token, score in scores.items():
+        pairs = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in vocab and token[i:] in vocab]
+        pairs.sort(key=lambda p: (vocab[p[0]], vocab[p[1]]))
+        ranked += [(score, left, right) for left, right in pairs]
+    ranked.sort(key=lambda m: (m[0], len(m[1]), len(m[2])), reverse=True)
+    return [(left, right) for _, left, right in ranked]
+
+
+def _add_file_tokens(tk, md: dict, *, byte_level: bool) -> None:
+    """Tokens the file marks as control become special tokens, user-defined ones plain added tokens, so that
+    both are matched whole. (In a byte-level vocabulary a "control" token spelled outside the byte
+    alphabet is a llama.cpp mislabel and is skipped, as transformers does.)"""
+    from tokenizers import AddedToken
+
+    tokens, types = md["tokenizer.ggml.tokens"], md.get("tokenizer.ggml.token_type") or []
+    alphabet = set(_bytes_to_unicode().values()) if byte_level else None
+    control = [AddedToken(t, normalized=False, special=True) for t, ty in zip(tokens, types, strict=False)
+               if ty == _CONTROL and (alphabet is None or set(t) <= alphabet)]
     if control:
         tk.add_special_tokens(control)
-    user = [AddedToken(t, normalized=False, special=False)
-            for t, ty in zip(tokens, types, strict=False) if ty == _TOKEN_USER_DEFINED and t in vocab]
+    vocab = tk.get_vocab()
+    user = [AddedToken(t, normalized=False, special=False) for t, ty in zip(tokens, types, strict=False)
+            if ty == _USER_DEFINED and t in vocab]
     if user:
         tk.add_tokens(user)
-    bos_id = md.get("tokenizer.ggml.bos_token_id")
-    if md.get("tokenizer.ggml.add_bos_token") and bos_id is not None and bos_id < len(tokens):
-        bos = tokens[bos_id]
-        tk.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)])
-    return tk
+
+
+def _named_token(md: dict, key: str) -> tuple[str, int] | None:
+    """(token, id) of ``tokenizer.ggml.<key>_token_id``, when it names a token of the vocabulary."""
+    tokens, i = md["tokenizer.ggml.tokens"], md.get(f"tokenizer.ggml.{key}_token_id")
+    return (tokens[i], i) if isinstance(i, int) and 0 <= i < len(tokens) else None
+
+
+def _add_named_specials(tk, md: dict, *, gemma: bool) -> None:
+    """BOS, EOS, unknown and padding tokens (and Gemma's ``<mask>``) are special tokens too."""
+    from tokenizers import AddedToken
+
+    named = [t[0] for t in map(lambda k: _named_token(md, k), ("bos", "eos", "unknown", "padding")) if t]
+    vocab = tk.get_vocab()
+    added = {a.content for a in tk.get_added_tokens_decoder().values()}
+    new = [AddedToken(t, special=True) for t in dict.fromkeys(named + ["<mask>"] * gemma)
+           if t in vocab and t not in added]
+    if new:
+        tk.add_special_tokens(new)
+
+
+def _set_post_processor(tk, md: dict, *, default_bos: bool) -> None:
+    """BOS before / EOS after each sequence as ``add_bos_token`` / ``add_eos_token`` say (a SentencePiece
+    file that does not say adds BOS, as llama.cpp does)."""
+    from tokenizers import processors
+
+    bos = _named_token(md, "bos") if md.get("tokenizer.ggml.add_bos_token", default_bos) else None
+    eos = _named_token(md, "eos") if md.get("tokenizer.ggml.add_eos_token", False) else None
+    if bos is None and eos is None:
+        return
+
+    def template(seq: str, type_id: int) -> str:
+        around = [f"{bos[0]}:{type_id}"] if bos else []
+        return " ".join(around + [f"${seq}:{type_id}"] + ([f"{eos[0]}:{type_id}"] if eos else []))
+
+    tk.post_processor = processors.TemplateProcessing(
+        single=template("A", 0), pair=f"{template('A', 0)} {template('B', 1)}",
+        special_tokens=list(dict.fromkeys(t for t in (bos, eos) if t)))
 
 
 # ------------------------------------------------------------------- writing
@@ -118,44 +265,89 @@ def _pre_name(tok_json: dict) -> str:
     return "gpt2"
 
 
-def add_tokenizer(writer, tokenizer, cfg: ModelConfig, vocab_rows: int, pre: str | None = None) -> None:
-    """Embed a byte-level BPE ``tokenizers.Tokenizer`` as llama.cpp's "gpt2" tokenizer."""
-    import gguf
+def tokenizer_kind(tokenizer) -> str | None:
+    """The GGUF kind a ``tokenizers.Tokenizer`` is: "llama" (SentencePiece BPE: byte fallback), "gpt2"
+    (byte-level BPE), or None (another model: WordPiece, Unigram, ...)."""
+    from tokenizers import models
 
+    if not isinstance(tokenizer.model, models.BPE):
+        return None
+    return "llama" if tokenizer.model.byte_fallback else "gpt2"
+
+
+def _token_table(tokenizer, rows: int, kind: str, unk: str | None) -> tuple[list[str], list[int]]:
+    """Every id's token and llama.cpp token type; ids without a token become unused ``[PADn]`` tokens."""
+    rev = {i: t for t, i in tokenizer.get_vocab(with_added_tokens=True).items()}
+    added = {int(i): a for i, a in tokenizer.get_added_tokens_decoder().items()}
+    tokens, types = [], []
+    for i in range(max(rows, max(rev) + 1 if rev else 0)):
+        t = rev.get(i)
+        tokens.append(t if t is not None else f"[PAD{i}]")
+        if t is None:
+            types.append(_UNUSED)
+        elif i in added:
+            types.append(_CONTROL if added[i].special else _USER_DEFINED)
+        elif kind == "llama" and _BYTE_TOKEN.match(t):
+            types.append(_BYTE)
+        else:
+            types.append(_UNKNOWN if t == unk else _NORMAL)
+    return tokens, types
+
+
+def _scores(tokens: list[str], merges: list[str]) -> list[float]:
+    """SentencePiece scores that rank the merges as given: a token made by merge ``r`` scores ``-(r + 1)``,
+    every other token 0."""
+    made: dict[str, int] = {}
+    for rank, merge in enumerate(merges):
+        made.setdefault(merge.replace(" ", ""), rank)
+    return [-(made[t] + 1.0) if t in made else 0.0 for t in tokens]
+
+
+def _adds_around(tok_json: dict) -> tuple[int | None, int | None]:
+    """The ids of the special tokens the post-processor puts before and after a single sequence."""
+    post = tok_json.get("post_processor") or {}
+    single = post.get("single") or [] if post.get("type") == "TemplateProcessing" else []
+    ids = {k: v["ids"][0] for k, v in (post.get("special_tokens") or {}).items() if v.get("ids")}
+
+    def special(piece: dict) -> int | None:
+        return ids.get((piece.get("SpecialToken") or {}).get("id"))
+
+    return (special(single[0]) if single else None), (special(single[-1]) if single else None)
+
+
+def _prefix_space(tok_json: dict) -> bool:
+    """Whether a SentencePiece tokenizer puts "▁" before the text (Metaspace prepend, or a Prepend normalizer)."""
+    text = json.dumps([tok_json.get("pre_tokenizer"), tok_json.get("normalizer")])
+    return bool(re.search(r'"prepend_scheme": "(first|always)"|"type": "Prepend"', text))
+
+
+def add_tokenizer(writer, tokenizer, cfg: ModelConfig, vocab_rows: int, pre: str | None = None) -> None:
+    """Embed a byte-level BPE (llama.cpp "gpt2") or SentencePiece BPE (llama.cpp "llama") ``tokenizers.Tokenizer``."""
     tok_json = json.loads(tokenizer.to_str())
     model = tok_json.get("model") or {}
-    if model.get("type") != "BPE":
-        raise UsageError(f"the tokenizer is a {model.get('type')} model; the GGUF exporter embeds "
-                         "byte-level BPE tokenizers only")
-    vocab = tokenizer.get_vocab(with_added_tokens=True)
-    rev = {i: t for t, i in vocab.items()}
-    added = {int(i): a for i, a in tokenizer.get_added_tokens_decoder().items()}
-    n = max(vocab_rows, max(rev) + 1 if rev else 0)
-    tokens, types = [], []
-    for i in range(n):
-        if i in rev:
-            tokens.append(rev[i])
-            if i in added:
-                types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
-            else:
-                types.append(gguf.TokenType.NORMAL)
-        else:
-            tokens.append(f"[PAD{i}]")
-            types.append(gguf.TokenType.UNUSED)
-    merges = model.get("merges") or []
-    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre or _pre_name(tok_json))
+    kind = tokenizer_kind(tokenizer)
+    if kind is None:
+        raise UsageError(f"the tokenizer is a {model.get('type')} model; the GGUF exporter embeds byte-level BPE "
+                         "and SentencePiece BPE (byte fallback) tokenizers only")
+    tokens, types = _token_table(tokenizer, vocab_rows, kind, model.get("unk_token"))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    writer.add_tokenizer_model(kind)
+    writer.add_tokenizer_pre(pre or (_pre_name(tok_json) if kind == "gpt2" else "default"))
     writer.add_token_list(tokens)
-    writer.add_token_types([int(t) for t in types])
+    writer.add_token_types(types)
+    if kind == "llama":
+        writer.add_token_scores(_scores(tokens, merges))
+        writer.add_add_space_prefix(_prefix_space(tok_json))
     writer.add_token_merges(merges)
-    if cfg.bos_token_id is not None:
-        writer.add_bos_token_id(int(cfg.bos_token_id))
-    if cfg.eos_token_id is not None:
-        writer.add_eos_token_id(int(cfg.eos_token_id))
-    if cfg.pad_token_id is not None:
-        writer.add_pad_token_id(int(cfg.pad_token_id))
-    writer.add_add_bos_token(False)
+    ids = {"bos": cfg.bos_token_id, "eos": cfg.eos_token_id, "pad": cfg.pad_token_id,
+           "unk": tokenizer.token_to_id(model["unk_token"]) if model.get("unk_token") else None}
+    for key, val in ids.items():
+        if val is not None:
+            getattr(writer, f"add_{key}_token_id")(int(val))
+    before, after = _adds_around(tok_json)
+    writer.add_add_bos_token(before is not None and before == ids["bos"])
+    writer.add_add_eos_token(after is not None and after == ids["eos"])
 
 
-__all__ = ["PRE_TOKENIZER_SPLITS", "add_tokenizer", "gguf_tokenizer"]
+__all__ = ["GEMMA_ARCHITECTURES", "PRE_TOKENIZER_SPLITS", "TOKENIZER_KINDS", "add_tokenizer", "declared_tokenizer",
+           "gguf_tokenizer", "merges_from_scores", "tokenizer_kind", "tokenizer_style"]

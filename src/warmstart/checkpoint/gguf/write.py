@@ -231,7 +231,8 @@ def write_gguf(
     if dtype not in GGUF_DTYPES:
         raise UsageError(f"unknown GGUF dtype '{dtype}'", fix=f"use one of: {', '.join(GGUF_DTYPES)}")
     if cfg.rope_scaling:
-        raise UsageError("GGUF export of a model with rope scaling (llama3) is not implemented",
+        raise UsageError(f"GGUF export of a model with rope scaling ({cfg.rope_scaling.get('rope_type')}) is not "
+                         "implemented",
                          fix="export to --to hf or --to safetensors instead")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -219,3 +219,112 @@ def test_a_rank_killed_during_a_save_leaves_the_previous_checkpoint(data, fsdp5)
     # Same world size: the killed-and-resumed run's losses equal those of an uninterrupted 2-rank run.
     a, b = losses(run), losses(fsdp5)
     assert [a[s] for s in range(1, 5)] == [b[s] for s in range(1, 5)]
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(data):
+    corpus, cache, root = data
+    run = root / "term"
+    args = flags({**COMMON, "data": corpus, "cache_dir": cache, "out": run, "batch_size": 4, "max_steps": 100000,
+                  "lr_decay_steps": 1000, "save_every": 0})
+    env = {k: v for k, v in os.environ.items() if k != "WARMSTART_DEBUG"}
+    proc = subprocess.Popen([sys.executable, "-m", "warmstart", "pretrain", *args, "--nproc-per-node", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(losses(run) if (run / "metrics.jsonl").exists() else {}) < 3:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        os.kill(_rank_pid(proc.pid, 1), signal.SIGTERM)  # rank 1 alone is asked to stop
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    summary = json.loads((run / "summary.json").read_text())
+    step = summary["steps"]
+    assert summary["stopped_by"] == "sigterm" and "stopped by sigterm" in out
+    ck = run / "checkpoints" / f"step-{step:06d}"
+    assert (run / "checkpoints/latest").read_text().strip() == ck.name
+    assert (ck / "trainer_state/rng-rank-00001.safetensors").is_file()  # rank 1 saved at the same step
+    assert json.loads((ck / "trainer_state/state.json").read_text())["step"] == step == max(losses(run))
+
+
+# ------------------------------------------------------------------ the parts, in one process
+
+
+def test_global_order_does_not_depend_on_the_world_size():
+    import numpy as np
+
+    from warmstart.data import BatchSampler
+    from warmstart.train.step import TrainBatches
+
+    class Windows:  # the dataset's window lookup: window i holds the token ids i
+        @staticmethod
+        def train_windows(idx):
+            return np.repeat(np.asarray(idx, dtype=np.int64)[:, None], 3, axis=1)
+
+    def drawn(batch, accum, rank, world, steps=3):
+        b = TrainBatches(Windows, BatchSampler(50, seed=1), batch, torch.device("cpu"), grad_accum=accum, rank=rank,
+                         world_size=world)
+        return [[int(v) for v in b()[0][:, 0]] for _ in range(steps * accum)]
+
+    one = drawn(4, 2, 0, 1)  # 1 rank x 2 micro-batches of 4
+    r0, r1 = drawn(4, 1, 0, 2), drawn(4, 1, 1, 2)  # 2 ranks x 1 micro-batch of 4
+    assert [sorted(one[2 * s] + one[2 * s + 1]) for s in range(3)] == [sorted(r0[s] + r1[s]) for s in range(3)]
+    assert one[0] == r0[0] and one[1] == r1[0]
+
+
+def test_eval_slices_cover_the_windows_once_with_as_many_batches_on_every_rank():
+    import numpy as np
+
+    from warmstart.train.distributed import Dist
+    from warmstart.train.evaluate import rank_batches
+
+    idx = np.arange(9)
+    parts = [rank_batches(idx, 2, Dist(rank=r, world_size=2)) for r in (0, 1)]
+    assert len(parts[0]) == len(parts[1]) == 3 and parts[1][-1] is None
+    assert sorted(int(i) for p in parts for b in p if b is not None for i in b) == list(range(9))
+    assert [list(b) for b in rank_batches(idx, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]  # one process: as before
+
+
+def test_stop_flags_are_agreed_once_per_step():
+    from warmstart.train.budget import Budget, StopSignal
+    from warmstart.train.config import TrainConfig
+    from warmstart.train.optim import Schedule
+    from warmstart.train.state import TrainState
+    from warmstart.data import BatchSampler
+
+    calls = []
+
+    def agree(*flags):  # another rank was asked to stop
+        calls.append(flags)
+        return flags[0], True
+
+    state = TrainState(sampler=BatchSampler(4), data_fingerprint="x", schedule=Schedule(1e-3, 0, 10, 0.1))
+    budget = Budget(TrainConfig(max_steps=5, max_time=3600), 10, signal_=StopSignal(), agree=agree)
+    assert budget.stop_reason(state) == "sigterm" and calls == [(False, False)]
+    state.step = 5
+    assert budget.stop_reason(state) == "max-steps" and len(calls) == 1  # the same step on every rank
+
+
+def test_refusals_cross_ranks_typed_and_the_launcher_reports_a_worker_status():
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from warmstart.errors import PeerFailedError, TokenizerError
+    from warmstart.train.distributed import error_record, rebuild_error
+    from warmstart.train.launch import exit_status, without_nproc
+
+    err = TokenizerError("too many tokens", why="ids", fix="use its tokenizer", path="/ckpt")
+    again = rebuild_error(error_record(err))
+    assert type(again) is TokenizerError and again.paragraph() == err.paragraph() and again.exit_code == 1
+    assert PeerFailedError.code == "WS204"
+    assert without_nproc(["pretrain", "--nproc-per-node", "2", "--lr", "1", "--nproc-per-node=4"]) == \
+        ["pretrain", "--lr", "1"]
+
+    def fail(rank, code):
+        return ProcessFailure(local_rank=rank, pid=1000 + rank, exitcode=code, error_file="")
+
+    assert exit_status({0: fail(0, -15), 1: fail(1, 1)}) == 1  # rank 0 stopped by the launcher after rank 1's refusal
+    assert exit_status({0: fail(0, 2), 1: fail(1, 1)}) == 2
+    assert exit_status({1: fail(1, -9)}) == 137

@@ -83,7 +83,12 @@ def pretrain_cmd(ctx: typer.Context, **values) -> None:
     if nproc < 1:
         raise UsageError(f"--nproc-per-node {nproc} must be at least 1")
     cfg = resolve_config(_explicit(ctx, values), str(config_path) if config_path else None)
-    if nproc > 1 and not in_worker():  # the settings are valid: start the workers, each runs this command
+    if nproc > 1 and not in_worker():  # refuse here, once, what every worker would refuse; then start them
+        from warmstart.train.distributed import rank_device
+        from warmstart.train.parallel import parallel_mode
+
+        rank_device(cfg.device, nproc)
+        parallel_mode(cfg, nproc)
         raise typer.Exit(launch_local(nproc, without_nproc(invocation_args())))
     pretrain(cfg, quiet=quiet)
 

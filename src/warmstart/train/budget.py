@@ -52,7 +52,7 @@ class Budget:
                  agree: Callable[..., tuple[bool, ...]] | None = None) -> None:
         self.cfg = cfg
         self.tokens_per_step = tokens_per_step
-        self.signal = signal_
+        self.signal = signal_ or StopSignal()  # a StopSignal not entered never fires
         self.agree = agree  # the flags OR-ed over the ranks; called once per stop_reason under several ranks
         limits = []
         if cfg.max_steps is not None:
@@ -74,7 +74,7 @@ class Budget:
             return "max-tokens" if by_tokens else "max-steps"
         now = time.time() if now is None else now
         timed_out = cfg.max_time is not None and now - state.started >= cfg.max_time
-        term = self.signal is not None and self.signal.requested
+        term = self.signal.requested
         if self.agree is not None:
             timed_out, term = self.agree(timed_out, term)
         if term:

@@ -49,6 +49,7 @@ class Dist:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     group: bool = False
     control: Any = None  # the gloo group for host-side decisions (None: the default group)
+    owns_group: bool = False  # this run created the process group (and so destroys it)
 
     @property
     def is_main(self) -> bool:
@@ -90,46 +91,58 @@ class Dist:
 
     # ------------------------------------------------------------ device collectives
     def all_reduce_(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        """In place over the device group (asynchronous to the host on NCCL)."""
+        """``sum`` / ``max`` / ``avg`` in place over the device group (asynchronous to the host on NCCL;
+        ``avg`` as a sum divided here, since gloo has no AVG)."""
         if self.several:
-            tdist.all_reduce(t, op={"sum": tdist.ReduceOp.SUM, "max": tdist.ReduceOp.MAX,
-                                    "avg": tdist.ReduceOp.AVG}[op])
+            tdist.all_reduce(t, op=tdist.ReduceOp.MAX if op == "max" else tdist.ReduceOp.SUM)
+            if op == "avg":
+                t.div_(self.world_size)
         return t
 
     def close(self) -> None:
         """Leave the process group. The pause lets gloo's worker threads drop the last collectives'
         Python-owned tensors while the interpreter still runs (at exit they would abort the process)."""
-        if self.group and tdist.is_initialized():
+        if self.owns_group and tdist.is_initialized():
             tdist.destroy_process_group()
-            self.group = False
             time.sleep(0.05)
+        self.group = self.owns_group = False
 
 
 def _timeout() -> timedelta:
     return timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, 1800)))
 
 
+def rank_device(device_flag: str, world: int, local_rank: int = 0) -> torch.device:
+    """The device of a rank: ``cuda:LOCAL_RANK`` under several ranks on CUDA (``--device cuda:N``,
+    one GPU for every rank, is refused), else ``--device`` as resolved for one process."""
+    device = resolve_device(device_flag)
+    if world > 1 and device.type == "cuda":
+        if device_flag.startswith("cuda:"):
+            raise UsageError(f"--device {device_flag} names one GPU for each of {world} ranks",
+                             fix="pass --device cuda (or auto): each rank uses the GPU of its LOCAL_RANK")
+        device = torch.device("cuda", local_rank)
+    return device
+
+
 def setup_distributed(device_flag: str, *, want_group: bool = False) -> Dist:
     """Join torchrun's process group when there is one (or make a group of one with ``want_group``)."""
     rank, world, local = env_world()
-    device = resolve_device(device_flag)
-    if world > 1 and device.type == "cuda":
-        if device.index is not None and device_flag != "cuda":
-            raise UsageError(f"--device {device_flag} names one GPU, but this is rank {rank} of {world}",
-                             fix="pass --device cuda (or auto): each rank uses the GPU of its LOCAL_RANK")
-        device = torch.device("cuda", local)
+    device = rank_device(device_flag, world, local)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     if world == 1 and not want_group:
         return Dist(device=device)
+    if device.type == "cuda" and device.index is None:  # DDP and NCCL want the index
+        device = torch.device("cuda", torch.cuda.current_device())
     backend = "nccl" if device.type == "cuda" else "gloo"
-    if not tdist.is_initialized():
-        if world > 1:
-            tdist.init_process_group(backend, timeout=_timeout())
-        else:
-            tdist.init_process_group(backend, store=tdist.HashStore(), rank=0, world_size=1, timeout=_timeout())
+    owns = not tdist.is_initialized()
+    if owns and world > 1:
+        tdist.init_process_group(backend, timeout=_timeout())
+    elif owns:
+        tdist.init_process_group(backend, store=tdist.HashStore(), rank=0, world_size=1, timeout=_timeout())
     control = tdist.new_group(backend="gloo", timeout=_timeout()) if backend != "gloo" and world > 1 else None
-    return Dist(rank=rank, world_size=world, local_rank=local, device=device, group=True, control=control)
+    return Dist(rank=rank, world_size=world, local_rank=local, device=device, group=True, control=control,
+                owns_group=owns)
 
 
 # ------------------------------------------------------------------ rank 0 decides
@@ -203,4 +216,5 @@ def agree_ok(dist: Dist, err: BaseException | None, what: str) -> None:
                               fix="fix the cause on that node, then --resume the run")
 
 
-__all__ = ["Dist", "agree_ok", "announce", "decide_on_main", "env_world", "local_error", "rebuild_error", "setup_distributed"]
+__all__ = ["Dist", "agree_ok", "announce", "decide_on_main", "env_world", "local_error", "rank_device", "rebuild_error",
+           "setup_distributed"]

@@ -250,6 +250,20 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint
     assert json.loads((ck / "trainer_state/state.json").read_text())["step"] == step == max(losses(run))
 
 
+def test_divergence_stops_every_rank_at_the_same_step_and_is_reported_once(data):
+    corpus, cache, root = data
+    run = root / "diverge"
+    p = launch(run, corpus, cache, check=False, batch_size=4, max_steps=60, lr=100.0, warmup_steps=0, grad_clip=0.0,
+               lr_decay_steps=60, save_every=2, eval_every=2, keep_last=100)
+    assert p.returncode == 1 and p.stderr.count("[WS201]") == 1 and p.stderr.count("error:") == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    latest = (run / "checkpoints/latest").read_text().strip()
+    steps = sorted(int(d.name.split("-")[1]) for d in (run / "checkpoints").glob("step-*"))
+    assert steps[-1] == int(latest.split("-")[1])  # nothing written after the last good checkpoint
+    assert not [d for d in (run / "checkpoints").iterdir() if d.name.startswith(".")]
+    assert all(torch.isfinite(t).all() for t in load_file(str(run / "checkpoints" / latest / "model.safetensors")).values())
+
+
 # ------------------------------------------------------------------ the parts, in one process
 
 

@@ -1,13 +1,19 @@
 """``pretrain(TrainConfig)``: the training run, top to bottom.
 
-Order of work (SPEC §4, §5): model source (warm start: gates 1-6 via ``prepare_warm_start``) ->
-data -> model (preset for scratch, the checkpoint's for ``--init``, the run's latest checkpoint
-for ``--resume``) -> ``parallelize`` -> step-0 validation loss (gate 7 via ``step0_gate`` for
-``--init``) -> only then the optimizer -> (resume: trainer state) -> run directory -> steps.
+Order of work (SPEC §4, §5): process group (torchrun's ranks, if any) -> run directory name ->
+model source (warm start: gates 1-6 via ``prepare_warm_start``) -> data -> settings (parallel
+mode; resume: same data, same global batch) -> model (preset for scratch, the checkpoint's for
+``--init``, the run's latest checkpoint for ``--resume``; FSDP: sharded on the meta device, then
+each rank's shards filled) -> ``parallelize`` -> step-0 validation loss (gate 7 via
+``step0_gate`` for ``--init``) -> only then the optimizer -> (resume: trainer state) -> run
+directory -> steps.
+
+Under several ranks each decision before the steps is rank 0's, broadcast to every rank
+(``distributed.decide_on_main``): the same result or the same refusal everywhere, printed once.
 
 The parts: ``source`` (where the model comes from), ``state`` (``TrainState``), ``budget`` (the
-stop condition), ``step`` (``train_step`` and the divergence guard), ``parallel`` (the
-``parallelize`` hook, compile), ``checkpoints`` (files), ``report`` (metrics, progress).
+stop condition), ``step`` (``train_step`` and the divergence guard), ``parallel`` (FSDP2 / DDP,
+compile), ``distributed`` (ranks), ``checkpoints`` (files), ``report`` (metrics, progress).
 """
 
 from __future__ import annotations

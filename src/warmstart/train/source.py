@@ -138,11 +138,13 @@ def _build_sharded(ckpt: Checkpoint | None, source: ModelSource, mcfg: ModelConf
     with torch.device("meta"):
         model = CausalLM(mcfg)
     shard(model)
-    materialize(model, device="cpu" if cfg.cpu_offload else device, buffer_device=device)
+    home = torch.device("cpu") if cfg.cpu_offload else device
     if ckpt is not None:
+        materialize(model, device=home, buffer_device=device)
         with ckpt:
             populate_shards(model, ckpt, mcfg, allow_unused=source.warm is not None and cfg.allow_unused_tensors)
-    else:
-        with implicit_replication():
-            model.reset_parameters(cfg.seed)
-    return model
+        return model
+    materialize(model, device="cpu", buffer_device=device)  # the generator draws on the host
+    with implicit_replication():
+        model.reset_parameters(cfg.seed)
+    return model.to(home) if home.type != "cpu" else model

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=30, help="timed steps")
     ap.add_argument("--warmup", type=int, default=8, help="untimed steps first (compilation included)")
     ap.add_argument("--compile", choices=["on", "off", "both"], default="on")
-    ap.add_argument("--repeats", type=int, default=2, help="alternate plain/fsdp this many times per preset")
+    ap.add_argument("--repeats", type=int, default=1, help="alternate plain/fsdp this many times per preset")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "h100" / "fsdp_overhead.json"))
     args = ap.parse_args(argv)
 

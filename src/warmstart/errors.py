@@ -133,5 +133,9 @@ class ResumeError(TrainingError, code="WS203", exit_code=2):
     """``--resume`` cannot continue from the run directory."""
 
 
+class PeerFailedError(TrainingError, code="WS204"):
+    """Under several ranks: another rank failed, so this one stops too (that rank's message says why)."""
+
+
 class CheckFailedError(WarmstartError, code="WS300", exit_code=1):
     """A release check (validate/qa/publish-check/stamp/export) said no."""

@@ -205,7 +205,8 @@ def _pretrain_command():
 
 
 def test_every_trainconfig_field_is_a_generated_option():
-    """Defaults, help and spellings come from TrainConfig's declarations; --config/--quiet are CLI-only."""
+    """Defaults, help and spellings come from TrainConfig's declarations; --config/--quiet/--nproc-per-node
+    are CLI-only (how to run this invocation, not settings of the run)."""
     import dataclasses
 
     from warmstart.train import TrainConfig
@@ -213,7 +214,7 @@ def test_every_trainconfig_field_is_a_generated_option():
     commands = _pretrain_command()
     params = {p.name: p for p in commands["pretrain"].params}
     fields = dataclasses.fields(TrainConfig)
-    assert set(params) == {f.name for f in fields} | {"config", "quiet"}
+    assert set(params) == {f.name for f in fields} | {"config", "quiet", "nproc_per_node"}
     for f in fields:
         p = params[f.name]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -225,6 +226,7 @@ def test_every_trainconfig_field_is_a_generated_option():
     assert params["activation_checkpointing"].secondary_opts == ["--no-activation-checkpointing"]
     assert params["allow_untrained_init"].is_flag and not params["allow_untrained_init"].secondary_opts
     assert params["quiet"].opts == ["--quiet", "-q"] and params["config"].opts == ["--config"]
+    assert params["nproc_per_node"].opts == ["--nproc-per-node"] and params["nproc_per_node"].default == 1
     assert params["data"].multiple and params["include"].multiple
     # prepare reuses the corpus declarations (three with their own wording)
     prep = {p.name: p for p in commands["prepare"].params}

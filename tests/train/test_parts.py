@@ -191,8 +191,8 @@ def test_stop_reason_steps_tokens_time():
 def test_parallelize_is_called_once_and_is_the_identity(corpus, cache, tmp_path, monkeypatch):
     calls = []
 
-    def spy(model, cfg):
-        out = parallelize(model, cfg)
+    def spy(model, cfg, dist):
+        out = parallelize(model, cfg, dist)
         calls.append((model, cfg, out))
         return out
 
@@ -203,7 +203,9 @@ def test_parallelize_is_called_once_and_is_the_identity(corpus, cache, tmp_path,
     pretrain(cfg, quiet=True, print_summary=False)
     assert len(calls) == 1
     model, got_cfg, out = calls[0]
-    assert isinstance(model, CausalLM) and got_cfg is cfg and out is model and model.training
+    # One process: no process group, the model as built and its own loss.
+    assert isinstance(model, CausalLM) and got_cfg is cfg and model.training
+    assert out.mode == "none" and out.model is model and out.loss_fn == model.loss and not out.dist.group
 
     # The resumed run's source comes from its latest checkpoint, read once.
     rcfg = resolve_config({"resume": str(run), "max_steps": 3})

@@ -97,6 +97,14 @@ class Checkpoint:
             raise KeyError(f"{name} is not in checkpoint {self.path}") from None
         return self._reader(info)
 
+    def tensor_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` (dim 0) of ``tensor(name)``; safetensors reads only those rows from
+        the memory map (a sharded model's loader), other formats slice the whole tensor."""
+        rows = getattr(self._reader, "rows", None)
+        if rows is not None:
+            return rows(self.tensor_info[name], start, stop)
+        return self.tensor(name)[start:stop]
+
     def __contains__(self, name: str) -> bool:
         return name in self.tensor_info
 
@@ -221,7 +229,7 @@ class _SafetensorsReader:
         self.file_of = file_of
         self.handles: dict[Path, Any] = {}
 
-    def __call__(self, info: TensorInfo) -> torch.Tensor:
+    def _handle(self, info: TensorInfo):
         from safetensors import safe_open
 
         f = self.file_of[info.name]
@@ -231,7 +239,13 @@ class _SafetensorsReader:
                 h = self.handles[f] = safe_open(str(f), framework="pt", device="cpu")
             except Exception as err:  # noqa: BLE001 - safetensors raises SafetensorError
                 raise UnreadableError(f"safetensors cannot open the file ({err})", path=f) from None
-        return h.get_tensor(info.source_name)
+        return h
+
+    def __call__(self, info: TensorInfo) -> torch.Tensor:
+        return self._handle(info).get_tensor(info.source_name)
+
+    def rows(self, info: TensorInfo, start: int, stop: int) -> torch.Tensor:
+        return self._handle(info).get_slice(info.source_name)[start:stop]
 
     def close(self) -> None:
         self.handles.clear()

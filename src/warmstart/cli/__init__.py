@@ -3,7 +3,8 @@
 Each module below registers its commands on ``app``. ``main()`` turns every
 ``WarmstartError`` into one paragraph on stderr and its exit code (1: a gate or
 check said no; 2: bad usage or unreadable input). No traceback reaches a user
-unless WARMSTART_DEBUG=1.
+unless WARMSTART_DEBUG=1. Under torchrun every rank runs ``main``; rank 0 alone prints a refusal
+(every rank raises the same one), another rank only what it alone saw, prefixed with its rank.
 """
 
 from __future__ import annotations
@@ -45,9 +46,33 @@ def with_params(*params: inspect.Parameter):
     return apply
 
 
+_ARGV: list[str] = []  # the arguments of this invocation (``pretrain --nproc-per-node`` relaunches them)
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    return int(os.environ.get("RANK", 0))
+
+
 def print_error(err: WarmstartError) -> None:
     sys.stderr.write("error: " + err.paragraph() + "\n")
     sys.stderr.flush()
+
+
+def _speaks(err: BaseException) -> bool:
+    """Under several ranks every rank raises the same refusal and rank 0 alone prints it (perhaps
+    already, marked ``printed``); an error one rank alone saw (marked ``rank_local``) is printed by it."""
+    if getattr(err, "printed", False):
+        return False
+    return _rank() == 0 or bool(getattr(err, "rank_local", False))
+
+
+def _prefix() -> str:
+    return f"[rank {_rank()}] " if _rank() else ""
+
+
+def invocation_args() -> list[str]:
+    return list(_ARGV)
 
 
 def _register() -> None:
@@ -59,16 +84,20 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     _register()
+    _ARGV[:] = list(argv) if argv is not None else sys.argv[1:]
     try:
         app(args=argv, prog_name="warmstart", standalone_mode=True)
     except WarmstartError as err:
-        print_error(err)
+        if _speaks(err):
+            sys.stderr.write(_prefix() if getattr(err, "rank_local", False) else "")
+            print_error(err)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
+        if _rank() == 0:
+            sys.stderr.write("interrupted\n")
         sys.exit(130)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
-        sys.stderr.write(f"error: [WS001] {err.filename or ''}: {err.strerror or err}. "
+        sys.stderr.write(f"{_prefix()}error: [WS001] {err.filename or ''}: {err.strerror or err}. "
                          "Fix: check the path and its permissions.\n")
         sys.exit(2)
     except SystemExit:
@@ -77,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("WARMSTART_DEBUG"):
             raise
         sys.stderr.write(
-            f"error: [WS999] internal error: {type(err).__name__}: {err}. "
+            f"{_prefix()}error: [WS999] internal error: {type(err).__name__}: {err}. "
             "This is a bug in warmstart; rerun with WARMSTART_DEBUG=1 for the traceback and report it.\n"
         )
         sys.exit(3)

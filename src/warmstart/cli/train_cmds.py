@@ -29,6 +29,10 @@ Examples:
   warmstart pretrain --resume runs/a --max-steps 400      # continue exactly where it stopped
 
   warmstart pretrain --device cuda --compile --preset smollm2-135m --seq-len 2048 --batch-size 8
+
+  warmstart pretrain --nproc-per-node 8 --init ./Qwen2.5-0.5B --max-tokens 10000000000 --out runs/cpt
+
+  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m warmstart pretrain ...
 """
 
 # ---------------------------------------------------------------- options generated from TrainConfig
@@ -64,13 +68,28 @@ def _explicit(ctx, values: dict) -> dict:
     option("config", Optional[Path], None, "--config", help="YAML file supplying any flag; flags override it."),
     *config_params(),
     option("quiet", bool, False, "--quiet", "-q", help="No progress output (summary only)."),
+    option("nproc_per_node", int, 1, "--nproc-per-node",
+           help="Train on N local processes (GPUs), started through torchrun's API. Several nodes: "
+                "torchrun on each (docs/multinode.md)."),
 )
 def pretrain_cmd(ctx: typer.Context, **values) -> None:
+    from warmstart.cli import invocation_args
     from warmstart.train import pretrain, resolve_config
+    from warmstart.train.launch import in_worker, launch_local, without_nproc
 
     quiet = values.pop("quiet")
     config_path = values.pop("config")
+    nproc = values.pop("nproc_per_node")
+    if nproc < 1:
+        raise UsageError(f"--nproc-per-node {nproc} must be at least 1")
     cfg = resolve_config(_explicit(ctx, values), str(config_path) if config_path else None)
+    if nproc > 1 and not in_worker():  # refuse here, once, what every worker would refuse; then start them
+        from warmstart.train.distributed import rank_device
+        from warmstart.train.parallel import parallel_mode
+
+        rank_device(cfg.device, nproc)
+        parallel_mode(cfg, nproc)
+        raise typer.Exit(launch_local(nproc, without_nproc(invocation_args())))
     pretrain(cfg, quiet=quiet)
 
 

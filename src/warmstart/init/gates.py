@@ -9,6 +9,7 @@ a stable code; each gate that is skipped says why in the report.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from warmstart.errors import (
     UsageError,
 )
 from warmstart.init.evidence import infer_family_from_names
-from warmstart.init.population import populate_model
+from warmstart.init.population import populate_model, verify_tensors
 
 @dataclass
 class WarmStart:
@@ -57,10 +58,24 @@ class WarmStart:
     recorded_val_loss: float | None = None
     recorded_data_fingerprint: str | None = None
     recorded_val_windows: int | None = None  # how many validation windows the recorded loss averaged
+    checkpoint_path: str | None = None  # set by ``portable()``
 
     @property
     def random_init_loss(self) -> float:
         return math.log(self.config.vocab_size)
+
+    def portable(self) -> "WarmStart":
+        """The verdict another rank needs (config, tokenizer, report, lineage), without the model or
+        the open checkpoint (the receiver opens ``checkpoint_path`` itself)."""
+        return dataclasses.replace(self, model=None, checkpoint=None, checkpoint_path=str(self.checkpoint.path))
+
+    def reopen(self, trust_pickle: bool = False) -> "WarmStart":
+        """A portable verdict with its checkpoint opened again (headers only; tensors stay lazy)."""
+        from warmstart.checkpoint import load_checkpoint
+
+        if self.checkpoint is None:
+            self.checkpoint = load_checkpoint(self.checkpoint_path, trust_pickle=trust_pickle)
+        return self
 
 
 _KIND_WHY = {
@@ -267,8 +282,13 @@ def prepare_warm_start(
     allow_unused_tensors: bool = False,
     trust_pickle: bool = False,
     device: str | torch.device = "cpu",
+    populate: bool = True,
 ) -> WarmStart:
-    """Gates 1–6. Returns the populated fp32 model, the tokenizer and the gate report."""
+    """Gates 1–6. Returns the populated fp32 model, the tokenizer and the gate report.
+
+    ``populate=False`` runs gates 5 and 6 without building the model (``verify_tensors``: each
+    tensor read once, one at a time) and returns ``model=None``: the verdict rank 0 of a
+    distributed run hands to the other ranks, each of which then loads only its own shards."""
     from warmstart.checkpoint import load_checkpoint, parent_record, provenance, resolve_checkpoint_path
 
     report: list[Check] = []
@@ -293,12 +313,16 @@ def prepare_warm_start(
     rows = int(emb.shape[0]) if emb is not None else cfg.vocab_size
     report.append(check_tokenizer(tokenizer, rows, cfg, path=path, source=source))
     # 5 + 6. Values and population, one pass over the tensors.
-    model = populate_model(ckpt, cfg, allow_unused=allow_unused_tensors, check_finite=True, device=device)
+    if populate:
+        model = populate_model(ckpt, cfg, allow_unused=allow_unused_tensors, check_finite=True, device=device)
+        shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    else:
+        model, shapes = None, verify_tensors(ckpt, cfg, allow_unused=allow_unused_tensors).expected
     n_tensors = len(ckpt.tensor_info)
     report.append(Check("values", PASS, f"all {n_tensors} tensors finite"))
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(math.prod(shape) for shape in shapes.values())
     report.append(Check("population", PASS,
-                             f"{len(dict(model.named_parameters()))} parameters ({n_params:,} values) populated "
+                             f"{len(shapes)} parameters ({n_params:,} values) populated "
                              "from the checkpoint, none random"))
 
     parent = parent_record(ckpt, family=cfg.family)

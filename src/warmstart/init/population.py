@@ -6,6 +6,10 @@ a tied ``lm_head.weight`` equal to the embedding or a rotary cache, or the calle
 passed ``allow_unused``. Values are copied into fp32 parameters, so bf16/fp16
 sources upcast exactly. The model is built on the meta device first and then
 materialised, so the loader holds at most one extra copy of a tensor at a time.
+
+Under several ranks (``pretrain`` with FSDP) the work splits: rank 0 runs gates 5 and 6 alone
+(``verify_tensors``: every tensor read once, no model built), then every rank copies only its own
+shard of each parameter from the checkpoint into its sharded model (``populate_shards``).
 """
 
 from __future__ import annotations
@@ -104,6 +108,57 @@ def check_plan(plan: PopulationPlan, *, path: str | None, allow_unused: bool) ->
         )
 
 
+def empty_model(cfg: ModelConfig, *, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> CausalLM:
+    """A ``CausalLM`` of ``cfg`` with uninitialised parameters, built on the meta device first."""
+    with torch.device("meta"):
+        model = CausalLM(cfg)
+    return materialize(model, device=device, dtype=dtype)
+
+
+def materialize(model: CausalLM, *, device: str | torch.device, dtype: torch.dtype = torch.float32,
+                buffer_device: str | torch.device | None = None) -> CausalLM:
+    """Allocate a meta-device model's parameters (uninitialised) on ``device``; the rotary buffers on
+    ``buffer_device`` (default ``device``). A model sharded with ``fully_shard`` allocates only its
+    local shards."""
+    model.to_empty(device=device)
+    model.to(dtype)
+    tied = model.lm_head.weight is model.model.embed_tokens.weight
+    if model.cfg.tie_word_embeddings and not tied:  # to_empty makes new Parameters: tie again
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.reset_rope(buffer_device or device)
+    return model
+
+
+def _count_nonfinite(name: str, src: torch.Tensor) -> str | None:
+    if not src.is_floating_point():
+        return None
+    count = int((~torch.isfinite(src)).sum())
+    return f"{name} ({count} of {src.numel()} values)" if count else None
+
+
+def _raise_nonfinite(nonfinite: list[str], path: str) -> None:
+    if nonfinite:
+        raise ValuesError(
+            f"{len(nonfinite)} tensor(s) hold NaN or Inf values: {_listing(nonfinite)}",
+            why="a non-finite weight makes every loss and gradient NaN from the first step",
+            fix="use an earlier, healthy checkpoint (e.g. the run's best or previous step); "
+            "`warmstart validate CKPT` lists every bad tensor",
+            path=path,
+        )
+
+
+def _check_tied_head(head: torch.Tensor, embedding: torch.Tensor, path: str) -> None:
+    if not torch.equal(head, embedding):
+        raise UnusedTensorsError(
+            "config.json says tie_word_embeddings=true but lm_head.weight differs from "
+            "model.embed_tokens.weight",
+            why="a tied model would discard the trained output head",
+            fix="set tie_word_embeddings=false in config.json if the head is really separate",
+            path=path,
+        )
+
+
 def populate_model(
     ckpt,
     cfg: ModelConfig | None = None,
@@ -124,15 +179,7 @@ def populate_model(
     plan = plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
     if not check_finite:
         check_plan(plan, path=path, allow_unused=allow_unused)
-
-    with torch.device("meta"):
-        model = CausalLM(cfg)
-    model.to_empty(device=device)
-    model.to(dtype)
-    if cfg.tie_word_embeddings:  # to_empty makes new Parameters: tie again
-        model.lm_head.weight = model.model.embed_tokens.weight
-    model.reset_rope(device)
-
+    model = empty_model(cfg, device=device, dtype=dtype)
     params = dict(model.named_parameters(remove_duplicate=False))
     bad = {n for n, _, _ in plan.mismatched}
     nonfinite: list[str] = []
@@ -142,30 +189,66 @@ def populate_model(
             if not (needed or check_finite):
                 continue
             src = ckpt.tensor(name)
-            if check_finite and src.is_floating_point():
-                count = int((~torch.isfinite(src)).sum())
-                if count:
-                    nonfinite.append(f"{name} ({count} of {src.numel()} values)")
+            if check_finite and (found := _count_nonfinite(name, src)):
+                nonfinite.append(found)
             if needed:
                 params[name].copy_(src)  # exact upcast for bf16/fp16 -> fp32
             del src
-    if nonfinite:
-        raise ValuesError(
-            f"{len(nonfinite)} tensor(s) hold NaN or Inf values: {_listing(nonfinite)}",
-            why="a non-finite weight makes every loss and gradient NaN from the first step",
-            fix="use an earlier, healthy checkpoint (e.g. the run's best or previous step); "
-            "`warmstart validate CKPT` lists every bad tensor",
-            path=path,
-        )
+    _raise_nonfinite(nonfinite, path)
     check_plan(plan, path=path, allow_unused=allow_unused)
     if plan.tied_head_present:
-        head = ckpt.tensor("lm_head.weight")
-        if not torch.equal(head.to(device=device, dtype=dtype), model.model.embed_tokens.weight):
-            raise UnusedTensorsError(
-                "config.json says tie_word_embeddings=true but lm_head.weight differs from "
-                "model.embed_tokens.weight",
-                why="a tied model would discard the trained output head",
-                fix="set tie_word_embeddings=false in config.json if the head is really separate",
-                path=path,
-            )
+        head = ckpt.tensor("lm_head.weight").to(device=device, dtype=dtype)
+        _check_tied_head(head, model.model.embed_tokens.weight, path)
+    return model
+
+
+def verify_tensors(ckpt, cfg: ModelConfig, *, allow_unused: bool = False) -> PopulationPlan:
+    """Gates 5 and 6 without building a model: every tensor read once (one at a time) and checked
+    for NaN/Inf, then the population plan. What rank 0 runs for every rank of a distributed run."""
+    path = str(ckpt.path)
+    plan = plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
+    nonfinite = [found for name in ckpt.tensor_info if (found := _count_nonfinite(name, ckpt.tensor(name)))]
+    _raise_nonfinite(nonfinite, path)
+    check_plan(plan, path=path, allow_unused=allow_unused)
+    if plan.tied_head_present:
+        _check_tied_head(ckpt.tensor("lm_head.weight").float(), ckpt.tensor("model.embed_tokens.weight").float(), path)
+    return plan
+
+
+def local_rows(p: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """``(local tensor, start, stop)``: the rows of dim 0 this rank holds of parameter ``p``.
+
+    A plain tensor holds every row; a ``fully_shard`` parameter (a DTensor sharded on dim 0 over a
+    1-D mesh) holds ``torch.chunk``'s piece: ``ceil(n / world)`` rows per rank, the last ones fewer.
+    """
+    from torch.distributed.tensor import DTensor, Shard
+
+    if not isinstance(p, DTensor):
+        return p, 0, p.shape[0]
+    if p.device_mesh.ndim != 1 or tuple(p.placements) != (Shard(0),):
+        raise NotImplementedError(f"parameters sharded as {p.placements} on a {p.device_mesh.ndim}-D mesh")
+    local, n, world = p.to_local(), p.shape[0], p.device_mesh.size()
+    chunk = -(-n // world)
+    start = min(p.device_mesh.get_local_rank() * chunk, n)
+    stop = min(start + chunk, n)
+    if local.shape[0] != stop - start:
+        raise RuntimeError(f"local shard of {tuple(p.shape)} has {local.shape[0]} rows, expected {stop - start}")
+    return local, start, stop
+
+
+def populate_shards(model: CausalLM, ckpt, cfg: ModelConfig, *, allow_unused: bool = False) -> CausalLM:
+    """Copy into a materialised (possibly ``fully_shard``-ed) model only the rows each parameter
+    holds on this rank, read straight from the checkpoint (safetensors: only those rows). Strict as
+    ``populate_model``; the values and the tied head were verified by ``verify_tensors`` (rank 0)."""
+    plan = plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
+    check_plan(plan, path=str(ckpt.path), allow_unused=allow_unused)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in plan.expected:
+            local, start, stop = local_rows(params[name])
+            if stop > start:
+                src = ckpt.tensor(name) if (start, stop) == (0, params[name].shape[0]) else \
+                    ckpt.tensor_rows(name, start, stop)
+                local.copy_(src)
+                del src
     return model

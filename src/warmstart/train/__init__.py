@@ -1,6 +1,9 @@
-"""The trainer in parts: config, model source, train state, step, guard, budget, parallelize hook, checkpoints.
+"""The trainer in parts: config, model source, train state, step, guard, budget, parallelism, checkpoints.
 
-``pretrain`` (loop.py) assembles them; see its module docstring for the order of work.
+``pretrain`` (loop.py) assembles them; see its module docstring for the order of work. Several
+ranks: ``distributed`` (the process group, rank-0 decisions), ``parallel`` (FSDP2 / DDP),
+``dist_checkpoint`` (sharded optimizer state through DCP), ``launch`` (``--nproc-per-node``);
+docs/multinode.md.
 """
 
 from warmstart.train.config import TrainConfig, resolve_config

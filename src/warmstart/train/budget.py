@@ -1,22 +1,59 @@
-"""The step budget and the one stop condition: ``--max-steps``, ``--max-tokens``, ``--max-time``.
+"""The step budget and the one stop condition: ``--max-steps``, ``--max-tokens``, ``--max-time``, SIGTERM.
 
-Under several ranks (issue 9) every rank must stop at the same step: ``stop_reason`` is the one
-place that decision is made, so that is where a broadcast of the time check belongs.
+Steps and tokens are the same on every rank; the clock and a SIGTERM are not. So under several
+ranks ``stop_reason`` passes the time and signal flags through ``agree`` (a host-side all-reduce
+over the ranks, once per step, no GPU sync): every rank stops at the same step. A SIGTERM
+(``StopSignal``) arriving while steps run asks for a stop at the next step boundary, with a final
+checkpoint; at any other moment (setup, evaluation, a save), or a second time, it ends the process
+at once: an interrupted save leaves the previous checkpoint as ``latest``.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import time
+from typing import Callable
 
 from warmstart.train.config import TrainConfig
 from warmstart.train.state import TrainState
 
+TERM_EXIT = 128 + signal.SIGTERM
+
+
+class StopSignal:
+    """SIGTERM as a request to stop (while ``stepping``), else as an immediate exit (status 143)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.stepping = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.stepping and not self.requested:
+            self.requested = True
+            return
+        raise SystemExit(TERM_EXIT)
+
+    def __enter__(self) -> "StopSignal":
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave the default handler
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
 
 class Budget:
-    def __init__(self, cfg: TrainConfig, tokens_per_step: int) -> None:
+    def __init__(self, cfg: TrainConfig, tokens_per_step: int, *, signal_: StopSignal | None = None,
+                 agree: Callable[..., tuple[bool, ...]] | None = None) -> None:
         self.cfg = cfg
         self.tokens_per_step = tokens_per_step
+        self.signal = signal_ or StopSignal()  # a StopSignal not entered never fires
+        self.agree = agree  # the flags OR-ed over the ranks; called once per stop_reason under several ranks
         limits = []
         if cfg.max_steps is not None:
             limits.append(int(cfg.max_steps))
@@ -36,9 +73,13 @@ class Budget:
             by_tokens = cfg.max_tokens is not None and (cfg.max_steps is None or state.tokens_seen >= cfg.max_tokens)
             return "max-tokens" if by_tokens else "max-steps"
         now = time.time() if now is None else now
-        if cfg.max_time is not None and now - state.started >= cfg.max_time:
-            return "max-time"
-        return None
+        timed_out = cfg.max_time is not None and now - state.started >= cfg.max_time
+        term = self.signal.requested
+        if self.agree is not None:
+            timed_out, term = self.agree(timed_out, term)
+        if term:
+            return "sigterm"
+        return "max-time" if timed_out else None
 
     def eta(self, state: TrainState, now: float) -> float | None:
         """Seconds left by this process's step rate and the time budget, whichever ends first."""

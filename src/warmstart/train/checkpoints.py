@@ -6,10 +6,19 @@
 ``state.json``), each file fsynced. Only then is it renamed into place, and only after that is
 ``checkpoints/latest`` (a one-line text file naming the step dir) replaced atomically. A crash at
 any moment leaves ``latest`` naming a complete checkpoint. Nothing here uses pickle.
+
+Under a process group (several ranks, or ``--parallel ddp|fsdp``) rank 0 opens the staging
+directory and tells every rank its name; rank 0 writes the HF files (from the full state dict it
+alone gathers) and ``state.json``, every rank writes its optimizer shards through
+``torch.distributed.checkpoint`` into ``trainer_state/optimizer/`` and its RNG
+(``dist_checkpoint.py``), each fsyncing its files; the ranks then agree that every part is
+durable, and only then does rank 0 rename the directory into place and move ``latest``. A rank
+that fails or dies before that leaves ``latest`` where it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,6 +40,8 @@ from warmstart.checkpoint.write import (
     write_json_durable,
 )
 from warmstart.errors import ResumeError, UsageError
+from warmstart.train import dist_checkpoint as dc
+from warmstart.train.distributed import agree_ok, decide_on_main
 
 STEP_RE = re.compile(r"^step-(\d{6,})$")
 STATE_FORMAT = "warmstart-trainer-state-v1"
@@ -140,14 +151,19 @@ def save_run_checkpoint(
     provenance: dict,
     optimizer: torch.optim.Optimizer,
     state: dict,
+    par=None,
 ) -> Path:
     """Write ``checkpoints/step-NNNNNN`` completely, then point ``checkpoints/latest`` at it.
 
     ``state`` is ``TrainState.state_dict()``: its RNG tensors go to ``rng.safetensors``, the rest to
-    ``state.json``."""
+    ``state.json``. ``par`` (a ``train.parallel.Parallel`` with a process group): every rank calls
+    this and writes its part (module docstring)."""
     ckdir = Path(run_dir) / "checkpoints"
-    ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / step_dir_name(step)
+    if par is not None and par.dist.group:
+        return _save_by_ranks(final, step=step, par=par, model_config=model_config, tokenizer=tokenizer,
+                              provenance=provenance, optimizer=optimizer, state=state)
+    ckdir.mkdir(parents=True, exist_ok=True)
     with atomic_dir(final, overwrite=True) as staging:
         sd = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.canonical_state_dict().items()}
         write_hf_files(staging, model_config, sd, tokenizer=tokenizer, provenance=provenance)
@@ -159,14 +175,58 @@ def save_run_checkpoint(
         fsync_file(ts / "optimizer.safetensors")
         del opt_t
         write_json_durable(ts / "optimizer.json", opt_idx)
-        rng = state["rng"]
-        save_file(rng["tensors"], str(ts / "rng.safetensors"), metadata={"format": "pt"})
-        fsync_file(ts / "rng.safetensors")
-        js = {**state, "rng": {k: v for k, v in rng.items() if k != "tensors"}, "format": STATE_FORMAT}
-        write_json_durable(ts / "state.json", js)
+        _write_state(ts, state)
         fsync_dir(ts)
         _test_pause(step)
     atomic_write_text(ckdir / "latest", final.name + "\n")
+    return final
+
+
+def _write_state(ts: Path, state: dict) -> None:
+    """``rng.safetensors`` (the RNG tensors) and ``state.json`` (the rest)."""
+    rng = state["rng"]
+    save_file(rng["tensors"], str(ts / "rng.safetensors"), metadata={"format": "pt"})
+    fsync_file(ts / "rng.safetensors")
+    js = {**state, "rng": {k: v for k, v in rng.items() if k != "tensors"}, "format": STATE_FORMAT}
+    write_json_durable(ts / "state.json", js)
+
+
+def _save_by_ranks(final: Path, *, step: int, par, model_config: ModelConfig, tokenizer, provenance: dict,
+                   optimizer: torch.optim.Optimizer, state: dict) -> Path:
+    """Every rank writes its part into the staging directory rank 0 opened; rank 0 renames it into
+    place and moves ``latest`` once every rank's part is durable."""
+    dist = par.dist
+    sd = dc.full_model_state(par)  # collective: the full model on rank 0's host only
+    with contextlib.ExitStack() as stack:
+        def open_staging() -> str:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            return str(stack.enter_context(atomic_dir(final, overwrite=True)))
+
+        ts = Path(decide_on_main(dist, open_staging)) / "trainer_state"
+        ts.mkdir(parents=True, exist_ok=True)
+        index = dc.save_optimizer_dcp(ts / dc.OPTIMIZER_DIR, par, optimizer)  # collective
+        failure = None
+        try:
+            if dist.is_main:
+                write_hf_files(ts.parent, model_config, sd, tokenizer=tokenizer, provenance=provenance)
+                write_json_durable(ts / "optimizer.json", index)
+                _write_state(ts, state)
+            else:
+                dc.write_rank_rng(ts, dist.rank, state["rng"])
+        except Exception as err:  # noqa: BLE001 - every rank learns of it below
+            failure = err
+        del sd
+        agree_ok(dist, failure, f"write their part of checkpoint {final.name}")
+        if dist.is_main:
+            _test_pause(step)
+
+        def publish() -> None:
+            fsync_dir(ts / dc.OPTIMIZER_DIR)
+            fsync_dir(ts)
+            stack.close()  # atomic_dir: fsync, rename into place
+            atomic_write_text(final.parent / "latest", final.name + "\n")
+
+        decide_on_main(dist, publish)
     return final
 
 
@@ -235,30 +295,44 @@ def find_resume_checkpoint(run_dir: Path) -> Path:
     return latest
 
 
-def read_trainer_state(ckpt_dir: Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
-    """``(state, optimizer tensors, optimizer index)`` of a run checkpoint; ``state`` in the shape of
-    ``TrainState.state_dict()`` (its ``rng`` holds the tensors of ``rng.safetensors``)."""
+def read_trainer_state(ckpt_dir: Path, rank: int = 0) -> dict:
+    """``state.json`` of a run checkpoint in the shape of ``TrainState.state_dict()``; its ``rng`` is
+    rank ``rank``'s when the checkpoint has one for that rank, else rank 0's."""
     ts = ckpt_dir / "trainer_state"
     try:
         state = json.loads((ts / "state.json").read_text())
-        index = json.loads((ts / "optimizer.json").read_text())
-        tensors = load_file(str(ts / "optimizer.safetensors"))
-        rng_t = load_file(str(ts / "rng.safetensors"))
+        rng = dc.read_rank_rng(ts, rank) or {**state.get("rng", {}),
+                                               "tensors": load_file(str(ts / "rng.safetensors"))}
     except (OSError, ValueError) as err:
         raise ResumeError(f"trainer state in {ts} is unreadable ({err})", path=ts) from None
-    state["rng"] = {**state.get("rng", {}), "tensors": rng_t}
-    return state, tensors, index
+    state["rng"] = rng
+    return state
 
 
-def restore_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer, train_state) -> None:
-    """Load a run checkpoint's optimizer and ``TrainState`` (data cursor, counters, RNG), refusing
-    when the data changed since it was written."""
-    state, tensors, index = read_trainer_state(ckpt_dir)
-    if state.get("data_fingerprint") != train_state.data_fingerprint:
+def check_same_data(state: dict, fingerprint: str, ckpt_dir: Path) -> None:
+    """Refuse to resume on data other than the checkpoint's (``state``: its ``state.json``)."""
+    if state.get("data_fingerprint") != fingerprint:
         raise ResumeError(
             f"the data changed since the checkpoint (fingerprint {state.get('data_fingerprint')} -> "
-            f"{train_state.data_fingerprint})", why="the saved data position would point at other tokens",
+            f"{fingerprint})", why="the saved data position would point at other tokens",
             fix="resume with the same corpus files, tokenizer and --seq-len", path=ckpt_dir)
-    load_optimizer(optimizer, tensors, index)
+
+
+def restore_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer, train_state, par=None) -> None:
+    """Load a run checkpoint's optimizer and ``TrainState`` (data cursor, counters, RNG), refusing
+    when the data changed since it was written. Either optimizer layout loads at any world size."""
+    rank = par.dist.rank if par is not None else 0
+    state = read_trainer_state(ckpt_dir, rank)
+    check_same_data(state, train_state.data_fingerprint, ckpt_dir)
+    ts = ckpt_dir / "trainer_state"
+    try:
+        index = json.loads((ts / "optimizer.json").read_text())
+        sharded = (ts / dc.OPTIMIZER_DIR).is_dir()
+        if sharded or (par is not None and par.dist.group):
+            dc.load_optimizer_dcp(ts / dc.OPTIMIZER_DIR if sharded else ts, par, optimizer, index)
+        else:
+            load_optimizer(optimizer, load_file(str(ts / "optimizer.safetensors")), index)
+    except (OSError, ValueError) as err:
+        raise ResumeError(f"optimizer state in {ts} is unreadable ({err})", path=ts) from None
     train_state.load_state_dict(state)
     train_state.last_checkpoint = ckpt_dir

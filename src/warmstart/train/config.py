@@ -100,6 +100,10 @@ class TrainConfig:
     activation_checkpointing: bool = option(
         False, help="Recompute layer activations in backward.",
         flags=("--activation-checkpointing/--no-activation-checkpointing",))
+    parallel: str = option("auto", help="Data parallelism over the ranks torchrun starts: auto (fsdp when there "
+                           "are several, else none) | none | ddp | fsdp.")
+    cpu_offload: bool = option(False, help="FSDP: keep parameters, gradients and optimizer state on the host.",
+                               flags=("--cpu-offload/--no-cpu-offload",))
     seed: int = option(0, help="Seed for init and data order.")
     out: str | None = option(None, help="Run directory (default runs/<YYYYmmdd-HHMMSS>).")
     resume: str | None = option(None, help="Continue the run in this directory exactly.")
@@ -142,6 +146,8 @@ class TrainConfig:
         need(self.device == "auto" or self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
              f"--device '{self.device}' is not one of auto, cpu, cuda, cuda:N")
         need(0.0 < self.val_fraction < 0.5, f"--val-fraction {self.val_fraction} must be in (0, 0.5)")
+        need(self.parallel in ("auto", "none", "ddp", "fsdp"),
+             f"--parallel '{self.parallel}' is not one of auto, none, ddp, fsdp")
         need(self.schedule in SCHEDULES, f"--schedule '{self.schedule}' is not one of {', '.join(SCHEDULES)}")
         need(0.0 < self.decay_fraction <= 1.0, f"--decay-fraction {self.decay_fraction} must be in (0, 1]")
         self.eval_sets()

@@ -35,20 +35,39 @@ def _loss_sum(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, ds, eval_tokens: int, batch_size: int, device: torch.device,
-             amp: AmpFactory = contextlib.nullcontext) -> float:
-    """Mean next-token loss over the dataset's fixed validation windows (every window has seq_len targets)."""
+             amp: AmpFactory = contextlib.nullcontext, *, dist=None) -> float:
+    """Mean next-token loss over the dataset's fixed validation windows (every window has seq_len targets).
+
+    Under several ranks (``dist``, a ``train.distributed.Dist``) each rank evaluates its own slice of
+    the windows and the sums are all-reduced: every rank returns the same loss.
+    """
     idx = ds.val_window_indices(eval_tokens)
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    for i in range(0, len(idx), batch_size):
-        x, y = to_device(ds.val_windows(idx[i : i + batch_size]), device)
+    for batch in rank_batches(idx, batch_size, dist):
+        x, y = to_device(ds.val_windows(idx[:1] if batch is None else batch), device)
         with amp():
-            total += _loss_sum(model, x, y).double()
-        count += y.numel()
+            loss_sum = _loss_sum(model, x, y).double()
+        if batch is not None:
+            total += loss_sum
+            count += y.numel()
     model.train(was_training)
+    if dist is not None and dist.several:
+        sums = dist.all_reduce_(torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=device)]))
+        total, count = sums[0], int(sums[1].item())
     return float(total.item() / count)
+
+
+def rank_batches(idx: np.ndarray, batch_size: int, dist=None) -> list[np.ndarray | None]:
+    """This rank's batches of ``idx``: a contiguous slice of ``ceil(n / world)`` windows. Every rank gets
+    the same number of batches (None: a forward whose loss is not counted), since a sharded model's
+    forward is a collective."""
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    per = -(-len(idx) // world)
+    mine = idx[rank * per:(rank + 1) * per]
+    return [mine[i:i + batch_size] if i < len(mine) else None for i in range(0, per, batch_size)]
 
 
 @torch.no_grad()
@@ -93,10 +112,11 @@ def load_eval_sets(cfg, tokenizer, say: Callable[[str], None]) -> dict[str, Any]
     return sets
 
 
-def evaluate_sets(model, sets: dict[str, Any], eval_tokens: int, batch_size: int, device: torch.device,
-                  amp: AmpFactory = contextlib.nullcontext) -> dict[str, float]:
-    """``{name: loss}`` of every extra validation set (each on its fixed windows, as ``evaluate``)."""
-    return {name: evaluate(model, ds, eval_tokens, batch_size, device, amp) for name, ds in sets.items()}
+def evaluate_sets(evaluate_fn: Callable[..., float], sets: dict[str, Any], eval_tokens: int, batch_size: int,
+                  device: torch.device, amp: AmpFactory = contextlib.nullcontext) -> dict[str, float]:
+    """``{name: loss}`` of every extra validation set, each on its fixed windows, through ``evaluate_fn(ds,
+    eval_tokens, batch_size, device, amp)`` (the run's ``Parallel.evaluate``: every rank, all-reduced)."""
+    return {name: evaluate_fn(ds, eval_tokens, batch_size, device, amp) for name, ds in sets.items()}
 
 
 def eval_metrics(losses: dict[str, float]) -> dict[str, float]:

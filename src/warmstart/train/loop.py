@@ -1,18 +1,25 @@
 """``pretrain(TrainConfig)``: the training run, top to bottom.
 
-Order of work (SPEC §4, §5): model source (warm start: gates 1-6 via ``prepare_warm_start``) ->
-data -> model (preset for scratch, the checkpoint's for ``--init``, the run's latest checkpoint
-for ``--resume``) -> ``parallelize`` -> step-0 validation loss (gate 7 via ``step0_gate`` for
-``--init``) -> only then the optimizer -> (resume: trainer state) -> run directory -> steps.
+Order of work (SPEC §4, §5): process group (torchrun's ranks, if any) -> run directory name ->
+model source (warm start: gates 1-6 via ``prepare_warm_start``) -> data -> settings (parallel
+mode; resume: same data, same global batch) -> model (preset for scratch, the checkpoint's for
+``--init``, the run's latest checkpoint for ``--resume``; FSDP: sharded on the meta device, then
+each rank's shards filled) -> ``parallelize`` -> step-0 validation loss (gate 7 via
+``step0_gate`` for ``--init``) -> only then the optimizer -> (resume: trainer state) -> run
+directory -> steps.
+
+Under several ranks each decision before the steps is rank 0's, broadcast to every rank
+(``distributed.decide_on_main``): the same result or the same refusal everywhere, printed once.
 
 The parts: ``source`` (where the model comes from), ``state`` (``TrainState``), ``budget`` (the
-stop condition), ``step`` (``train_step`` and the divergence guard), ``parallel`` (the
-``parallelize`` hook, compile), ``checkpoints`` (files), ``report`` (metrics, progress).
+stop condition), ``step`` (``train_step`` and the divergence guard), ``parallel`` (FSDP2 / DDP,
+compile), ``distributed`` (ranks), ``checkpoints`` (files), ``report`` (metrics, progress).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,17 +32,18 @@ from warmstart import __version__
 from warmstart.arch import CausalLM, ModelConfig
 from warmstart.checkpoint.write import atomic_write_json, atomic_write_text
 from warmstart.data import TokenDataset, build_dataset, mixture_lines
-from warmstart.runtime import amp_context, resolve_device
+from warmstart.errors import ResumeError, UsageError
+from warmstart.runtime import amp_context
 from warmstart.train import checkpoints as ck
-from warmstart.train.budget import Budget
+from warmstart.train.budget import Budget, StopSignal
 from warmstart.train.config import TrainConfig, dump_yaml
+from warmstart.train.distributed import Dist, decide_on_main, local_error, setup_distributed
 from warmstart.train.evaluate import (
-    AmpFactory, eval_metrics, evaluate, evaluate_sets, forgetting, forgetting_lines, load_eval_sets,
-    step0_eval_lines,
+    AmpFactory, eval_metrics, evaluate_sets, forgetting, forgetting_lines, load_eval_sets, step0_eval_lines,
 )
 from warmstart.train.optim import Schedule, build_optimizer, set_lr
-from warmstart.train.parallel import LossFn, compile_loss, parallelize
-from warmstart.train.report import IntervalMeter, Reporter, RunLog, fmt_duration
+from warmstart.train.parallel import LossFn, Parallel, compile_loss, parallel_mode, parallelize, shard_model
+from warmstart.train.report import IntervalMeter, NullLog, Reporter, RunLog, flops_budget, fmt_duration
 from warmstart.train.source import ModelSource, build_model, resolve_source
 from warmstart.train.state import TrainState, seed_all, utc_now
 from warmstart.train.step import DivergenceGuard, TrainBatches, clip_value, train_step
@@ -83,6 +91,7 @@ class Run:
     ds: TokenDataset
     mcfg: ModelConfig
     model: CausalLM
+    par: Parallel
     loss_fn: LossFn
     optimizer: torch.optim.Optimizer
     state: TrainState
@@ -95,47 +104,72 @@ class Run:
     def say(self, text: str) -> None:
         self.out.print(text)
 
+    @property
+    def dist(self) -> Dist:
+        return self.par.dist
+
 
 # ------------------------------------------------------------------ main entry
 
 
 def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool = False,
              print_summary: bool = True) -> RunSummary:
-    """Train as ``cfg`` says; returns the run summary. ``quiet`` silences progress, not the summary."""
+    """Train as ``cfg`` says; returns the run summary. ``quiet`` silences progress, not the summary.
+
+    Under torchrun every rank calls this; rank 0 alone prints, logs and writes the run directory."""
     cfg.validate()
     started = time.time()
-    device, amp = _runtime(cfg)
-    run_dir = ck.run_directory(cfg.out, cfg.resume)
-    out = reporter or Reporter(None, quiet=quiet, tty=False)
+    dist = setup_distributed(cfg.device, want_group=cfg.parallel in ("ddp", "fsdp"))
+    try:
+        with StopSignal() as stop:
+            summary = _pretrain(cfg, dist, stop, started, reporter=reporter, quiet=quiet, print_summary=print_summary)
+        dist.barrier()  # every rank done: they leave the process group together
+        return summary
+    finally:
+        dist.close()
+
+
+def _pretrain(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: float, *, reporter: Reporter | None,
+              quiet: bool, print_summary: bool) -> RunSummary:
+    amp = _runtime(dist.device, cfg)
+    run_dir = Path(decide_on_main(dist, lambda: str(ck.run_directory(cfg.out, cfg.resume))))
+    out = reporter or Reporter(None, quiet=quiet or not dist.is_main, tty=False)
     seed_all(cfg.seed)
 
-    source = resolve_source(cfg, run_dir, device=device, say=out.print)  # --init: gates 1-6
-    ds = _load_data(cfg, source, out.print)
-    evals = load_eval_sets(cfg, ds.tokenizer, out.print)
+    source = resolve_source(cfg, run_dir, device=dist.device, say=out.print, dist=dist)  # --init: gates 1-6
+    ds = _load_data(cfg, source, out.print, dist)
+    evals = _rank0_first(dist, lambda: load_eval_sets(cfg, ds.tokenizer, out.print), _fingerprints, "--eval-data")
     mcfg = source.model_config(cfg, ds)
-    model = build_model(source, mcfg, cfg, device)
-    out.print(_describe(model, mcfg, device, amp))
-    model = parallelize(model, cfg)
-    first_val, first_evals = _step0_evaluation(model, source, ds, evals, cfg, device, amp, out.print)  # gate 7
+    cfg, mode = decide_on_main(dist, lambda: _settings(cfg, source, ds, dist.world_size, out.print))
+    shard = (lambda m: shard_model(m, cfg, dist)) if mode == "fsdp" else None
+    model = build_model(source, mcfg, cfg, dist.device, shard=shard)
+    out.print(_describe(model, mcfg, dist, amp, mode))
+    par = parallelize(model, cfg, dist)
+    first_val, first_evals = _step0_evaluation(par, source, ds, evals, cfg, amp, out.print)  # --init: gate 7
 
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
-                                eps=cfg.eps, device=device)
-    budget = Budget(cfg, tokens_per_step=cfg.batch_size * cfg.grad_accum * cfg.seq_len)
+                                eps=cfg.eps, device=par.optimizer_device)
+    global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
+    budget = Budget(cfg, tokens_per_step=global_batch * cfg.seq_len, signal_=stop,
+                    agree=dist.any if dist.several else None)
     state = TrainState(sampler=ds.sampler(cfg.seed), data_fingerprint=ds.fingerprint,
                        schedule=Schedule(cfg.lr, cfg.warmup_steps, budget.decay_steps, cfg.min_lr_ratio,
                                          kind=cfg.schedule, decay_fraction=cfg.decay_fraction),
                        started=started, first_val_loss=first_val, val_loss=first_val,
-                       first_eval_losses=first_evals, eval_losses=dict(first_evals))
+                       first_eval_losses=first_evals, eval_losses=dict(first_evals), world_size=dist.world_size,
+                       global_batch=global_batch)
     if source.resume_dir is not None:
-        _resume(run_dir, source.resume_dir, optimizer, state, out.print)
+        _resume(run_dir, source.resume_dir, optimizer, state, par, out.print)
 
-    log = _open_run_dir(run_dir, cfg, ds, state, resuming=source.resume_dir is not None)  # every gate passed
-    if reporter is None:  # now the step count is known: a progress bar on a terminal
+    resuming = source.resume_dir is not None
+    log = _open_run_dir(run_dir, cfg, ds, state, resuming=resuming) if dist.is_main else NullLog()  # gates passed
+    if reporter is None and dist.is_main:  # now the step count is known: a progress bar on a terminal
         out.close()
         out = Reporter(budget.total_steps, start_step=state.step, quiet=quiet)
-    guard = DivergenceGuard(device, state, run_dir=run_dir, lr=cfg.lr, warmup_steps=cfg.warmup_steps)
-    run = Run(cfg=cfg, run_dir=run_dir, device=device, amp=amp, source=source, ds=ds, mcfg=mcfg, model=model,
-              loss_fn=compile_loss(model, cfg), optimizer=optimizer, state=state, budget=budget, guard=guard,
+    guard = DivergenceGuard(dist.device, state, run_dir=run_dir, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                            on_device=dist.device.type == "cuda" and not cfg.cpu_offload, dist=dist)
+    run = Run(cfg=cfg, run_dir=run_dir, device=dist.device, amp=amp, source=source, ds=ds, mcfg=mcfg, model=model,
+              par=par, loss_fn=compile_loss(par, cfg), optimizer=optimizer, state=state, budget=budget, guard=guard,
               log=log, out=out, evals=evals)
     try:
         stopped_by = train(run)
@@ -153,24 +187,30 @@ def train(run: Run) -> str:
 
     Returns what stopped the run (``max-steps``, ``max-tokens`` or ``max-time``).
     """
-    cfg, state, budget = run.cfg, run.state, run.budget
-    batches = TrainBatches(run.ds, state.sampler, cfg.batch_size, run.device)
-    meter = IntervalMeter(run.device)
+    cfg, state, budget, dist = run.cfg, run.state, run.budget, run.dist
+    batches = TrainBatches(run.ds, state.sampler, cfg.batch_size, run.device, grad_accum=cfg.grad_accum,
+                           rank=dist.rank, world_size=dist.world_size)
+    meter = IntervalMeter(run.device, devices=dist.world_size,
+                          flops=flops_budget(run.model, run.mcfg, cfg.seq_len, run.device, run.amp))
     clip = clip_value(cfg.grad_clip)
-    while (stopped_by := budget.stop_reason(state)) is None:
+    stopped_by = budget.stop_reason(state)  # once per step: under several ranks a collective
+    budget.signal.stepping = True
+    while stopped_by is None:
         lr = state.schedule.at(state.step)
         set_lr(run.optimizer, lr)
         loss, gnorm = train_step(run.loss_fn, run.optimizer, batches, grad_accum=cfg.grad_accum, clip=clip,
-                                 amp=run.amp, guard=run.guard)
+                                 amp=run.amp, guard=run.guard, par=run.par)
         state.advance(budget.tokens_per_step)
         meter.add(loss, gnorm, budget.tokens_per_step)
 
-        last = budget.stop_reason(state) is not None
+        stopped_by = budget.stop_reason(state)
+        last = stopped_by is not None
         log_now = state.step % cfg.log_every == 0 or last
         save_now = (cfg.save_every > 0 and state.step % cfg.save_every == 0) or last
         eval_now = (cfg.eval_every > 0 and state.step % cfg.eval_every == 0) or save_now
         if log_now or eval_now:
             _log_eval_save(run, meter, lr, log_now=log_now, eval_now=eval_now, save_now=save_now)
+    budget.signal.stepping = False
     if state.steps_this_run == 0 and state.last_checkpoint is None:
         # Nothing to do (e.g. a budget already reached): still leave a checkpoint behind.
         run.guard.check()
@@ -206,8 +246,8 @@ def evaluate_run(run: Run) -> float:
     """Validation loss now (the fixed windows; the --eval-data sets into ``state.eval_losses``); a
     non-finite one is divergence."""
     cfg = run.cfg
-    val = evaluate(run.model, run.ds, cfg.eval_tokens, cfg.batch_size, run.device, run.amp)
-    extra = evaluate_sets(run.model, run.evals, cfg.eval_tokens, cfg.batch_size, run.device, run.amp)
+    val = run.par.evaluate(run.ds, cfg.eval_tokens, cfg.batch_size, run.device, run.amp)
+    extra = evaluate_sets(run.par.evaluate, run.evals, cfg.eval_tokens, cfg.batch_size, run.device, run.amp)
     for loss in (val, *extra.values()):
         run.guard.check_val(loss)
     run.state.val_loss, run.state.eval_losses = val, extra
@@ -222,14 +262,17 @@ def save_checkpoint(run: Run) -> Path:
     is_best = state.improves(state.val_loss)
     if is_best:
         state.best = {"step": state.step, "val_loss": state.val_loss, "dir": ck.step_dir_name(state.step)}
+    stepping, run.budget.signal.stepping = run.budget.signal.stepping, False  # a SIGTERM now ends the process
     path = ck.save_run_checkpoint(run_dir, step=state.step, model=run.model, model_config=run.mcfg,
                                   tokenizer=run.ds.tokenizer, provenance=provenance(run), optimizer=run.optimizer,
-                                  state=state.state_dict())
+                                  state=state.state_dict(), par=run.par)
+    run.budget.signal.stepping = stepping
     state.last_checkpoint = path
-    if is_best:
-        ck.mark_best(run_dir, path)
-    best_dir = run_dir / "checkpoints" / state.best["dir"] if state.best else None
-    ck.rotate(run_dir, run.cfg.keep_last, best_dir)
+    if run.dist.is_main:
+        if is_best:
+            ck.mark_best(run_dir, path)
+        best_dir = run_dir / "checkpoints" / state.best["dir"] if state.best else None
+        ck.rotate(run_dir, run.cfg.keep_last, best_dir)
     return path
 
 
@@ -252,59 +295,122 @@ def provenance(run: Run) -> dict:
 # ------------------------------------------------------------------ setup and finish
 
 
-def _runtime(cfg: TrainConfig) -> tuple[torch.device, AmpFactory]:
-    device = resolve_device(cfg.device)
+def _runtime(device: torch.device, cfg: TrainConfig) -> AmpFactory:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         if device.index is not None:
             torch.cuda.set_device(device)
-    return device, amp_context(device, cfg.dtype)
+    return amp_context(device, cfg.dtype)
 
 
-def _load_data(cfg: TrainConfig, source: ModelSource, say: Callable[[str], None]) -> TokenDataset:
-    ds = build_dataset(cfg.data or None, include=cfg.include or None, text_field=cfg.text_field,
-                       tokenizer=source.tokenizer, vocab_size_=cfg.vocab_size, seq_len=cfg.seq_len,
-                       val_fraction=cfg.val_fraction, max_corpus_bytes=cfg.max_corpus_bytes,
-                       cache_dir=cfg.cache_dir, log=say)
-    say(ds.summary())
-    return ds
+def _load_data(cfg: TrainConfig, source: ModelSource, say: Callable[[str], None], dist: Dist) -> TokenDataset:
+    """The token dataset (one corpus or a weighted mixture). Under several ranks rank 0 builds it
+    (tokenizer training, token caches) first; the others then build the same, finding every cache."""
+    def build(log: Callable[[str], None]) -> TokenDataset:
+        ds = build_dataset(cfg.data or None, include=cfg.include or None, text_field=cfg.text_field,
+                           tokenizer=source.tokenizer, vocab_size_=cfg.vocab_size, seq_len=cfg.seq_len,
+                           val_fraction=cfg.val_fraction, max_corpus_bytes=cfg.max_corpus_bytes,
+                           cache_dir=cfg.cache_dir, log=log)
+        log(ds.summary())
+        return ds
+
+    return _rank0_first(dist, lambda: build(say), lambda ds: ds.fingerprint, "--data",
+                        rebuild=lambda: build(lambda _line: None))
 
 
-def _describe(model: CausalLM, mcfg: ModelConfig, device: torch.device, amp: AmpFactory) -> str:
+def _fingerprints(sets: dict) -> dict[str, str]:
+    return {name: ds.fingerprint for name, ds in sets.items()}
+
+
+def _rank0_first(dist: Dist, build: Callable, fingerprint: Callable, what: str, *, rebuild: Callable | None = None):
+    """``build()`` on rank 0 first (it tokenizes and fills the caches), then on the other ranks, which
+    find every cache; each checks that it holds the very data rank 0 holds (the same fingerprint)."""
+    def adopt(expected):
+        got = (rebuild or build)()
+        if fingerprint(got) != expected:
+            raise local_error(UsageError(
+                f"rank {dist.rank} built {what} with fingerprint {fingerprint(got)}, rank 0 with {expected}",
+                why="every rank must train on the same tokens",
+                fix="put --cache-dir on a filesystem every node mounts, or `warmstart prepare` the corpus once "
+                    "and pass the printed cache as --data"))
+        return got
+
+    return decide_on_main(dist, build, share=fingerprint, adopt=adopt)
+
+
+def _settings(cfg: TrainConfig, source: ModelSource, ds: TokenDataset, world: int,
+              say: Callable[[str], None]) -> tuple[TrainConfig, str]:
+    """The settings every rank runs with (rank 0 decides): the parallel mode; when resuming, the
+    same data as the checkpoint's and the same global batch."""
+    mode = parallel_mode(cfg, world)
+    if source.resume_dir is None:
+        return cfg, mode
+    saved = ck.read_trainer_state(source.resume_dir)
+    ck.check_same_data(saved, ds.fingerprint, source.resume_dir)
+    return _keep_global_batch(cfg, saved, world, source.resume_dir, say), mode
+
+
+def _keep_global_batch(cfg: TrainConfig, saved: dict, world: int, where: Path,
+                       say: Callable[[str], None]) -> TrainConfig:
+    """Resuming on another number of ranks keeps the windows per optimizer step: ``--grad-accum`` is
+    adjusted when that divides, else the resume is refused naming the numbers."""
+    was = int(saved.get("world_size", 1))
+    target = saved.get("global_batch") or cfg.batch_size * cfg.grad_accum * was
+    if was == world or cfg.batch_size * cfg.grad_accum * world == target:
+        return cfg
+    per_micro = cfg.batch_size * world
+    if target % per_micro:
+        raise ResumeError(
+            f"the run trained with {target} windows per step on {was} rank(s); {world} rank(s) x --batch-size "
+            f"{cfg.batch_size} cannot make {target} with a whole --grad-accum",
+            why="the data order and the learning-rate schedule assume the same global batch",
+            fix=f"pass --batch-size and --grad-accum with batch x grad-accum x {world} = {target}, or resume on "
+                f"{was} rank(s)", path=where)
+    say(f"global batch kept at {target} windows per step: {world} rank(s) x batch {cfg.batch_size} x "
+        f"grad-accum {target // per_micro} (was {cfg.grad_accum} on {was} rank(s))")
+    return dataclasses.replace(cfg, grad_accum=target // per_micro)
+
+
+def _describe(model: CausalLM, mcfg: ModelConfig, dist: Dist, amp: AmpFactory, mode: str) -> str:
+    where = f"{dist.device}" if not dist.several else f"{dist.world_size} ranks ({dist.device.type})"
     return (f"model: {mcfg.family} {model.num_parameters() / 1e6:.2f}M parameters (hidden {mcfg.hidden_size}, "
-            f"{mcfg.num_layers} layers, vocab {mcfg.vocab_size}) on {device}"
-            + (", bf16 autocast" if amp is not contextlib.nullcontext else ", fp32"))
+            f"{mcfg.num_layers} layers, vocab {mcfg.vocab_size}) on {where}"
+            + (", bf16 autocast" if amp is not contextlib.nullcontext else ", fp32")
+            + (f", {mode.upper()}" if mode != "none" else ""))
 
 
-def _step0_evaluation(model, source: ModelSource, ds: TokenDataset, evals: dict, cfg: TrainConfig,
-                      device: torch.device, amp: AmpFactory,
-                      say: Callable[[str], None]) -> tuple[float | None, dict[str, float]]:
+def _step0_evaluation(par: Parallel, source: ModelSource, ds: TokenDataset, evals: dict, cfg: TrainConfig,
+                      amp: AmpFactory, say: Callable[[str], None]) -> tuple[float | None, dict[str, float]]:
     """The validation losses before any step (None and {} when resuming): the held-out split's and each
-    --eval-data set's; for ``--init`` they pass gate 7."""
+    --eval-data set's; for ``--init`` they pass gate 7, which rank 0 decides for every rank."""
     if source.resume_dir is not None:
         return None, {}
-    val = evaluate(model, ds, cfg.eval_tokens, cfg.batch_size, device, amp)
+    device = par.dist.device
+    val = par.evaluate(ds, cfg.eval_tokens, cfg.batch_size, device, amp)
     if source.warm is None:
         say(f"step 0 val_loss {val:.4f} (random init ≈ ln V = {math.log(ds.vocab_size):.4f})")
     else:
         from warmstart.init import step0_gate
 
-        say(step0_gate(source.warm, val_loss=val, data_fingerprint=ds.fingerprint,
-                       val_windows=len(ds.val_window_indices(cfg.eval_tokens)),
-                       allow_untrained_init=cfg.allow_untrained_init, tolerance=cfg.init_loss_tolerance))
-    extra = evaluate_sets(model, evals, cfg.eval_tokens, cfg.batch_size, device, amp)
+        say(decide_on_main(par.dist, lambda: step0_gate(
+            source.warm, val_loss=val, data_fingerprint=ds.fingerprint,
+            val_windows=len(ds.val_window_indices(cfg.eval_tokens)), allow_untrained_init=cfg.allow_untrained_init,
+            tolerance=cfg.init_loss_tolerance)))
+    extra = evaluate_sets(par.evaluate, evals, cfg.eval_tokens, cfg.batch_size, device, amp)
     lnv = source.warm.random_init_loss if source.warm is not None else math.log(ds.vocab_size)
-    for line in step0_eval_lines(extra, random_init_loss=lnv, warm=source.warm,
-                                 allow_untrained_init=cfg.allow_untrained_init):
+    lines = decide_on_main(par.dist, lambda: step0_eval_lines(extra, random_init_loss=lnv, warm=source.warm,
+                                                              allow_untrained_init=cfg.allow_untrained_init))
+    for line in lines:
         say(line)
     return val, extra
 
 
-def _resume(run_dir: Path, ckpt_dir: Path, optimizer: torch.optim.Optimizer, state: TrainState,
+def _resume(run_dir: Path, ckpt_dir: Path, optimizer: torch.optim.Optimizer, state: TrainState, par: Parallel,
             say: Callable[[str], None]) -> None:
-    ck.restore_trainer_state(ckpt_dir, optimizer, state)
-    ck.clean_partials(run_dir)
+    ck.restore_trainer_state(ckpt_dir, optimizer, state, par)
+    if par.dist.is_main:
+        ck.clean_partials(run_dir)
     say(f"resumed at step {state.step}, {state.tokens_seen:,} tokens seen, val_loss {state.val_loss}")
 
 
@@ -337,6 +443,8 @@ def _finish(run: Run, stopped_by: str, print_summary: bool) -> RunSummary:
         data_mixture=run.ds.drawn(state.sampler),
         eval_sets=forgetting(state.first_eval_losses, state.eval_losses) or None,
     )
+    if not run.dist.is_main:
+        return summary
     atomic_write_json(run_dir / "summary.json", asdict(summary))
     if print_summary:
         for line in summary.lines():

@@ -1,29 +1,137 @@
-"""How the model runs: the ``parallelize`` hook and ``torch.compile``.
+"""How the model runs: data parallelism (none, DDP or FSDP2) and ``torch.compile``.
 
-``pretrain`` calls ``parallelize(model, cfg)`` once, after the model is built on its device and
-before the step-0 evaluation, the optimizer and ``compile_loss``. It is the identity today. This
-is where multi-GPU wrapping plugs in (issue 9): FSDP2 ``fully_shard`` per decoder layer and then
-the root (with its mixed-precision policy), or DDP; the optimizer is then built over the wrapped
-model's parameters, and ``compile_loss`` compiles what ``parallelize`` returned.
+``--parallel auto`` means FSDP2 when the world size is above 1, else none. The three modes:
+
+- ``none``: one process, one device, the model as built (today's path).
+- ``fsdp``: ``fully_shard`` per decoder layer, then the root (``shard_model``), applied by
+  ``build_model`` to the model while it is still on the meta device, so each rank allocates and
+  loads only its own shards. On CUDA with bf16 the parameters are cast to bf16 for compute and
+  gradients reduced in fp32 (``MixedPrecisionPolicy``); fp32 master weights and optimizer state stay
+  sharded. ``--cpu-offload`` keeps parameters, gradients and optimizer state on the host.
+  ``CausalLM.loss`` is registered as a forward method, so it gathers the parameters as ``forward``
+  does.
+- ``ddp``: ``DistributedDataParallel`` around the loss (the whole model on each rank), for models
+  that fit one device. Gradients are all-reduced once per optimizer step (``no_sync`` for the
+  other micro-batches).
+
+``parallelize`` returns a ``Parallel``: the model (its parameter names are Hugging Face's: the
+optimizer, evaluation and checkpoints use it), the training loss function and the per-step hooks
+``train_step`` needs. ``compile_loss`` compiles that loss function with ``--compile``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from torch import nn
 
 from warmstart.arch import CausalLM
+from warmstart.errors import UsageError
 from warmstart.train.config import TrainConfig
+from warmstart.train.distributed import Dist
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def parallelize(model: CausalLM, cfg: TrainConfig) -> CausalLM:
-    """Wrap ``model`` for data-parallel / sharded training. One process, one device: unchanged."""
+def parallel_mode(cfg: TrainConfig, world_size: int) -> str:
+    """``none`` | ``ddp`` | ``fsdp`` for ``--parallel`` on ``world_size`` ranks (``auto``: fsdp above 1)."""
+    mode = cfg.parallel if cfg.parallel != "auto" else ("fsdp" if world_size > 1 else "none")
+    if mode == "none" and world_size > 1:
+        raise UsageError(f"--parallel none cannot train on {world_size} ranks",
+                         fix="use --parallel fsdp, ddp or auto, or start one process")
+    if cfg.cpu_offload and mode != "fsdp":
+        raise UsageError("--cpu-offload needs FSDP", fix="add --parallel fsdp (or drop --cpu-offload)")
+    return mode
+
+
+def shard_model(model: CausalLM, cfg: TrainConfig, dist: Dist) -> CausalLM:
+    """FSDP2: ``fully_shard`` each decoder layer, then the root (embedding, final norm, head)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard, \
+        register_fsdp_forward_method
+
+    kw: dict = {}
+    if dist.device.type == "cuda" and cfg.dtype != "fp32":
+        kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    if cfg.cpu_offload:
+        kw["offload_policy"] = CPUOffloadPolicy(pin_memory=dist.device.type == "cuda")
+    for layer in model.model.layers:
+        fully_shard(layer, **kw)
+    fully_shard(model, **kw)
+    register_fsdp_forward_method(model, "loss")  # model.loss gathers parameters as forward does
     return model
 
 
-def compile_loss(model: CausalLM, cfg: TrainConfig) -> LossFn:
-    """The training loss function: ``model.loss``, through ``torch.compile`` with ``--compile``."""
-    return torch.compile(model.loss) if cfg.compile else model.loss
+class _Loss(nn.Module):
+    """``model.loss`` as a module's forward, so that DDP's hooks run around it."""
+
+    def __init__(self, model: CausalLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(x, y)
+
+
+@dataclass
+class Parallel:
+    """The parallelised model and what a training step needs from the parallel mode."""
+
+    mode: str  # none | ddp | fsdp
+    model: CausalLM  # Hugging Face parameter names; FSDP: sharded in place
+    loss_fn: LossFn  # the training loss: model.loss, or the DDP module around it
+    dist: Dist = field(default_factory=Dist)
+    offload: bool = False  # FSDP --cpu-offload: parameters and optimizer state on the host
+
+    def micro_batch(self, last: bool) -> contextlib.AbstractContextManager:
+        """Around one micro-batch's forward and backward: DDP syncs gradients only on the last."""
+        if self.mode == "ddp" and not last:
+            return self.loss_fn.no_sync()  # type: ignore[attr-defined]
+        return contextlib.nullcontext()
+
+    def global_mean(self, loss: torch.Tensor) -> torch.Tensor:
+        """The step's loss averaged over the ranks (every rank sees the same value; no host sync)."""
+        return self.dist.all_reduce_(loss, "avg") if self.dist.several else loss
+
+    def evaluate(self, *args, **kwargs) -> float:
+        """``evaluate(model, ...)`` on this model and ranks; FSDP then reshards the root, whose
+        parameters a forward without backward leaves gathered (the optimizer and checkpoints need
+        the sharded ones)."""
+        from warmstart.train.evaluate import evaluate
+
+        val = evaluate(self.model, *args, dist=self.dist, **kwargs)
+        if self.mode == "fsdp":
+            from torch.distributed.fsdp import FSDPModule
+
+            for m in self.model.modules():
+                if isinstance(m, FSDPModule):
+                    m.reshard()
+        return val
+
+    @property
+    def optimizer_device(self) -> torch.device:
+        """Where the optimizer state lives (the host with ``--cpu-offload``)."""
+        return torch.device("cpu") if self.offload else self.dist.device
+
+
+def parallelize(model: CausalLM, cfg: TrainConfig, dist: Dist | None = None) -> Parallel:
+    """The ``Parallel`` for ``model`` (built by ``build_model``; for FSDP already sharded by it)."""
+    dist = dist or Dist()
+    mode = parallel_mode(cfg, dist.world_size)
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        with warnings.catch_warnings():  # newer torch prefers forward_sync_buffers, absent from older ones
+            warnings.simplefilter("ignore", FutureWarning)
+            ddp = DDP(_Loss(model), device_ids=ids, broadcast_buffers=False)  # the rotary buffers are not state
+        return Parallel("ddp", model, ddp, dist)
+    return Parallel(mode, model, model.loss, dist, offload=bool(cfg.cpu_offload))
+
+
+def compile_loss(par: Parallel, cfg: TrainConfig) -> LossFn:
+    """The training loss function, through ``torch.compile`` with ``--compile``."""
+    return torch.compile(par.loss_fn) if cfg.compile else par.loss_fn

@@ -84,7 +84,8 @@ class RunLog:
     """``metrics.jsonl`` and TensorBoard of a run: one record, both sinks."""
 
     _TB = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
-           "tokens_per_s": "train/tokens_per_s", "val_loss": "val/loss"}
+           "tokens_per_s": "train/tokens_per_s", "tokens_per_s_per_device": "train/tokens_per_s_per_device",
+           "mfu": "train/mfu", "val_loss": "val/loss"}
 
     def __init__(self, run_dir: Path, *, truncate_after_step: int | None = None) -> None:
         self.metrics = MetricsLog(Path(run_dir) / "metrics.jsonl", truncate_after_step=truncate_after_step)
@@ -100,16 +101,55 @@ class RunLog:
         self.tb.close()
 
 
+class NullLog:
+    """The run log of a rank other than 0: nothing is written."""
+
+    def write(self, rec: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+# Dense bf16 peak of one GPU, by name (H100/H200 SXM: 989.4 TFLOP/s; H100 PCIe: 756; A100: 312).
+PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4), ("A100", 312.0))
+PEAK_ENV = "WARMSTART_PEAK_TFLOPS"  # overrides the table (e.g. another GPU)
+
+
+def flops_budget(model, mcfg, seq_len: int, device, amp) -> tuple[float, float] | None:
+    """``(training FLOPs per token, peak FLOP/s of one device)`` for MFU, on CUDA under bf16; else None.
+
+    FLOPs per token: 6 x the parameters that multiply (every weight but the embedding table; a tied
+    head counts once, as the head) + 12 x layers x seq_len x attention width (QK^T and AV, forward
+    and backward)."""
+    import contextlib
+
+    if device.type != "cuda" or amp is contextlib.nullcontext:
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(device)
+    peak = os.environ.get(PEAK_ENV) or next((tf for key, tf in PEAK_BF16_TFLOPS if key in name), None)
+    if peak is None:
+        return None
+    embedding = 0 if mcfg.tie_word_embeddings else mcfg.vocab_size * mcfg.hidden_size
+    per_token = 6 * (model.num_parameters() - embedding) + 12 * mcfg.num_layers * seq_len * mcfg.num_heads * mcfg.head_dim
+    return float(per_token), float(peak) * 1e12
+
+
 class IntervalMeter:
     """Mean training loss, last gradient norm and throughput since the last log point.
 
-    The loss is summed on the device; nothing syncs with the host until ``read``.
+    The loss is summed on the device; nothing syncs with the host until ``read``. Throughput is
+    global (every rank's tokens); with several devices also per device, and with ``flops`` (see
+    ``flops_budget``) the model FLOPs utilisation of one device.
     """
 
-    def __init__(self, device) -> None:
+    def __init__(self, device, *, devices: int = 1, flops: tuple[float, float] | None = None) -> None:
         import torch
 
         self._zero = lambda: torch.zeros((), dtype=torch.float32, device=device)
+        self.devices, self.flops = devices, flops
         self.reset()
 
     def reset(self) -> None:
@@ -125,8 +165,14 @@ class IntervalMeter:
 
     def read(self, lr: float, tokens_seen: int) -> dict[str, Any]:
         dt = max(time.time() - self.t0, 1e-9)
-        return {"loss": (self.loss_sum / self.n).item(), "lr": lr, "grad_norm": float(self.grad_norm.item()),
-                "tokens_seen": tokens_seen, "tokens_per_s": round(self.tokens / dt, 1)}
+        rec = {"loss": (self.loss_sum / self.n).item(), "lr": lr, "grad_norm": float(self.grad_norm.item()),
+               "tokens_seen": tokens_seen, "tokens_per_s": round(self.tokens / dt, 1)}
+        per_device = self.tokens / dt / self.devices
+        if self.devices > 1:
+            rec["tokens_per_s_per_device"] = round(per_device, 1)
+        if self.flops is not None:
+            rec["mfu"] = round(self.flops[0] * per_device / self.flops[1], 4)
+        return rec
 
 
 class Reporter:
@@ -163,14 +209,18 @@ class Reporter:
             print(text, flush=True)
 
     def update(self, step: int, rec: dict[str, Any], eta: float | None) -> None:
-        info = (f"loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} tok/s  "
-                f"ETA {fmt_duration(eta)}")
+        speed = f"{rec['tokens_per_s']:,.0f} tok/s"
+        if "tokens_per_s_per_device" in rec:
+            speed += f" ({rec['tokens_per_s_per_device']:,.0f}/device)"
+        if "mfu" in rec:
+            speed += f"  MFU {100 * rec['mfu']:.1f}%"
+        info = f"loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {speed}  ETA {fmt_duration(eta)}"
         if self.progress is not None:
             self.progress.update(self.task, completed=step, info=info)
         elif not self.quiet:
             total = f"/{self.total}" if self.total else ""
             print(f"step {step}{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  grad_norm {rec['grad_norm']:.3f}  "
-                  f"{rec['tokens_per_s']:,.0f} tok/s  ETA {fmt_duration(eta)}", flush=True)
+                  f"{speed}  ETA {fmt_duration(eta)}", flush=True)
 
     def close(self) -> None:
         if self.progress is not None:

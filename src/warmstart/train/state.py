@@ -7,9 +7,11 @@ RNG and data cursor included). Run checkpoints today write it as ``trainer_state
 
 Keys of ``state_dict()``, the same as ``state.json`` has always held: ``step``, ``tokens_seen``,
 ``scheduler``, ``sampler``, ``data_fingerprint``, ``val_loss``, ``first_val_loss``, ``best``,
-``elapsed``, ``created``, ``rng`` (``{"tensors": {...}, "python": [...], "numpy": [...]}``); and
+``elapsed``, ``created``, ``rng`` (``{"tensors": {...}, "python": [...], "numpy": [...]}``; this rank's);
 ``eval_losses`` / ``first_eval_losses`` (``{name: loss}`` of the ``--eval-data`` sets; only in runs
-that have some).
+that have some); under several ranks also ``world_size`` and ``global_batch`` (windows per step over
+every rank: a resume on another number of ranks keeps it; a checkpoint without them was written by
+one rank).
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class TrainState:
     best: dict | None = None  # {"step", "val_loss", "dir"} of the best checkpoint
     first_eval_losses: dict[str, float] = field(default_factory=dict)  # --eval-data sets at step 0
     eval_losses: dict[str, float] = field(default_factory=dict)  # --eval-data sets at the latest evaluation
+    world_size: int = 1  # ranks training now (recorded: a resume on another count keeps global_batch)
+    global_batch: int | None = None  # windows per optimizer step over every rank
     # this process only, never saved
     started: float = field(default_factory=time.time)
     start_step: int = 0
@@ -103,11 +107,12 @@ class TrainState:
         return val_loss is not None and (self.best is None or val_loss < self.best["val_loss"])
 
     def state_dict(self) -> dict[str, Any]:
+        several = {"world_size": self.world_size, "global_batch": self.global_batch} if self.world_size > 1 else {}
         return {
             "step": self.step, "tokens_seen": self.tokens_seen, "scheduler": self.schedule.record(self.step),
             "sampler": self.sampler.state_dict(), "data_fingerprint": self.data_fingerprint,
             "val_loss": self.val_loss, "first_val_loss": self.first_val_loss, "best": self.best,
-            "elapsed": self.elapsed, "created": utc_now(), "rng": rng_state(),
+            "elapsed": self.elapsed, "created": utc_now(), **several, "rng": rng_state(),
             **({"eval_losses": self.eval_losses, "first_eval_losses": self.first_eval_losses}
                if self.eval_losses or self.first_eval_losses else {}),
         }

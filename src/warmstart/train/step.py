@@ -4,12 +4,16 @@ The hot path makes no host-device synchronisation. On CUDA the guard runs on the
 whose loss or gradient norm is not finite sets a sticky flag that the fused AdamW kernel reads as
 ``found_inf``, so neither that update nor any later one is applied; ``check()`` reads the flag at
 the next log / eval / save point and raises ``DivergenceError`` before anything is written. On
-CPU the check runs every step, before the optimizer step. Under several ranks (issue 9) ``check``
-is where the flag is all-reduced, so that every rank stops at the same step.
+CPU the check runs every step, before the optimizer step.
+
+Under several ranks the step's loss is averaged over the ranks (one scalar all-reduce, no host
+sync) and the gradient norm is the global one (FSDP's is a replicated DTensor, read locally), so
+every rank's flag agrees; ``check`` all-reduces it anyway, so that every rank stops at the same step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Callable
@@ -17,6 +21,7 @@ from typing import Callable
 import torch
 
 from warmstart.errors import DivergenceError
+from warmstart.train.distributed import Dist, announce
 from warmstart.train.evaluate import AmpFactory, to_device
 from warmstart.train.state import TrainState
 
@@ -24,32 +29,54 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class TrainBatches:
-    """Micro-batches of training windows in the sampler's order, on the device.
+    """Micro-batches of training windows in the sampler's global order, on the device.
 
-    Under several ranks (issue 9) each rank draws its own disjoint slice here.
+    Each optimizer step draws ``batch_size x grad_accum x world_size`` windows in one block of the
+    global order; rank r takes its ``batch_size x grad_accum`` slice of it. The order of windows
+    therefore does not depend on the world size: 2 ranks x batch B train on the windows 1 rank x
+    batch 2B (or x 2 micro-batches of B) does, and the sampler's cursor, identical on every rank,
+    resumes at any world size.
     """
 
-    def __init__(self, ds, sampler, batch_size: int, device: torch.device) -> None:
+    def __init__(self, ds, sampler, batch_size: int, device: torch.device, *, grad_accum: int = 1,
+                 rank: int = 0, world_size: int = 1) -> None:
         self.ds, self.sampler, self.batch_size, self.device = ds, sampler, batch_size, device
+        self.grad_accum, self.rank, self.world_size = grad_accum, rank, world_size
+        self.pending: list = []
 
     def __call__(self) -> Batch:
-        return to_device(self.ds.train_windows(self.sampler.next_indices(self.batch_size)), self.device)
+        if not self.pending:
+            per_rank = self.batch_size * self.grad_accum
+            block = self.sampler.next_indices(per_rank * self.world_size)
+            mine = block[self.rank * per_rank:(self.rank + 1) * per_rank]
+            self.pending = [mine[i:i + self.batch_size] for i in range(0, per_rank, self.batch_size)]
+        return to_device(self.ds.train_windows(self.pending.pop(0)), self.device)
 
 
 class DivergenceGuard:
     """Refuses to apply or write anything from a step whose loss, gradient norm or val loss is not finite."""
 
     def __init__(self, device: torch.device, state: TrainState, *, run_dir: Path | str, lr: float,
-                 warmup_steps: int, on_device: bool | None = None) -> None:
+                 warmup_steps: int, on_device: bool | None = None, dist: Dist | None = None) -> None:
         # on_device (default: on CUDA) needs a fused AdamW, whose kernel honours optimizer.found_inf
         self.on_device = device.type == "cuda" if on_device is None else on_device
+        self.dist = dist if dist is not None and dist.several else None
         self.state = state
         self.run_dir, self.lr, self.warmup_steps = run_dir, lr, warmup_steps
         zero = torch.zeros((), dtype=torch.float32, device=device)
         self.bad_any, self.bad_steps, self.bad_loss, self.bad_gnorm = (zero.clone() for _ in range(4))
 
     def error(self, step: int, what: str) -> DivergenceError:
-        """The one divergence message."""
+        """The one divergence message. Under several ranks every rank raises it at the same step:
+        rank 0 prints it first, then they leave together."""
+        err = self._error(step, what)
+        if self.dist is not None:
+            if self.dist.is_main:
+                announce(err)
+            self.dist.barrier()
+        return err
+
+    def _error(self, step: int, what: str) -> DivergenceError:
         last = self.state.last_checkpoint or "none (no checkpoint yet)"
         return DivergenceError(
             f"training diverged at step {step}: {what}",
@@ -72,6 +99,8 @@ class DivergenceGuard:
 
     def check(self) -> None:
         """At a log / eval / save point: raise if any step since the last check diverged (a host sync)."""
+        if self.on_device and self.dist is not None:
+            self.dist.all_reduce_(self.bad_any, "max")
         if self.on_device and self.bad_any.item() > 0:
             first_bad = self.state.step - int(self.bad_steps.item()) + 1
             raise self.error(first_bad, _not_finite(self.bad_loss.item(), self.bad_gnorm.item()))
@@ -92,23 +121,35 @@ def clip_value(grad_clip: float | None) -> float:
 
 def train_step(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
                next_batch: Callable[[], Batch], *, grad_accum: int, clip: float, amp: AmpFactory,
-               guard: DivergenceGuard) -> tuple[torch.Tensor, torch.Tensor]:
+               guard: DivergenceGuard, par=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``grad_accum`` micro-batches under autocast (gradients averaged), global-norm clip, the guard, the update.
 
-    Returns ``(mean loss, gradient norm)`` as device tensors; reading them is the caller's sync.
+    ``par`` (a ``train.parallel.Parallel``) adds what several ranks need: DDP's ``no_sync`` on all
+    but the last micro-batch and the loss averaged over the ranks. Returns ``(mean loss, gradient
+    norm)`` as device tensors; reading them is the caller's sync.
     """
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    step_loss = torch.zeros((), dtype=torch.float32, device=params[0].device)
-    for _ in range(grad_accum):
+    step_loss = None
+    for i in range(grad_accum):
         x, y = next_batch()
-        with amp():
-            loss = loss_fn(x, y)
-        (loss / grad_accum).backward()
-        step_loss += loss.detach().float()
+        with par.micro_batch(i == grad_accum - 1) if par is not None else contextlib.nullcontext():
+            with amp():
+                loss = loss_fn(x, y)
+            (loss / grad_accum).backward()
+        step_loss = loss.detach().float() if step_loss is None else step_loss + loss.detach().float()
     if grad_accum > 1:
         step_loss /= grad_accum
-    gnorm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+    if par is not None:
+        step_loss = par.global_mean(step_loss)
+    gnorm = _local(torch.nn.utils.clip_grad_norm_(params, clip, foreach=True))
     guard.observe(step_loss, gnorm, optimizer)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return step_loss, gnorm
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor (FSDP's global gradient norm, replicated) as the plain tensor every rank holds."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t

@@ -1,0 +1,121 @@
+"""The parts of a run checkpoint that several ranks write and read: ``torch.distributed.checkpoint``.
+
+- The model: ``full_model_state`` gathers the full state dict on rank 0 only, on the host (FSDP:
+  parameter by parameter through ``get_model_state_dict(full_state_dict, cpu_offload)``), so rank 0
+  holds one full copy, which ``write_hf_files`` hands to safetensors without copying it again.
+- The optimizer: ``trainer_state/optimizer/`` holds one safetensors file per rank written by
+  DCP's ``HuggingFaceStorageWriter(save_distributed=True)``: each rank's shards of every state
+  tensor, keyed ``"<parameter name>::<state key>"`` (the keys ``optimizer.safetensors`` of a
+  single-process checkpoint has), with the shard offsets in the safetensors metadata (JSON).
+  ``optimizer.json`` keeps the param groups. No pickle. ``load_optimizer_dcp`` reads either layout
+  into the optimizer of any world size: DCP reshards.
+- RNG: rank r's generators in ``rng-rank-RRRRR.safetensors`` + ``.json`` (rank 0 keeps
+  ``rng.safetensors`` and ``state.json``'s ``rng``, as a single-process checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from warmstart.checkpoint.write import fsync_file, write_json_durable
+from warmstart.errors import ResumeError
+
+OPTIMIZER_DIR = "optimizer"
+DCP_FORMAT = "warmstart-optimizer-dcp-v1"
+_SKIP_GROUP_KEYS = ("names", "params", "fused", "foreach", "capturable")
+
+
+def full_model_state(par) -> dict[str, torch.Tensor]:
+    """The model's canonical state dict on rank 0's host (every rank must call it); ``{}`` elsewhere."""
+    model, dist = par.model, par.dist
+    if par.mode == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        sd = model.state_dict() if dist.is_main else {}
+    if model.cfg.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()} if dist.is_main else {}
+
+
+def _flat(osd: dict) -> dict[str, Any]:
+    return {f"{name}::{k}": v for name, st in osd["state"].items() for k, v in st.items()}
+
+
+def save_optimizer_dcp(directory: Path, par, optimizer: torch.optim.Optimizer) -> dict:
+    """Every rank writes its shards of the optimizer state into ``directory`` (collective); returns
+    the JSON index (param groups, non-tensor state) that rank 0 writes beside it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    osd = get_optimizer_state_dict(par.model, optimizer)
+    flat = _flat(osd)
+    tensors = {k: v for k, v in flat.items() if torch.is_tensor(v)}
+    dcp.save(tensors, storage_writer=HuggingFaceStorageWriter(str(directory), save_distributed=True))
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"}
+              for g in osd["param_groups"]]
+    return {"format": DCP_FORMAT, "class": type(optimizer).__name__, "world_size": par.dist.world_size,
+            "param_groups": groups, "values": {k: v for k, v in flat.items() if not torch.is_tensor(v)}}
+
+
+def load_optimizer_dcp(directory: Path, par, optimizer: torch.optim.Optimizer, index: dict) -> None:
+    """Fill ``optimizer`` (of this world size and parallel mode) from ``directory``: DCP shards, or a
+    single-process checkpoint's ``optimizer.safetensors`` (full tensors; each rank reads its rows)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    osd = get_optimizer_state_dict(par.model, optimizer)  # the template: state initialised, this sharding
+    saved = {n for g in index["param_groups"] for n in g["names"]}
+    mine = set(osd["state"])
+    if saved != mine:
+        raise ResumeError(f"optimizer state does not match the model (missing {sorted(mine - saved)[:5]}, "
+                          f"unexpected {sorted(saved - mine)[:5]})", fix="resume with the same model")
+    flat = {k: v for k, v in _flat(osd).items() if torch.is_tensor(v)}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process.*")
+        try:
+            dcp.load(flat, storage_reader=HuggingFaceStorageReader(str(directory)))
+        except CheckpointException as err:
+            raise ResumeError(f"the optimizer state in {directory} cannot be read ({str(err)[:300]})",
+                              fix="resume from another checkpoint of the run", path=directory) from None
+    values = {**flat, **index.get("values", {})}
+    for name, st in osd["state"].items():
+        for k in st:
+            st[k] = values[f"{name}::{k}"]
+    for g, g_saved in zip(osd["param_groups"], index["param_groups"]):
+        g.update({k: tuple(v) if k == "betas" else v for k, v in g_saved.items() if k not in _SKIP_GROUP_KEYS})
+    set_optimizer_state_dict(par.model, optimizer, osd)
+
+
+# ------------------------------------------------------------------ per-rank RNG
+
+
+def rank_rng_name(rank: int) -> str:
+    return f"rng-rank-{rank:05d}"
+
+
+def write_rank_rng(ts: Path, rank: int, rng: dict) -> None:
+    """Rank ``rank``'s generators (ranks above 0; rank 0's live in rng.safetensors / state.json)."""
+    base = ts / rank_rng_name(rank)
+    save_file(rng["tensors"], str(base.with_suffix(".safetensors")), metadata={"format": "pt"})
+    fsync_file(base.with_suffix(".safetensors"))
+    write_json_durable(base.with_suffix(".json"), {k: v for k, v in rng.items() if k != "tensors"})
+
+
+def read_rank_rng(ts: Path, rank: int) -> dict | None:
+    """Rank ``rank``'s generators when the checkpoint has them (it was written by that many ranks)."""
+    base = ts / rank_rng_name(rank)
+    if rank == 0 or not base.with_suffix(".json").is_file():
+        return None
+    rng = json.loads(base.with_suffix(".json").read_text())
+    return {**rng, "tensors": load_file(str(base.with_suffix(".safetensors")))}

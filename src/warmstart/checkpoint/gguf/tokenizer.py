@@ -332,7 +332,7 @@ def add_tokenizer(writer, tokenizer, cfg: ModelConfig, vocab_rows: int, pre: str
     tokens, types = _token_table(tokenizer, vocab_rows, kind, model.get("unk_token"))
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
     writer.add_tokenizer_model(kind)
-    writer.add_tokenizer_pre(pre or (_pre_name(tok_json) if kind == "gpt2" else "default"))
+    writer.add_tokenizer_pre((pre or _pre_name(tok_json)) if kind == "gpt2" else "default")  # SentencePiece: no regex
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     if kind == "llama":

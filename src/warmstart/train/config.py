@@ -111,6 +111,8 @@ class TrainConfig:
     allow_untrained_init: bool = option(False, help="Accept an --init whose step-0 loss is at random-init level.")
     init_loss_tolerance: float = option(0.10, help="Allowed step-0 loss excess over the recorded one.")
     allow_unused_tensors: bool = option(False, help="Accept checkpoint tensors the model does not use.")
+    allow_zero_tensors: bool = option(False, help="Accept an --init checkpoint whose weight matrices hold only "
+                                      "zeros (refused by default: WS114).")
     trust_pickle: bool = option(False, help="Load .bin/.pt with torch.load(weights_only=True).")
     # provenance
     license: str | None = option(None, help="License recorded in warmstart.json.")

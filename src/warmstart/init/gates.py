@@ -45,6 +45,9 @@ from warmstart.errors import (
 from warmstart.init.evidence import infer_family_from_names
 from warmstart.init.population import populate_model, verify_tensors
 
+REQUIRED_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
 @dataclass
 class WarmStart:
     """What ``prepare_warm_start`` hands to the trainer."""
@@ -198,10 +201,13 @@ def _model_config(ckpt, family: str | None, path: str) -> ModelConfig:
     cfg = dict(ckpt.config)
     cfg["architectures"] = [spec.hf_architecture]
     cfg["model_type"] = spec.model_type
-    try:
-        return ModelConfig.from_hf_config(cfg, source=path)
-    except KeyError as err:
-        raise UnreadableError(f"the model config lacks the key {err}", path=path) from None
+    missing = [k for k in REQUIRED_CONFIG_KEYS if cfg.get(k) is None]
+    if missing:
+        raise UnreadableError(f"the model config ({ckpt.config_source or 'config'}) gives no {', '.join(missing)}",
+                              why=f"a {family} model cannot be built without its shape",
+                              fix="put the model's config.json beside the weights (a GGUF: its "
+                              "{arch}.* keys must be those of its general.architecture)", path=path)
+    return ModelConfig.from_hf_config(cfg, source=path)
 
 
 def load_tokenizer(tokenizer_path: str | Path | None, ckpt, path: str):

@@ -174,6 +174,7 @@ def run_qa(path: str | Path, *, ctx: QAContext | None = None) -> dict[str, Any]:
     gates.append(Check("validate", vstat, "validate passes" + (f" ({len(v['warnings'])} warning(s))"
                                                                if v.get("warnings") else "")
                        if vstat == PASS else "; ".join(v["errors"])[:500],
+                       items=[] if vstat == PASS else [i for c in v["checks"] if c.status == FAIL for i in c.items],
                        fix="" if vstat == PASS else "run `warmstart validate CKPT` for details"))
     if not ctx.readable:
         for name in ("finite", "tokenizer", "probe-loss", "generation", "export-safetensors", "metadata", "hf-schema"):

@@ -39,7 +39,7 @@ from warmstart.checkpoint.write import (
     write_hf_files,
     write_json_durable,
 )
-from warmstart.errors import ResumeError, UsageError
+from warmstart.errors import ResumeError
 from warmstart.train import dist_checkpoint as dc
 from warmstart.train.distributed import agree_ok, decide_on_main
 
@@ -62,20 +62,6 @@ def _test_pause(step: int) -> None:
 
 def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
-
-
-def run_directory(out: str | None, resume: str | None) -> Path:
-    """The run directory: ``--resume``'s (which must be a run), else ``--out`` or ``runs/<time>``
-    (which must not hold a run yet: a new run never overwrites an old one)."""
-    run_dir = Path(resume or out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise ResumeError(f"'{run_dir}' is not a warmstart run directory (no config.yaml)", path=run_dir)
-    elif list_step_dirs(run_dir) or (run_dir / "metrics.jsonl").exists():
-        raise UsageError(f"run directory {run_dir} already holds a run",
-                         why="a new run never overwrites an old one",
-                         fix=f"continue it with --resume {run_dir}, or pass another --out")
-    return run_dir
 
 
 # ------------------------------------------------------------------ optimizer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -149,5 +150,5 @@ def plot_cmd(
     if not run_dir.is_dir():
         raise UsageError(f"'{run_dir}' is not a directory", fix="pass the --out directory of a pretrain run",
                          path=run_dir)
-    path = plot_run(run_dir, output)
+    path = plot_run(run_dir, output, warn=lambda text: print(text, file=sys.stderr))
     print(f"wrote {path}")

@@ -42,6 +42,7 @@ from warmstart.errors import (
     UntrainedInitError,
     UsageError,
 )
+from warmstart.files import is_regular
 from warmstart.init.evidence import infer_family_from_names
 from warmstart.init.population import populate_model, verify_tensors
 
@@ -220,7 +221,7 @@ def load_tokenizer(tokenizer_path: str | Path | None, ckpt, path: str):
     tp = Path(tokenizer_path)
     if tp.is_dir():
         tp = tp / "tokenizer.json"
-    if not tp.is_file():
+    if not is_regular(tp, "tokenizer file"):
         raise UsageError(f"--tokenizer {tokenizer_path} does not exist", fix="pass a tokenizer.json file")
     try:
         return Tokenizer.from_file(str(tp)), str(tp)

@@ -22,6 +22,7 @@ from typing import Any, Iterable, List, Optional
 import yaml
 
 from warmstart.errors import ResumeError, UsageError
+from warmstart.files import is_regular
 
 SCHEDULES = ("cosine", "wsd", "constant")  # optim.lr_at implements each
 EVAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -351,10 +352,12 @@ def parse_duration(text: str | float | int | None) -> float | None:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not is_regular(p, "config file"):
         raise UsageError(f"config file '{path}' does not exist", path=path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"'{path}' is not UTF-8 text", path=path) from None
     except yaml.YAMLError as err:
         raise UsageError(f"'{path}' is not valid YAML: {err}".replace("\n", " "), path=path) from None
     if data is None:

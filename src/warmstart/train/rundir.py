@@ -9,8 +9,9 @@ warmstart did not write (warmstart's ``config.yaml`` starts with ``MARKER``); a 
 ``config.yaml`` is warmstart's, it has no checkpoint) is taken over by a new run.
 
 ``RunLock`` is an advisory ``fcntl.flock`` on ``RUN_DIR/.warmstart.lock``, holding the owner's pid:
-taken by rank 0 when a new run creates the directory, or at the start of ``--resume``; released when
-the process ends, however it ends (the kernel drops the lock of a killed process).
+taken by rank 0 when a new run creates the directory, or at the start of ``--resume``; released (and
+the file removed) when the run ends, and dropped by the kernel when the process dies however it dies
+(a killed run's file stays, unlocked: the next run takes it).
 """
 
 from __future__ import annotations
@@ -143,21 +144,32 @@ class RunLock:
         self.path: Path | None = None
 
     def acquire(self, run_dir: Path) -> None:
-        if self.fd is not None:
-            return
-        path = run_dir / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise _locked_error(run_dir) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd, self.path = fd, path
+        """Take the lock (RunLockedError naming the holder when another process has it) and write our pid."""
+        while self.fd is None:
+            path = run_dir / LOCK_NAME
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise _locked_error(run_dir) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the holder removed the file as we opened it: lock the one there now
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self.fd, self.path = fd, path
 
     def release(self) -> None:
+        """Remove the lock file (still holding it, so no other process can have it open and locked) and drop
+        the lock."""
         if self.fd is not None:
+            if self.path is not None:
+                self.path.unlink(missing_ok=True)
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = None
 

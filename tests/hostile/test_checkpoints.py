@@ -314,3 +314,41 @@ def test_hostile_checkpoint(case: Case, name: str, tmp_path, hf_base, st_base, g
     before = Snapshot.of(tmp_path)
     o = cli(*command(name, ckpt, tmp_path, text))
     refused(o, case.per_command.get(name, case.code), before=before)
+
+
+# ------------------------------------------------------------------ what is accepted, and reported
+
+
+def test_an_all_zero_weight_passes_with_the_flag_and_validate_warns(tmp_path, hf, text):
+    _set_tensor(hf, "model.layers.0.self_attn.q_proj.weight", 0.0)
+    v = cli("validate", hf)
+    assert v.exit == 0 and "WARN  values" in v.out and "q_proj.weight: all 4096 values are zero" in v.out, v.text
+    o = cli(*command("init", hf, tmp_path, text), "--allow-zero-tensors", "--allow-untrained-init")
+    assert o.exit == 0 and "gate values      PASS    all 20 tensors finite\n" in o.out and "done: 1 steps" in o.out, o.text
+
+
+def test_validate_reports_every_data_quality_signal(tmp_path, hf):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    t = load_file(str(hf / "model.safetensors"))
+    t["model.layers.0.mlp.up_proj.weight"].fill_(0.25)  # constant
+    t["model.layers.0.mlp.down_proj.weight"].mul_(1e-12)  # near-zero norm
+    sparse = torch.zeros_like(t["model.layers.1.mlp.up_proj.weight"])
+    sparse[0, :3] = 1.0
+    t["model.layers.1.mlp.up_proj.weight"] = sparse  # nearly all zeros
+    t["model.embed_tokens.weight"][7:10] = 0.0  # dead embedding rows
+    save_file(t, str(hf / "model.safetensors"), metadata={"format": "pt"})
+    o = cli("validate", hf, "--json")
+    assert o.exit == 0, o.text
+    signals = json.loads(o.out)["signals"]
+    assert any("up_proj.weight: every value is 0.25" in s for s in signals)
+    assert any("layers.0.mlp.down_proj.weight: near-zero norm" in s for s in signals)
+    assert any("layers.1.mlp.up_proj.weight: 10237 of its 10240 values are zero" in s for s in signals)
+    assert any("3 of 512 embedding rows are all zero" in s for s in signals)
+
+
+def test_sound_checkpoints_of_every_kind_still_pass(tmp_path, hf_base, st_base, gguf_base):
+    for ckpt in (hf_base, st_base, gguf_base):
+        o = cli("validate", ckpt)
+        assert o.exit == 0 and "verdict: PASS" in o.out, o.text

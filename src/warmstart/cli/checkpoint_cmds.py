@@ -244,9 +244,9 @@ def eval_cmd(ckpt: str, data: Path, include: Optional[List[str]], seq_len: Optio
     checkpoint, model, tok, dev = _load_model(ckpt, device, tokenizer, allow_unused, trust_pickle)
     if seq_len is None:
         seq_len = min(512, model.cfg.max_position_embeddings)
-    _within_positions(model, seq_len, "--seq-len", allow_long)
     texts = read_texts(data, include or [])
     ids = token_stream(tok, [t for _, t in texts], eos_id=model.cfg.eos_token_id, max_tokens=max_tokens)
+    _within_positions(model, min(seq_len, max(len(ids) - 1, 0)), "the evaluation window (--seq-len)", allow_long)
     loss, count = evaluate_tokens(model, ids, seq_len=seq_len, batch_size=batch_size, device=dev)
     result = {
         "checkpoint": str(checkpoint.path),

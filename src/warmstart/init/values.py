@@ -34,8 +34,8 @@ def tensor_signals(name: str, t: torch.Tensor) -> list[str]:
     elif float(f.pow(2).mean().sqrt()) < NEAR_ZERO_RMS:
         out.append(f"{name}: near-zero norm (root mean square {float(f.pow(2).mean().sqrt()):.2e})")
     elif nonzero / t.numel() <= MIN_DENSITY:
-        out.append(f"{name}: {100 * (1 - nonzero / t.numel()):.1f}% of its values are zero (density "
-                   f"{nonzero / t.numel():.3f})")
+        out.append(f"{name}: {t.numel() - nonzero} of its {t.numel()} values are zero (density "
+                   f"{nonzero / t.numel():.4f})")
     if name == EMBEDDING:
         dead = int((f.abs().sum(dim=1) == 0).sum())
         if dead:

@@ -305,3 +305,12 @@ def test_a_run_killed_before_its_first_checkpoint_leaves_a_dir_a_new_run_takes(t
     assert_clean(again)
     assert again.exit == 0 and (out / "checkpoints" / "latest").read_text().strip() == "step-000001", again.text
     assert not [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # the killed staging went
+
+
+def test_card_of_a_run_with_a_damaged_log_and_config_still_writes(run, tmp_path):
+    with open(run / "metrics.jsonl", "ab") as fh:
+        fh.write(b'{"loss": 1.0}\n\xff\xfe\n[1]\n{"step": "three", "val_loss": 2.0}\n')
+    (run / "config.yaml").write_text("- a list\n")
+    o = cli("card", run / "checkpoints" / "step-000002", "-o", tmp_path / "README.md")
+    assert_clean(o)
+    assert o.exit == 0 and "| step |" in (tmp_path / "README.md").read_text(), o.text

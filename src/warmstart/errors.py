@@ -77,6 +77,27 @@ class PickleRefusedError(UnreadableError, code="WS100"):
     """A pickle checkpoint without --trust-pickle."""
 
 
+class NotRegularFileError(UnreadableError, code="WS003"):
+    """A FIFO, device or socket where a checkpoint, corpus or tokenizer file belongs: refused by name, never opened."""
+
+
+class SymlinkLoopError(UnreadableError, code="WS004"):
+    """A path whose symbolic links lead in a circle."""
+
+
+class DeclaredValueError(UnreadableError, code="WS111"):
+    """A value a checkpoint declares (config.json, warmstart.json, safetensors metadata, a GGUF key) has the
+    wrong type or range, or contradicts another (heads not divisible by kv heads, ...)."""
+
+
+class DeclaredSizeError(UnreadableError, code="WS112"):
+    """The declared shape needs more tensor bytes than the checkpoint's files hold."""
+
+
+class OutsidePathError(UnreadableError, code="WS113"):
+    """A path taken from inside a checkpoint (a shard in the index, a run's ``latest``) leads outside it."""
+
+
 class GateError(WarmstartError, code="WS1xx", exit_code=1):
     """A warm-start gate refused the checkpoint (exit 1)."""
 
@@ -109,6 +130,10 @@ class UnusedTensorsError(GateError, code="WS108"):
     """Gate 6: tensors the model does not use (or a "tied" head that differs)."""
 
 
+class ZeroTensorError(GateError, code="WS114"):
+    """Gate 5: a weight tensor is all zero (``--allow-zero-tensors`` accepts it)."""
+
+
 class UntrainedInitError(GateError, code="WS109"):
     """Gate 7: the step-0 loss is at random-init magnitude."""
 
@@ -135,6 +160,18 @@ class ResumeError(TrainingError, code="WS203", exit_code=2):
 
 class PeerFailedError(TrainingError, code="WS204"):
     """Under several ranks: another rank failed, so this one stops too (that rank's message says why)."""
+
+
+class RunLockedError(TrainingError, code="WS205", exit_code=2):
+    """Another ``warmstart pretrain`` holds the run directory's lock."""
+
+
+class DamagedStateError(ResumeError, code="WS206"):
+    """A file of a run (trainer state, ``checkpoints/latest``) is damaged; the message names it."""
+
+
+class DamagedCacheError(TrainingError, code="WS207", exit_code=2):
+    """A prepared token cache given as ``--data`` is damaged (a cache entry warmstart manages is rebuilt)."""
 
 
 class CheckFailedError(WarmstartError, code="WS300", exit_code=1):

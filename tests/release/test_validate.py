@@ -64,7 +64,7 @@ def test_all_zero_tensor_is_a_warning(ckpt_factory, tmp_path):
     r = validate(d, schema=False)
     assert r["verdict"] == "PASS"
     values = next(c for c in r["checks"] if c.name == "values")
-    assert values.status == "WARN" and values.items == ["model.layers.0.mlp.up_proj.weight"]
+    assert values.status == "WARN" and values.items == ["model.layers.0.mlp.up_proj.weight: all 8192 values are zero"]
 
 
 def test_shape_against_config(ckpt_factory, tmp_path):

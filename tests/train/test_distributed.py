@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from _corpus import make_corpus
+from _hostile import cli
 from warmstart.train import pretrain, resolve_config
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find a rank's pid")
@@ -234,6 +235,10 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint
         while time.time() < deadline and len(losses(run) if (run / "metrics.jsonl").exists() else {}) < 3:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.1)
+        # rank 0 holds the run directory's lock: a second run on it is refused, naming that process
+        assert (run / ".warmstart.lock").read_text().strip() == str(_rank_pid(proc.pid, 0))
+        second = cli("pretrain", *args)
+        assert second.exit == 2 and "[WS205]" in second.err and f"process {_rank_pid(proc.pid, 0)}" in second.err
         os.kill(_rank_pid(proc.pid, 1), signal.SIGTERM)  # rank 1 alone is asked to stop
         out, err = proc.communicate(timeout=60)
     finally:
@@ -248,6 +253,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint
     assert (run / "checkpoints/latest").read_text().strip() == ck.name
     assert (ck / "trainer_state/rng-rank-00001.safetensors").is_file()  # rank 1 saved at the same step
     assert json.loads((ck / "trainer_state/state.json").read_text())["step"] == step == max(losses(run))
+    assert not (run / ".warmstart.lock").exists()  # released when the run ended
 
 
 def test_divergence_stops_every_rank_at_the_same_step_and_is_reported_once(data):

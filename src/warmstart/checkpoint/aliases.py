@@ -70,7 +70,7 @@ def resolve_checkpoint_path(spec: str | Path) -> Path:
     if isinstance(spec, Path):
         return spec
     key = spec.strip()
-    if Path(key).expanduser().exists():
+    if os.path.lexists(Path(key).expanduser()):  # a symlink that leads nowhere (or in a circle) is a path too
         return Path(key).expanduser()
     if key.lower() in ALIASES:
         return alias_path(key.lower())

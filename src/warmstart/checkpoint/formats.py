@@ -23,6 +23,7 @@ from pathlib import Path
 
 from warmstart.checkpoint.defects import FATAL, PROBLEM, REEXPORT, Defect, raise_first
 from warmstart.errors import UnreadableError
+from warmstart.files import refuse_special
 
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
 
@@ -40,7 +41,9 @@ FORMAT_PICKLE = "pickle"
 
 
 def sniff_file(path: Path) -> str:
-    """Return "safetensors" | "gguf" | "pickle" from the file's first bytes, or raise UnreadableError."""
+    """Return "safetensors" | "gguf" | "pickle" from the file's first bytes, or raise UnreadableError
+    (NotRegularFileError for a FIFO or a device: refused by name, never opened)."""
+    refuse_special(path, "checkpoint file")
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(16)
@@ -149,15 +152,29 @@ def _read_header(res: SafetensorsCheck) -> dict | None:
     if not raw.lstrip(b" ").startswith(b"{"):
         _add(res, f"safetensors header is not a JSON object (starts with {raw[:16]!r})", level=FATAL)
         return None
+    twice: list[str] = []
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        _add(res, f"safetensors header is not valid JSON ({err})", level=FATAL)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=lambda pairs: _no_twice(pairs, twice))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        _add(res, f"safetensors header is not valid JSON ({type(err).__name__}: {str(err)[:200]})", level=FATAL)
         return None
     if not isinstance(header, dict):
         _add(res, "safetensors header is not a JSON object", level=FATAL)
         return None
+    for name in twice:
+        _add(res, f"safetensors header names '{name}' twice", "a reader keeps one of the two entries and "
+             "ignores the other's bytes")
     return header
+
+
+def _no_twice(pairs: list[tuple[str, object]], twice: list[str]) -> dict:
+    """A JSON object's pairs as a dict, each key that appears twice recorded in ``twice``."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            twice.append(k)
+        out[k] = v
+    return out
 
 
 def _check_entry(res: SafetensorsCheck, name: str, info) -> tuple[int, int, str] | None:

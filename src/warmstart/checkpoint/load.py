@@ -24,6 +24,8 @@ import torch
 
 from warmstart.arch.config import ModelConfig
 from warmstart.checkpoint.formats import FORMAT_GGUF, FORMAT_PICKLE, FORMAT_SAFETENSORS
+from warmstart.checkpoint.declared import config_defects
+from warmstart.checkpoint.defects import raise_first
 from warmstart.checkpoint.lineage import lineage_chain, recorded_parent
 from warmstart.checkpoint.locate import FORMAT_HF_DIR, locate_checkpoint
 from warmstart.checkpoint.metadata import safetensors_metadata
@@ -362,6 +364,8 @@ def _load_pickle(path: Path, given: Path, trust_pickle: bool, *, config_dir: Pat
         config, defect = json_object(config_dir / "config.json")
         if defect is not None:
             defect.raise_()
+        raise_first(config_defects(config, where="config.json", path=config_dir / "config.json",
+                                   data_bytes=sum(t.numel() * t.element_size() for t in state.values())))
         claims += _config_claims(config, "config.json")
     tokenizer_loader = None
     if (config_dir / "tokenizer.json").is_file():

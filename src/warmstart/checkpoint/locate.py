@@ -16,7 +16,8 @@ from pathlib import Path
 
 from warmstart.checkpoint.aliases import resolve_checkpoint_path
 from warmstart.checkpoint.formats import FORMAT_GGUF, FORMAT_PICKLE, FORMAT_SAFETENSORS, sniff_file
-from warmstart.errors import UnreadableError
+from warmstart.errors import OutsidePathError, UnreadableError
+from warmstart.files import inside, is_regular, path_stat, refuse_special
 
 FORMAT_HF_DIR = "hf-dir"
 INDEX_NAME = "model.safetensors.index.json"
@@ -40,30 +41,56 @@ class Location:
 
 def resolve_run_dir(path: str | os.PathLike) -> Path:
     """A run directory (``checkpoints/latest``) resolves to its latest checkpoint directory; any
-    other path is returned as it is. Raises UnreadableError when ``latest`` leads nowhere."""
+    other path is returned as it is. Raises UnreadableError when ``latest`` leads nowhere, and
+    OutsidePathError when it leads out of the run's ``checkpoints/``."""
     path = Path(path)
     latest = path / "checkpoints" / "latest"
-    if not (latest.exists() or latest.is_symlink()):
+    if path_stat(latest, "checkpoints/latest") is None and not latest.is_symlink():
         return path
+    if latest.is_symlink():
+        target = latest.resolve()
+        if not target.is_dir():  # dangling
+            raise UnreadableError(f"{latest} points to {os.readlink(latest)}, which does not exist",
+                                  why="the latest checkpoint was deleted or never finished", fix=_RUN_DIR_FIX,
+                                  path=path)
+        if not target.is_relative_to(latest.parent.resolve()):
+            raise _outside(latest, os.readlink(latest), path)
+        return target
     if latest.is_dir():
-        return latest.resolve()
-    if latest.is_symlink():  # dangling
-        raise UnreadableError(f"{latest} points to {os.readlink(latest)}, which does not exist",
-                              why="the latest checkpoint was deleted or never finished", fix=_RUN_DIR_FIX, path=path)
-    name = latest.read_text(encoding="utf-8").strip()
-    target = (path / "checkpoints" / name) if not os.path.isabs(name) else Path(name)
+        return latest
+    refuse_special(latest, "checkpoints/latest")
+    return _named_step(path, latest)
+
+
+def _named_step(run: Path, latest: Path) -> Path:
+    """The step directory a ``latest`` pointer file names (a name inside ``checkpoints/``)."""
+    try:
+        name = latest.read_bytes()[:4096].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise UnreadableError(f"{latest} is not UTF-8 text", why="it should name a step directory, e.g. step-000100",
+                              fix=_RUN_DIR_FIX, path=run) from None
+    if not inside(latest.parent, name) or name in (".", "latest", "best"):
+        raise _outside(latest, name, run)
+    target = latest.parent / name
     if not target.is_dir():
         raise UnreadableError(f"{latest} names '{name}', which is not a checkpoint directory", fix=_RUN_DIR_FIX,
-                              path=path)
+                              path=run)
     return target
+
+
+def _outside(latest: Path, name: str, run: Path) -> OutsidePathError:
+    return OutsidePathError(f"{latest} names '{name[:200]}', which is not a step directory inside "
+                            f"{latest.parent}", why="a run reads only its own checkpoints; a pointer that leaves "
+                            "them could name any directory", fix=_RUN_DIR_FIX, path=run)
 
 
 def locate_checkpoint(path: str | os.PathLike) -> Location:
     """The format and weight files of the checkpoint ``path`` (a path, an alias or a Hugging Face cache id) names.
 
-    Raises UnreadableError (WS101) when it names nothing warmstart can read."""
+    Raises UnreadableError (WS101) when it names nothing warmstart can read, SymlinkLoopError (WS004) for
+    a symlink loop, NotRegularFileError (WS003) for a FIFO or a device."""
     given = resolve_checkpoint_path(path) if isinstance(path, str) else Path(path)
-    if not given.exists():
+    if refuse_special(given, "checkpoint path") is None:
         raise UnreadableError("no such file or directory", fix="check the path", path=given)
     if given.is_dir():
         return _locate_dir(given, resolve_run_dir(given))
@@ -79,12 +106,16 @@ def _visible(root: Path, pattern: str) -> list[Path]:
 
 
 def _locate_dir(given: Path, root: Path) -> Location:
+    refuse_special(root / "model.safetensors", "model.safetensors")
+    refuse_special(root / INDEX_NAME, INDEX_NAME)
     if (root / "model.safetensors").is_file():
         return Location(given, root, FORMAT_HF_DIR, (root / "model.safetensors",))
     if (root / INDEX_NAME).is_file():
         return Location(given, root, FORMAT_HF_DIR, (), root / INDEX_NAME)
-    st, ggufs = _visible(root, "*.safetensors"), _visible(root, "*.gguf")
-    pickles = [p for p in _visible(root, "*") if p.suffix in _PICKLE_SUFFIXES and p.is_file()]
+    # a FIFO, a device or a symlink loop among the candidates is refused by name (is_regular), never opened
+    st = [p for p in _visible(root, "*.safetensors") if is_regular(p, "checkpoint file")]
+    ggufs = [p for p in _visible(root, "*.gguf") if is_regular(p, "checkpoint file")]
+    pickles = [p for p in _visible(root, "*") if p.suffix in _PICKLE_SUFFIXES and is_regular(p, "checkpoint file")]
     if len(st) == 1:
         return Location(given, root, FORMAT_HF_DIR, (st[0],))
     if not st and len(ggufs) == 1:

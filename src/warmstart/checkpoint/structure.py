@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from warmstart.checkpoint.declared import config_defects, gguf_defects, provenance_defects
 from warmstart.checkpoint.defects import FATAL, WARNING, Defect, raise_first
 from warmstart.checkpoint.formats import FORMAT_GGUF, FORMAT_PICKLE, FORMAT_SAFETENSORS, check_safetensors, sniff_file
 from warmstart.checkpoint.locate import FORMAT_HF_DIR, Location, locate_checkpoint
-from warmstart.errors import PickleRefusedError, UnreadableError
+from warmstart.checkpoint.metadata import metadata_value, safetensors_metadata
+from warmstart.errors import NotRegularFileError, OutsidePathError, PickleRefusedError, UnreadableError
+from warmstart.files import inside, refuse_special
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,11 @@ class CheckpointStructure:
     def tensors(self) -> dict[str, TensorSpan]:
         return {t.name: t for f in self.files for t in f.tensors}
 
+    @property
+    def data_bytes(self) -> int:
+        """The bytes of tensor data the files hold (every tensor's span)."""
+        return sum(t.end - t.start for f in self.files for t in f.tensors)
+
     def all_defects(self) -> list[tuple[str, Defect]]:
         """``(description, defect)`` in the order found; a file's own defects are prefixed with its name."""
         out = [(d.message, d) for d in self.defects]
@@ -88,7 +96,8 @@ class CheckpointStructure:
 
     @property
     def problems(self) -> list[str]:
-        return [text for text, d in self.all_defects() if d.refused]
+        """Every defect the loader refuses, as ``[CODE] description``."""
+        return [f"[{d.error.code}] {text}" for text, d in self.all_defects() if d.refused]
 
     @property
     def warnings(self) -> list[str]:
@@ -136,7 +145,25 @@ def safetensors_structure(loc: Location) -> CheckpointStructure:
     st.defects += _held_twice(st.files)
     _read_config(st)
     _read_provenance_file(st)
+    _sidecar(st.location.config_dir / "tokenizer.json", st, "tokenizer.json")
+    _declared(st)
     return st
+
+
+def _declared(st: CheckpointStructure) -> None:
+    """The declared values (``checkpoint.declared``): the config, warmstart.json, the metadata's provenance."""
+    if st.fatal is not None:
+        return  # the tensor table is unknown: nothing to bound the declared shape by
+    if st.config is not None:
+        where_path = st.location.config_dir / "config.json" if st.config_source == "config.json" else st.files[0].path
+        st.defects += config_defects(st.config, where=st.config_source or "config", path=where_path,
+                                     data_bytes=st.data_bytes)
+    if st.provenance_file is not None:
+        st.defects += provenance_defects(st.provenance_file, where="warmstart.json",
+                                         path=st.location.config_dir / "warmstart.json")
+    if st.files and st.files[0].metadata:
+        st.defects += provenance_defects(safetensors_metadata(st.files[0].metadata), where="safetensors metadata",
+                                         path=st.files[0].path)
 
 
 # ------------------------------------------------------------------- files
@@ -147,7 +174,7 @@ def safetensors_file_structure(path: Path) -> FileStructure:
     try:
         kind = sniff_file(path)
     except UnreadableError as err:
-        return _unreadable_file(path, Defect(err.found, err.why, err.fix, FATAL, path))
+        return _unreadable_file(path, Defect(err.found, err.why, err.fix, FATAL, path, type(err)))
     if kind != FORMAT_SAFETENSORS:
         return _unreadable_file(path, Defect(f"{path.name} is not a safetensors file", level=FATAL, path=path))
     res = check_safetensors(path)
@@ -161,7 +188,11 @@ def safetensors_file_structure(path: Path) -> FileStructure:
 
 
 def _unreadable_file(path: Path, defect: Defect) -> FileStructure:
-    return FileStructure(path, "safetensors", path.stat().st_size, defects=[defect])
+    try:
+        size = path.stat().st_size
+    except OSError:  # a symlink loop
+        size = 0
+    return FileStructure(path, "safetensors", size, defects=[defect])
 
 
 def gguf_file_structure(path: Path) -> FileStructure:
@@ -174,7 +205,8 @@ def gguf_file_structure(path: Path) -> FileStructure:
     try:
         header = parse_gguf_header(memoryview(mm), path, skip_string_arrays=True)
     except UnreadableError as err:
-        fs.defects.append(Defect(err.found, err.why, err.fix or "re-download or re-export the file", FATAL, path))
+        fs.defects.append(Defect(err.found, err.why, err.fix or "re-download or re-export the file", FATAL, path,
+                                 type(err)))
         return fs
     finally:
         try:
@@ -184,10 +216,22 @@ def gguf_file_structure(path: Path) -> FileStructure:
     tensors, defects = gguf_tensor_table(header)
     fs.data_start, fs.metadata = header.data_start, header.metadata
     fs.version, fs.alignment = header.version, header.alignment
+    fs.defects += [Defect(f"GGUF metadata key '{k}' is stored more than once", "readers disagree on which value "
+                          "counts", "re-export the file", path=path) for k in header.duplicate_keys]
     fs.defects += [Defect(msg, why or "", fix, path=path) for msg, why, fix in defects]
     fs.tensors = [TensorSpan(t.name, t.type_name, t.shape, t.offset, t.offset + t.nbytes, path) for t in tensors]
     fs.defects += _overlaps(fs.tensors, path)
+    fs.defects += gguf_defects(header.metadata, {t.name: t.shape for t in tensors}, path=path,
+                               data_bytes=sum(t.nbytes for t in tensors))
+    fs.defects += provenance_defects(_gguf_provenance(header.metadata), where=f"{path.name} warmstart.* keys",
+                                     path=path)
     return fs
+
+
+def _gguf_provenance(metadata: dict) -> dict:
+    """The ``warmstart.*`` keys of a GGUF as the provenance fields they stand for."""
+    return {k.removeprefix("warmstart."): metadata_value(k.removeprefix("warmstart."), v)
+            for k, v in metadata.items() if k.startswith("warmstart.")}
 
 
 def _overlaps(tensors: list[TensorSpan], path: Path) -> list[Defect]:
@@ -204,9 +248,13 @@ def json_object(path: Path, what: str | None = None) -> tuple[dict | None, Defec
     """The JSON object in ``path``; or None and the defect (not JSON, or not an object)."""
     what, fix = what or path.name, f"repair or regenerate {path.name}"
     try:
+        refuse_special(path, what)
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        return None, Defect(f"{what} is not valid JSON ({err})", fix=fix, path=path)
+    except UnreadableError as err:
+        return None, Defect(err.found, err.why, err.fix, path=path, error=type(err))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        return None, Defect(f"{what} is not valid JSON ({type(err).__name__}: {str(err)[:200]})", fix=fix,
+                            path=path)
     if not isinstance(obj, dict):
         return None, Defect(f"{what} is not a JSON object", fix=fix, path=path)
     return obj, None
@@ -229,12 +277,28 @@ def _index_shards(st: CheckpointStructure) -> list[Path]:
                                  fix="regenerate the index (or re-save the checkpoint)", path=index))
         return []
     st.weight_map = wmap
-    shards = sorted(set(wmap.values()))
-    for shard in shards:
-        if not (index.parent / shard).is_file():
+    found = []
+    for shard in sorted(set(wmap.values())):
+        if not inside(index.parent, shard):
+            st.defects.append(Defect(f"index names shard '{shard}', which lies outside the checkpoint directory",
+                                     "a checkpoint reads only its own files; a path that leaves it could name any "
+                                     "file on the machine", "regenerate the index with shard names relative to its "
+                                     "directory", path=index, error=OutsidePathError))
+        elif _sidecar(index.parent / shard, st, f"shard {shard}"):
+            found.append(index.parent / shard)
+        else:
             st.defects.append(Defect(f"index names shard {shard}, which does not exist",
                                      "part of the weights is absent", "download every shard", path=index))
-    return [index.parent / s for s in shards if (index.parent / s).is_file()]
+    return found
+
+
+def _sidecar(path: Path, st: CheckpointStructure, what: str) -> bool:
+    """Whether ``path`` is a regular file to read; a FIFO, a device or a symlink loop there is a defect."""
+    try:
+        return path.is_file() if refuse_special(path, what) is not None else False
+    except UnreadableError as err:
+        st.defects.append(Defect(err.found, err.why, err.fix, path=path, error=type(err)))
+        return False
 
 
 def _index_defects(st: CheckpointStructure) -> list[Defect]:
@@ -271,9 +335,10 @@ def _read_config(st: CheckpointStructure) -> None:
     single file's metadata before the config.json beside it."""
     config_json = st.location.config_dir / "config.json"
     embedded = st.files[0].metadata.get("config") if st.files else None
-    if embedded is not None and (st.format == FORMAT_SAFETENSORS or not config_json.is_file()):
+    present = _sidecar(config_json, st, "config.json")
+    if embedded is not None and (st.format == FORMAT_SAFETENSORS or not present):
         st.config, st.config_source = _metadata_config(embedded, st), "safetensors metadata config"
-    elif config_json.is_file():
+    elif present:
         st.config, st.config_source = _json_object(config_json, st), "config.json"
 
 
@@ -281,7 +346,7 @@ def _metadata_config(text: Any, st: CheckpointStructure) -> dict | None:
     path, fix = st.files[0].path, "re-export the file, or remove the key and put config.json beside it"
     try:
         config = json.loads(text)
-    except (TypeError, json.JSONDecodeError) as err:
+    except (TypeError, json.JSONDecodeError, RecursionError) as err:
         st.defects.append(Defect(f"safetensors metadata 'config' is not valid JSON ({err})", fix=fix, path=path))
         return None
     if not isinstance(config, dict):
@@ -295,7 +360,7 @@ def _read_provenance_file(st: CheckpointStructure) -> None:
     if st.format == FORMAT_SAFETENSORS and st.path.name != "model.safetensors":
         return  # a loose weights file: a warmstart.json beside it describes something else
     path = st.location.config_dir / "warmstart.json"
-    if path.is_file():
+    if _sidecar(path, st, "warmstart.json"):
         st.provenance_file = _json_object(path, st)
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -48,16 +50,68 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
+# ------------------------------------------------------ temporary names of killed writes
+
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:16] or "host"
+
+
+def owner_tag() -> str:
+    """``HOST-PID``: put in every temporary name, so a later write can tell a killed writer's leftovers."""
+    return f"{_HOST}-{os.getpid()}"
+
+
+def _gone(tag: str) -> bool:
+    """The writer ``HOST-PID`` ran on this host and is no longer alive."""
+    host, _, pid = tag.rpartition("-")
+    if host != _HOST or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:(?P<kind>partial|old|replaced)-)?(?P<tag>[A-Za-z0-9]+-\d+)[.-][0-9a-z_]+"
+                   r"(?:\.tmp)?$")
+
+
+def clean_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove what a killed write to ``path`` left beside it (``atomic_path``'s temporary file,
+    ``atomic_dir``'s staging directory, export's set-aside output), when its writer is gone. A previous
+    directory a killed swap had set aside (``.old-``) is put back when ``path`` itself is missing."""
+    path = Path(path)
+    removed = []
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for p in siblings:
+        m = _TEMP.match(p.name)
+        if not m or m["name"] != path.name or not _gone(m["tag"]):
+            continue
+        if m["kind"] in ("old", "replaced") and not os.path.lexists(path):
+            os.replace(p, path)  # the killed write had set the previous version aside: it comes back
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it into place.
 
     The temporary file gets the usual permissions (0666 & ~umask, not mkstemp's 0600).
-    On any failure it is removed and ``path`` is left as it was.
+    On any failure it is removed and ``path`` is left as it was; what a killed earlier write to
+    ``path`` left is removed first (``clean_stale``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -261,9 +315,10 @@ def atomic_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterat
             raise UsageError(f"{out_dir} exists and is not a directory", path=out_dir,
                              fix="choose another output path")
 
-    refuse_existing()  # before any work; again before the rename (it may have appeared meanwhile)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
+    clean_stale(out_dir)  # a killed earlier write's staging goes; its set-aside directory comes back
+    refuse_existing()  # before any work; again before the rename (it may have appeared meanwhile)
+    token = f"{owner_tag()}-{uuid.uuid4().hex[:8]}"
     staging = out_dir.parent / f".{out_dir.name}.partial-{token}"
     staging.mkdir()
     try:
@@ -302,7 +357,7 @@ def _swap_into_place(staging: Path, out_dir: Path, token: str) -> None:
 
 
 __all__ = [
-    "atomic_dir", "atomic_path", "atomic_write_bytes", "fsync_file", "atomic_write_json", "atomic_write_text", "fsync_dir",
+    "atomic_dir", "atomic_path", "clean_stale", "owner_tag", "atomic_write_bytes", "fsync_file", "atomic_write_json", "atomic_write_text", "fsync_dir",
     "generation_config_for", "save_hf_checkpoint", "save_safetensors", "tokenizer_config_for",
     "write_hf_files", "write_json_durable",
 ]

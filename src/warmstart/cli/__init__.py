@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from warmstart.errors import WarmstartError
+from warmstart.errors import UsageError, WarmstartError
 
 app = typer.Typer(
     name="warmstart",
@@ -82,11 +82,29 @@ def _register() -> None:
     from warmstart.cli import train_cmds  # noqa: F401  pretrain, prepare, plot
 
 
+def _usage_error(err) -> int:
+    """A command-line value click refused (a number that is not one, an unknown option, ...): WS002."""
+    if type(err).__name__ == "NoArgsIsHelpError":  # `warmstart` / `warmstart CMD` alone: help already shown
+        return err.exit_code
+    command = err.ctx.command_path if err.ctx is not None else "warmstart"
+    print_error(UsageError(err.format_message().replace("\n", " "),
+                           fix=f"see `{command} --help` for the options and their values"))
+    return 2
+
+
 def main(argv: list[str] | None = None) -> None:
+    from typer import _click  # typer's own copy of click raises these
+
     _register()
     _ARGV[:] = list(argv) if argv is not None else sys.argv[1:]
     try:
-        app(args=argv, prog_name="warmstart", standalone_mode=True)
+        code = app(args=argv, prog_name="warmstart", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except _click.exceptions.UsageError as err:
+        sys.exit(_usage_error(err))
+    except (_click.exceptions.ClickException, typer.Abort) as err:
+        sys.stderr.write(f"error: {err}\n")
+        sys.exit(1)
     except WarmstartError as err:
         if _speaks(err):
             sys.stderr.write(_prefix() if getattr(err, "rank_local", False) else "")

@@ -24,7 +24,18 @@ _MODEL_OPTIONS = (
     option("allow_unused", bool, False, "--allow-unused-tensors", help="Ignore tensors the model does not use."),
     option("trust_pickle", bool, False, "--trust-pickle", help="Allow pickle files (weights_only=True)."),
     option("as_json", bool, False, "--json", help="Print one JSON object."),
+    option("allow_long", bool, False, "--allow-long-sequences",
+           help="Allow sequences longer than the model's max_position_embeddings (refused by default)."),
 )
+
+
+def _within_positions(model, length: int, what: str, allow_long: bool) -> None:
+    """Refuse ``length`` positions beyond the model's ``max_position_embeddings`` unless allowed."""
+    limit = model.cfg.max_position_embeddings
+    if length > limit and not allow_long:
+        raise UsageError(f"{what} is {length} tokens, beyond the model's max_position_embeddings = {limit}",
+                         why="positions past those the model was trained on give unreliable results",
+                         fix=f"stay within {limit} tokens, or pass --allow-long-sequences")
 
 _INSPECT_HELP = """Show what a checkpoint is: format, declared architecture claims, family, parameter
 count, dtypes, vocabulary, tokenizer, metadata and lineage. Any format: a Hugging Face directory,
@@ -217,21 +228,25 @@ def _load_model(ckpt: str, device: str, tokenizer: Optional[Path], allow_unused:
     _CKPT,
     option("data", Path, ..., "--data", help="A text file, or a directory (files matching --include)."),
     option("include", Optional[List[str]], None, "--include", help="Glob for directories (default '*.py')."),
-    option("seq_len", int, 512, "--seq-len", min=1, help="Window length in tokens."),
+    option("seq_len", Optional[int], None, "--seq-len", min=1,
+           help="Window length in tokens (default: 512, or the model's max_position_embeddings if smaller)."),
     option("max_tokens", Optional[int], None, "--max-tokens", min=2, help="Evaluate at most this many tokens."),
     option("batch_size", int, 4, "--batch-size", min=1, help="Windows per forward pass."),
     *_MODEL_OPTIONS,
 )
-def eval_cmd(ckpt: str, data: Path, include: Optional[List[str]], seq_len: int, max_tokens: Optional[int],
+def eval_cmd(ckpt: str, data: Path, include: Optional[List[str]], seq_len: Optional[int], max_tokens: Optional[int],
              batch_size: int, device: str, tokenizer: Optional[Path], allow_unused: bool, trust_pickle: bool,
-             as_json: bool) -> None:
+             as_json: bool, allow_long: bool) -> None:
     t0 = time.perf_counter()
     from warmstart.data.texts import read_texts, token_stream
     from warmstart.train.evaluate import evaluate_tokens
 
     checkpoint, model, tok, dev = _load_model(ckpt, device, tokenizer, allow_unused, trust_pickle)
+    if seq_len is None:
+        seq_len = min(512, model.cfg.max_position_embeddings)
     texts = read_texts(data, include or [])
     ids = token_stream(tok, [t for _, t in texts], eos_id=model.cfg.eos_token_id, max_tokens=max_tokens)
+    _within_positions(model, min(seq_len, max(len(ids) - 1, 0)), "the evaluation window (--seq-len)", allow_long)
     loss, count = evaluate_tokens(model, ids, seq_len=seq_len, batch_size=batch_size, device=dev)
     result = {
         "checkpoint": str(checkpoint.path),
@@ -270,13 +285,15 @@ def eval_cmd(ckpt: str, data: Path, include: Optional[List[str]], seq_len: int, 
 )
 def generate_cmd(ckpt: str, prompt: str, max_new_tokens: int, temperature: float, top_p: float, seed: Optional[int],
                  device: str, tokenizer: Optional[Path], allow_unused: bool, trust_pickle: bool,
-                 as_json: bool) -> None:
+                 as_json: bool, allow_long: bool) -> None:
     import torch
 
     checkpoint, model, tok, dev = _load_model(ckpt, device, tokenizer, allow_unused, trust_pickle)
     ids = tok.encode(prompt).ids
     if not ids:
         raise UsageError("the prompt encodes to no tokens", fix="pass a non-empty --prompt")
+    _within_positions(model, len(ids) + max_new_tokens, f"the prompt ({len(ids)} tokens) plus --max-new-tokens",
+                      allow_long)
     gen = None
     if seed is not None:
         torch.manual_seed(seed)

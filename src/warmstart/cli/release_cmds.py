@@ -11,6 +11,7 @@ import typer
 from warmstart.checks import dumps
 from warmstart.cli import app
 from warmstart.errors import UnreadableError
+from warmstart.files import refuse_special
 
 
 def _resolve(spec: str) -> Path:
@@ -18,7 +19,7 @@ def _resolve(spec: str) -> Path:
     from warmstart.checkpoint import resolve_checkpoint_path
 
     p = resolve_checkpoint_path(spec)
-    if not p.exists():
+    if refuse_special(p, "checkpoint path") is None:  # a loop (WS004), a FIFO or a device (WS003) is refused
         raise UnreadableError("no such file or directory", fix="check the path (or use a known alias such as "
                               "smollm2-135m-instruct)", path=p)
     return p

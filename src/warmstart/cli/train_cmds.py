@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -121,8 +122,11 @@ def prepare_cmd(**values) -> None:
     Then train on it with: warmstart pretrain --data <printed path> (--tokenizer is read from it).
     """
     from warmstart.data import build_dataset
+    from warmstart.train.config import TrainConfig
 
     v = values
+    given = {k: v[k] for k in _PREPARE_OPTIONS if v[k] is not None}
+    TrainConfig.from_dict(given, source="command line").validate()  # every value in range before any work
     ds = build_dataset(v["data"] or None, include=v["include"] or None, text_field=v["text_field"],
                        tokenizer_path=v["tokenizer"], vocab_size_=v["vocab_size"], seq_len=v["seq_len"],
                        val_fraction=v["val_fraction"], max_corpus_bytes=v["max_corpus_bytes"],
@@ -149,5 +153,5 @@ def plot_cmd(
     if not run_dir.is_dir():
         raise UsageError(f"'{run_dir}' is not a directory", fix="pass the --out directory of a pretrain run",
                          path=run_dir)
-    path = plot_run(run_dir, output)
+    path = plot_run(run_dir, output, warn=lambda text: print(text, file=sys.stderr))
     print(f"wrote {path}")

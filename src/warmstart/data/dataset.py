@@ -36,9 +36,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -50,7 +48,7 @@ from warmstart.data.mixture import MixtureDataset, parse_data_specs
 from warmstart.data.sampler import BatchSampler
 from warmstart.data.sources import Document, FileEntry, SourceStats, iter_documents, resolve_files
 from warmstart.data.tokenizer import BPE_VERSION, eos_id, load_tokenizer, tokenizer_hash, train_bpe, vocab_size
-from warmstart.errors import EmptyCorpusError, UsageError
+from warmstart.errors import DamagedCacheError, EmptyCorpusError, UsageError
 
 CACHE_FORMAT = "warmstart-token-cache-v1"
 ENCODE_BATCH = 256
@@ -146,9 +144,10 @@ def is_token_cache(path: str | Path) -> bool:
     if not meta.is_file():
         return False
     try:
-        return json.loads(meta.read_text()).get("format") == CACHE_FORMAT
+        found = json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+    return isinstance(found, dict) and found.get("format") == CACHE_FORMAT
 
 
 def _map(path: Path, dtype: np.dtype, n: int) -> np.ndarray:
@@ -157,9 +156,9 @@ def _map(path: Path, dtype: np.dtype, n: int) -> np.ndarray:
 
 
 def load_cache(path: str | Path, *, seq_len: int | None = None, tokenizer: Tokenizer | None = None) -> TokenDataset:
+    """A cache entry, every file checked first (``check_cache``: DamagedCacheError naming the damaged file)."""
     p = Path(path)
-    meta = json.loads((p / "meta.json").read_text())
-    tok = load_tokenizer(p / "tokenizer.json")
+    meta, tok = check_cache(p)
     if tokenizer is not None and tokenizer_hash(tokenizer) != meta["tokenizer_sha256"]:
         raise UsageError(
             "the prepared token cache was built with a different tokenizer than the one this run uses",
@@ -170,6 +169,7 @@ def load_cache(path: str | Path, *, seq_len: int | None = None, tokenizer: Token
         tok = tokenizer
     dtype = np.dtype(meta["dtype"])
     train, val = _map(p / "train.bin", dtype, meta["train_tokens"]), _map(p / "val.bin", dtype, meta["val_tokens"])
+    _check_ids(p, {"train.bin": train, "val.bin": val}, vocab_size(tok))
     L = int(seq_len or meta["seq_len"])
     eval_only = meta.get("settings", {}).get("role") == EVAL  # an extra validation set: no train split
     if len(val) < L + 1 or (len(train) < L + 1 and not eval_only):
@@ -179,6 +179,53 @@ def load_cache(path: str | Path, *, seq_len: int | None = None, tokenizer: Token
     fp = meta["key"] if L == int(meta["seq_len"]) else hashlib.sha256(f"{meta['key']}:{L}".encode()).hexdigest()[:20]
     return TokenDataset(train=train, val=val, seq_len=L, tokenizer=tok, eos_id=int(meta["eos_id"]),
                         fingerprint=fp, cache_path=p, sources=list(meta.get("sources", [])), meta=meta)
+
+
+_META_KEYS = {"key": str, "dtype": str, "seq_len": int, "eos_id": int, "tokenizer_sha256": str, "train_tokens": int,
+              "val_tokens": int}
+CACHE_DTYPES = ("uint16", "uint32")
+
+
+def _damaged(path: Path, found: str) -> DamagedCacheError:
+    return DamagedCacheError(found, why="the token ids a run trains on must be exactly those the corpus gave",
+                             fix="run `warmstart prepare` on the corpus again with --rebuild (an entry under the "
+                             "cache directory is rebuilt by itself), or pass the raw corpus as --data", path=path)
+
+
+def check_cache(p: Path) -> tuple[dict, Tokenizer]:
+    """``(meta, tokenizer)`` of a cache entry whose meta.json, tokenizer.json and token files are whole:
+    known dtype, file sizes equal to the recorded counts. DamagedCacheError (WS207) names what is not."""
+    try:
+        meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise _damaged(p / "meta.json", f"the token cache's meta.json cannot be read ({err})") from None
+    bad = [k for k, t in _META_KEYS.items() if not isinstance(meta, dict) or not isinstance(meta.get(k), t)
+           or isinstance(meta.get(k), bool)] if isinstance(meta, dict) else list(_META_KEYS)
+    if bad or meta.get("format") != CACHE_FORMAT:
+        raise _damaged(p / "meta.json", f"the token cache's meta.json lacks or mistypes {', '.join(bad) or 'format'}")
+    if meta["dtype"] not in CACHE_DTYPES:
+        raise _damaged(p / "meta.json", f"the token cache declares dtype {meta['dtype']!r}; expected one of "
+                       f"{', '.join(CACHE_DTYPES)}")
+    size = np.dtype(meta["dtype"]).itemsize
+    for name, count in (("train.bin", meta["train_tokens"]), ("val.bin", meta["val_tokens"])):
+        have = (p / name).stat().st_size if (p / name).is_file() else None
+        if count < 0 or have != count * size:
+            raise _damaged(p / name, f"{name} holds {have if have is not None else 'no'} bytes; meta.json records "
+                           f"{count} {meta['dtype']} ids ({count * size} bytes)")
+    try:
+        tok = load_tokenizer(p / "tokenizer.json")
+    except UsageError as err:
+        raise _damaged(p / "tokenizer.json", err.found) from None
+    return meta, tok
+
+
+def _check_ids(p: Path, arrays: dict[str, np.ndarray], vocab: int) -> None:
+    """Every id below the vocabulary (one pass over the memory map, in chunks)."""
+    for name, arr in arrays.items():
+        if len(arr):
+            top = max(int(arr[i:i + (1 << 24)].max()) for i in range(0, len(arr), 1 << 24))
+            if top >= vocab:
+                raise _damaged(p / name, f"{name} holds token id {top}, past the tokenizer's {vocab} ids")
 
 
 def _silent(text: str) -> None:
@@ -265,10 +312,9 @@ def corpus_tokenizer(corpus: Corpus) -> Tokenizer:
     t0 = time.time()
     train_texts = [d.text for d in docs if _doc_hash(d.key) >= s.val_fraction] or [d.text for d in docs]
     tokenizer = train_bpe(train_texts, s.vocab_size, length=len(train_texts))
-    tpath.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tpath.with_name(f".{tpath.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tokenizer.save(str(tmp))
-    os.replace(tmp, tpath)
+    from warmstart.checkpoint.write import atomic_write_text
+
+    atomic_write_text(tpath, tokenizer.to_str())
     s.log(f"tokenizer: trained byte-level BPE, {vocab_size(tokenizer)} tokens, in {time.time() - t0:.1f}s")
     return tokenizer
 
@@ -325,24 +371,19 @@ def _concat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
 
 
 def _write_entry(entry: Path, arrays: dict[str, np.ndarray], tokenizer: Tokenizer, meta: dict) -> None:
-    """The arrays, ``tokenizer.json`` and ``meta.json`` under a temporary name, then renamed into place."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = entry.parent / f".{entry.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    """The arrays, ``tokenizer.json`` and ``meta.json`` under a temporary name, then renamed into place
+    (``atomic_dir``: a killed build's staging goes at the next build of the entry)."""
+    from warmstart.checkpoint.write import atomic_dir, fsync_file, write_json_durable
+
+    with atomic_dir(entry, overwrite=True) as staging:
         for name, arr in arrays.items():
             with open(staging / name, "wb") as fh:
                 fh.write(np.ascontiguousarray(arr).tobytes())
                 fh.flush()
                 os.fsync(fh.fileno())
         tokenizer.save(str(staging / "tokenizer.json"))
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if entry.exists():
-            shutil.rmtree(entry, ignore_errors=True)
-        os.replace(staging, entry)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        fsync_file(staging / "tokenizer.json")
+        write_json_durable(staging / "meta.json", meta)
 
 
 def _entry_settings(corpus: Corpus, thash: str, role: str) -> dict:
@@ -390,9 +431,15 @@ def _cached_entry(corpus: Corpus, tokenizer: Tokenizer, role: str = HOLDOUT) -> 
     settings = _entry_settings(corpus, tokenizer_hash(tokenizer), role)
     entry = s.cache_root / hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
     hit = is_token_cache(entry) and not s.rebuild
+    if hit:
+        try:
+            ds = load_cache(entry, seq_len=s.seq_len, tokenizer=tokenizer)
+        except DamagedCacheError as err:  # an entry warmstart manages is simply rebuilt
+            s.log(f"token cache entry {entry} is damaged ({err.found}); rebuilding it")
+            hit = False
     if not hit:
         _tokenize_entry(corpus, tokenizer, entry, settings, role)
-    ds = load_cache(entry, seq_len=s.seq_len, tokenizer=tokenizer)
+        ds = load_cache(entry, seq_len=s.seq_len, tokenizer=tokenizer)
     ds.sources = corpus.names
     if hit:
         s.log(f"token cache hit {entry}")

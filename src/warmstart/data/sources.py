@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from warmstart.errors import UsageError
+from warmstart.files import is_regular, refuse_special
 
 DEFAULT_INCLUDE = ("*.py", "*.txt", "*.md", "*.rst")
 STDLIB_EXCLUDE_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__",
@@ -117,7 +118,7 @@ def resolve_files(data: list[str] | tuple[str, ...] | None, include: list[str] |
     multi = len(data) > 1
     for i, spec in enumerate(data):
         p = Path(spec).expanduser()
-        if not p.exists():
+        if refuse_special(p, "data source") is None:  # a FIFO or a device is refused by name, never opened
             raise UsageError(f"data source '{spec}' does not exist",
                              fix="pass a text file, a directory, a .jsonl/.parquet file, or a prepared "
                                  "token cache to --data", path=spec)
@@ -172,10 +173,11 @@ def iter_documents(files: list[FileEntry], *, text_field: str = "text", stats: S
             docs = _jsonl_docs(f, text_field, stats)
         else:
             try:
-                raw = f.path.read_bytes()
+                raw = read_bounded(f.path, f.size, None if max_bytes is None else max_bytes - total)
             except OSError:
                 stats.skip("undecodable", f.key)
                 continue
+            raw = _whole_chars(raw) if len(raw) < f.size else raw
             if not raw.strip():
                 stats.skip("empty", f.key)
                 continue
@@ -194,16 +196,53 @@ def iter_documents(files: list[FileEntry], *, text_field: str = "text", stats: S
             stats.bytes += n
             total += n
             yield d
+            if max_bytes is not None and total >= max_bytes:
+                return  # the byte budget bounds reading within a file too
+
+
+def read_bounded(path: Path, size: int, budget: int | None = None) -> bytes:
+    """A regular file's bytes, at most the ``size`` it had when listed (a file that grows meanwhile is
+    not followed) and at most ``budget`` (the corpus byte budget left), never a special file. A file
+    whose first 8 KiB hold a NUL byte (binary, e.g. a huge sparse file) gives those 8 KiB only."""
+    if not is_regular(path, "corpus file"):
+        raise OSError(f"{path} is not a regular file")
+    limit = size if budget is None else max(0, min(size, budget))
+    with open(path, "rb") as fh:
+        head = fh.read(min(limit, 8192))
+        return head if b"\x00" in head else head + fh.read(limit - len(head))
+
+
+def _whole_chars(raw: bytes) -> bytes:
+    """Bytes cut at a budget with the partial UTF-8 character at their end dropped."""
+    for k in range(1, min(4, len(raw)) + 1):
+        lead = raw[-k]
+        if lead & 0xC0 != 0x80:  # ASCII or the lead byte of the last character
+            need = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+            return raw if need <= k else raw[:-k]
+    return raw
+
+
+def _lines(fh, size: int) -> Iterator[bytes]:
+    """The lines of a file, read up to the ``size`` it had when listed (never past it)."""
+    left = size
+    while left > 0:
+        line = fh.readline(left)
+        if not line:
+            return
+        left -= len(line)
+        yield line
 
 
 def _jsonl_docs(f: FileEntry, text_field: str, stats: SourceStats) -> Iterator[Document]:
     try:
+        if not is_regular(f.path, "corpus file"):
+            raise OSError(f"{f.path} is not a regular file")
         fh = open(f.path, "rb")
     except OSError:
         stats.skip("undecodable", f.key)
         return
     with fh:
-        for n, line in enumerate(fh):
+        for n, line in enumerate(_lines(fh, f.size)):
             if not line.strip():
                 continue
             key = f"{f.key}#line-{n}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from warmstart.errors import UsageError
+from warmstart.files import refuse_special
 
 EVAL_INCLUDE = ("*.py",)
 
@@ -17,13 +18,13 @@ EVAL_INCLUDE = ("*.py",)
 def read_texts(data: Path, include: list[str] | tuple[str, ...] = ()) -> list[tuple[Path, str]]:
     """``[(file, text), ...]`` of a text file, or of the UTF-8 files under a directory matching ``include``
     (default ``*.py``; files that are not UTF-8 are skipped, a single named file must be)."""
-    if not data.exists():
+    if refuse_special(data, "--data path") is None:  # a FIFO or a device is refused by name, never opened
         raise UsageError(f"--data {data} does not exist", fix="pass a text file or a directory")
     if data.is_file():
         files = [data]
     else:
         patterns = list(include) or list(EVAL_INCLUDE)
-        files = sorted({p for pat in patterns for p in data.rglob(pat) if p.is_file()})
+        files = sorted({p for pat in patterns for p in data.rglob(pat) if p.is_file()})  # FIFOs etc. skipped
         if not files:
             raise UsageError(f"--data {data} holds no files matching {', '.join(patterns)}",
                              fix="pass --include with a glob that matches, e.g. --include '*.txt'")

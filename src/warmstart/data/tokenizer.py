@@ -14,6 +14,7 @@ from typing import Iterable
 from tokenizers import Tokenizer
 
 from warmstart.errors import UsageError
+from warmstart.files import is_regular
 
 EOT = "<|endoftext|>"
 BPE_VERSION = "bytelevel-bpe-v1"
@@ -27,7 +28,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / "tokenizer.json"
-    if not p.is_file():
+    if not is_regular(p, "tokenizer file"):  # a FIFO or a device is refused by name (WS003), never opened
         raise UsageError(f"tokenizer file '{path}' does not exist",
                          fix="pass --tokenizer PATH/tokenizer.json, or leave it out to train a BPE on the corpus",
                          path=path)

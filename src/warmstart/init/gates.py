@@ -42,8 +42,12 @@ from warmstart.errors import (
     UntrainedInitError,
     UsageError,
 )
+from warmstart.files import is_regular
 from warmstart.init.evidence import infer_family_from_names
 from warmstart.init.population import populate_model, verify_tensors
+
+REQUIRED_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
 
 @dataclass
 class WarmStart:
@@ -198,10 +202,13 @@ def _model_config(ckpt, family: str | None, path: str) -> ModelConfig:
     cfg = dict(ckpt.config)
     cfg["architectures"] = [spec.hf_architecture]
     cfg["model_type"] = spec.model_type
-    try:
-        return ModelConfig.from_hf_config(cfg, source=path)
-    except KeyError as err:
-        raise UnreadableError(f"the model config lacks the key {err}", path=path) from None
+    missing = [k for k in REQUIRED_CONFIG_KEYS if cfg.get(k) is None]
+    if missing:
+        raise UnreadableError(f"the model config ({ckpt.config_source or 'config'}) gives no {', '.join(missing)}",
+                              why=f"a {family} model cannot be built without its shape",
+                              fix="put the model's config.json beside the weights (a GGUF: its "
+                              "{arch}.* keys must be those of its general.architecture)", path=path)
+    return ModelConfig.from_hf_config(cfg, source=path)
 
 
 def load_tokenizer(tokenizer_path: str | Path | None, ckpt, path: str):
@@ -214,7 +221,7 @@ def load_tokenizer(tokenizer_path: str | Path | None, ckpt, path: str):
     tp = Path(tokenizer_path)
     if tp.is_dir():
         tp = tp / "tokenizer.json"
-    if not tp.is_file():
+    if not is_regular(tp, "tokenizer file"):
         raise UsageError(f"--tokenizer {tokenizer_path} does not exist", fix="pass a tokenizer.json file")
     try:
         return Tokenizer.from_file(str(tp)), str(tp)
@@ -258,21 +265,22 @@ def check_tokenizer(tokenizer, rows: int, cfg: ModelConfig, *, path: str, source
 
 
 def build_model(ckpt, cfg: ModelConfig | None = None, *, allow_unused: bool = False,
-                device: str | torch.device = "cpu"):
-    """An fp32 ``CausalLM`` populated strictly from ``ckpt`` (gate 6), in eval mode: the model
-    ``eval``, ``generate``, ``qa`` and ``export`` run."""
-    return populate_model(ckpt, cfg, allow_unused=allow_unused, dtype=torch.float32, device=device).eval()
+                device: str | torch.device = "cpu", check_finite: bool = False):
+    """An fp32 ``CausalLM`` populated strictly from ``ckpt`` (gate 6; with ``check_finite`` gate 5
+    first), in eval mode: the model ``eval``, ``generate``, ``qa`` and ``export`` run."""
+    return populate_model(ckpt, cfg, allow_unused=allow_unused, check_finite=check_finite, dtype=torch.float32,
+                          device=device).eval()
 
 
 def load_for_inference(ckpt, *, tokenizer_path: str | Path | None = None, allow_unused: bool = False,
                        device: str | torch.device = "cpu"):
     """``(model, tokenizer)`` for ``eval`` and ``generate``: gate 4 (the tokenizer, the checkpoint's or
-    ``tokenizer_path``, fits the embedding) before gate 6 populates the model."""
+    ``tokenizer_path``, fits the embedding), then gate 5 (no NaN/Inf) as gate 6 populates the model."""
     path = str(ckpt.path)
     tokenizer, source = load_tokenizer(tokenizer_path, ckpt, path)
     cfg = ckpt.model_config()
     check_tokenizer(tokenizer, cfg.vocab_size, cfg, path=path, source=source)
-    return build_model(ckpt, cfg, allow_unused=allow_unused, device=device), tokenizer
+    return build_model(ckpt, cfg, allow_unused=allow_unused, device=device, check_finite=True), tokenizer
 
 
 def prepare_warm_start(
@@ -280,6 +288,7 @@ def prepare_warm_start(
     *,
     tokenizer_path: str | Path | None = None,
     allow_unused_tensors: bool = False,
+    allow_zero_tensors: bool = False,
     trust_pickle: bool = False,
     device: str | torch.device = "cpu",
     populate: bool = True,
@@ -314,12 +323,15 @@ def prepare_warm_start(
     report.append(check_tokenizer(tokenizer, rows, cfg, path=path, source=source))
     # 5 + 6. Values and population, one pass over the tensors.
     if populate:
-        model = populate_model(ckpt, cfg, allow_unused=allow_unused_tensors, check_finite=True, device=device)
+        model = populate_model(ckpt, cfg, allow_unused=allow_unused_tensors, check_finite=True,
+                               allow_zero=allow_zero_tensors, device=device)
         shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     else:
-        model, shapes = None, verify_tensors(ckpt, cfg, allow_unused=allow_unused_tensors).expected
+        model, shapes = None, verify_tensors(ckpt, cfg, allow_unused=allow_unused_tensors,
+                                             allow_zero=allow_zero_tensors).expected
     n_tensors = len(ckpt.tensor_info)
-    report.append(Check("values", PASS, f"all {n_tensors} tensors finite"))
+    report.append(Check("values", PASS, f"all {n_tensors} tensors finite"
+                        + ("" if allow_zero_tensors else ", no weight matrix all zero")))
     n_params = sum(math.prod(shape) for shape in shapes.values())
     report.append(Check("population", PASS,
                              f"{len(shapes)} parameters ({n_params:,} values) populated "

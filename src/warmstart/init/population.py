@@ -21,7 +21,8 @@ import torch
 
 from warmstart.arch.config import ModelConfig
 from warmstart.arch.model import CausalLM
-from warmstart.errors import MissingTensorsError, ShapeMismatchError, UnusedTensorsError, ValuesError
+from warmstart.errors import MissingTensorsError, ShapeMismatchError, UnusedTensorsError, ValuesError, ZeroTensorError
+from warmstart.init.values import is_zero_matrix
 
 # Tensors some exporters save that carry no learned state.
 _ROTARY_CACHE = re.compile(r"(rotary_emb\.(inv_freq|cos_cached|sin_cached)|rope\.freqs|rope_freqs)(\.weight)?$")
@@ -137,15 +138,39 @@ def _count_nonfinite(name: str, src: torch.Tensor) -> str | None:
     return f"{name} ({count} of {src.numel()} values)" if count else None
 
 
-def _raise_nonfinite(nonfinite: list[str], path: str) -> None:
-    if nonfinite:
-        raise ValuesError(
-            f"{len(nonfinite)} tensor(s) hold NaN or Inf values: {_listing(nonfinite)}",
-            why="a non-finite weight makes every loss and gradient NaN from the first step",
-            fix="use an earlier, healthy checkpoint (e.g. the run's best or previous step); "
-            "`warmstart validate CKPT` lists every bad tensor",
-            path=path,
-        )
+@dataclass
+class ValueFindings:
+    """Gate 5's findings over the tensors read: NaN/Inf (refused), all-zero weight matrices (refused
+    unless allowed)."""
+
+    allow_zero: bool = True
+    nonfinite: list[str] = field(default_factory=list)
+    zero: list[str] = field(default_factory=list)
+
+    def add(self, name: str, src: torch.Tensor) -> None:
+        if found := _count_nonfinite(name, src):
+            self.nonfinite.append(found)
+        elif not self.allow_zero and is_zero_matrix(src):
+            self.zero.append(name)
+
+    def raise_any(self, path: str) -> None:
+        if self.nonfinite:
+            raise ValuesError(
+                f"{len(self.nonfinite)} tensor(s) hold NaN or Inf values: {_listing(self.nonfinite)}",
+                why="a non-finite weight makes every loss and gradient NaN from the first step",
+                fix="use an earlier, healthy checkpoint (e.g. the run's best or previous step); "
+                "`warmstart validate CKPT` lists every bad tensor",
+                path=path,
+            )
+        if self.zero:
+            raise ZeroTensorError(
+                f"{len(self.zero)} weight matrix(es) hold only zeros: {_listing(self.zero)}",
+                why="a trained weight matrix is never all zero; this one was lost in an export or never written, "
+                "and training from it starts that layer from nothing",
+                fix="use a complete checkpoint (`warmstart validate CKPT` lists every data-quality signal); pass "
+                "--allow-zero-tensors if the zeros are intended",
+                path=path,
+            )
 
 
 def _check_tied_head(head: torch.Tensor, embedding: torch.Tensor, path: str) -> None:
@@ -165,14 +190,15 @@ def populate_model(
     *,
     allow_unused: bool = False,
     check_finite: bool = False,
+    allow_zero: bool = True,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> CausalLM:
     """Build a ``CausalLM`` whose every parameter comes from ``ckpt``; refuse otherwise.
 
     With ``check_finite`` every tensor of the checkpoint is read once, checked for
-    NaN/Inf (gate 5, reported before any population refusal) and copied into the
-    model in the same pass.
+    NaN/Inf (gate 5, reported before any population refusal; with ``allow_zero=False`` also
+    for weight matrices holding only zeros) and copied into the model in the same pass.
     """
     cfg = cfg or ckpt.model_config()
     path = str(ckpt.path)
@@ -182,19 +208,19 @@ def populate_model(
     model = empty_model(cfg, device=device, dtype=dtype)
     params = dict(model.named_parameters(remove_duplicate=False))
     bad = {n for n, _, _ in plan.mismatched}
-    nonfinite: list[str] = []
+    values = ValueFindings(allow_zero=allow_zero)
     with torch.no_grad():
         for name in ckpt.tensor_info:
             needed = name in plan.expected and name not in bad
             if not (needed or check_finite):
                 continue
             src = ckpt.tensor(name)
-            if check_finite and (found := _count_nonfinite(name, src)):
-                nonfinite.append(found)
+            if check_finite:
+                values.add(name, src)
             if needed:
                 params[name].copy_(src)  # exact upcast for bf16/fp16 -> fp32
             del src
-    _raise_nonfinite(nonfinite, path)
+    values.raise_any(path)
     check_plan(plan, path=path, allow_unused=allow_unused)
     if plan.tied_head_present:
         head = ckpt.tensor("lm_head.weight").to(device=device, dtype=dtype)
@@ -202,13 +228,16 @@ def populate_model(
     return model
 
 
-def verify_tensors(ckpt, cfg: ModelConfig, *, allow_unused: bool = False) -> PopulationPlan:
+def verify_tensors(ckpt, cfg: ModelConfig, *, allow_unused: bool = False, allow_zero: bool = True) -> PopulationPlan:
     """Gates 5 and 6 without building a model: every tensor read once (one at a time) and checked
-    for NaN/Inf, then the population plan. What rank 0 runs for every rank of a distributed run."""
+    for NaN/Inf (and all-zero matrices unless ``allow_zero``), then the population plan. What rank 0
+    runs for every rank of a distributed run."""
     path = str(ckpt.path)
     plan = plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
-    nonfinite = [found for name in ckpt.tensor_info if (found := _count_nonfinite(name, ckpt.tensor(name)))]
-    _raise_nonfinite(nonfinite, path)
+    values = ValueFindings(allow_zero=allow_zero)
+    for name in ckpt.tensor_info:
+        values.add(name, ckpt.tensor(name))
+    values.raise_any(path)
     check_plan(plan, path=path, allow_unused=allow_unused)
     if plan.tied_head_present:
         _check_tied_head(ckpt.tensor("lm_head.weight").float(), ckpt.tensor("model.embed_tokens.weight").float(), path)

@@ -40,10 +40,10 @@ def read_metrics(run_dir: Path | None) -> list[dict]:
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
-        if isinstance(rec, dict):
-            rows.append(rec)
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and not isinstance(rec["step"], bool):
+            rows.append(rec)  # a line without an integer step (damaged, hand-edited) is left out
     return rows
 
 
@@ -149,8 +149,9 @@ def _card_facts(ckpt) -> dict[str, Any]:
     if run_dir is not None:
         try:
             run_cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
             run_cfg = {}
+        run_cfg = run_cfg if isinstance(run_cfg, dict) else {}
     rows = read_metrics(run_dir)
     name = (run_dir.name + "-" + root.name) if run_dir is not None and root != run_dir else root.name
     parent = prov.get("parent")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from warmstart.arch.config import VARIATIONS
 from warmstart.checkpoint import load_checkpoint, provenance, read_structure
 from warmstart.checkpoint.formats import FORMAT_GGUF
 from warmstart.checkpoint.locate import FORMAT_HF_DIR
+from warmstart.checkpoint.write import clean_stale, owner_tag
 from warmstart.errors import CheckFailedError, UsageError
 from warmstart.checkpoint.gguf.write import GGUF_DTYPES, gguf_tensor_type, roundtrip_value, write_gguf
 from warmstart.init.gates import build_model
@@ -51,13 +53,14 @@ def export_checkpoint(
 ) -> dict[str, Any]:
     to, dtype = _target(to, dtype)
     out = Path(out)
+    clean_stale(out)  # what a killed export to the same place left
     _refuse_existing(out, Path(src), overwrite)
     if ckpt is None:
         ckpt = load_checkpoint(src)
     _refuse_own_input(ckpt, Path(src), out)
     cfg = ckpt.model_config()
     if model is None:
-        model = build_model(ckpt, cfg, allow_unused=True)
+        model = build_model(ckpt, cfg, allow_unused=True, check_finite=True)  # NaN/Inf: the values refusal
     sd = model.canonical_state_dict()
     prov = provenance(ckpt)
     prov.update({"architecture": cfg.family, "hf_architecture": cfg.hf_architecture, "model_type": cfg.model_type})
@@ -115,10 +118,9 @@ def _refuse_existing(out: Path, src: Path, overwrite: bool) -> None:
 
 
 def _set_aside(out: Path) -> Path:
-    """Move an existing output out of the way (``--overwrite``); it comes back if the export fails."""
-    aside = out.with_name(f".{out.name}.replaced")
-    if aside.exists():
-        _remove(aside)
+    """Move an existing output out of the way (``--overwrite``); it comes back if the export fails (or,
+    when this process is killed, at the next write to ``out``: ``clean_stale``)."""
+    aside = out.with_name(f".{out.name}.replaced-{owner_tag()}-{uuid.uuid4().hex[:8]}")
     out.rename(aside)
     return aside
 
@@ -162,18 +164,16 @@ _WRITERS = {"gguf": _write_gguf, "safetensors": _write_safetensors, "hf": _write
 
 
 def _refuse_own_input(ckpt, src: Path, out: Path) -> None:
-    """Never write onto (or into) the checkpoint being read, --overwrite or not."""
+    """Never write onto or into the checkpoint being read (its files, its directory), --overwrite or not."""
     try:
         o = out.resolve()
         inputs = {Path(f).resolve() for f in getattr(ckpt, "files", [])}
         roots = {src.resolve(), Path(getattr(ckpt, "root", src)).resolve()}
     except OSError:
         return
-    if o in inputs or o in roots or any(r.is_dir() and o.is_relative_to(r) and o.name in
-                                        ("model.safetensors", "config.json", "tokenizer.json")
-                                        for r in roots):
-        raise UsageError(f"the output {out} is (part of) the input checkpoint",
-                         why="export never overwrites what it reads",
+    if o in inputs or any(o == r or (r.is_dir() and o.is_relative_to(r)) for r in roots):
+        raise UsageError(f"the output {out} is (inside) the input checkpoint",
+                         why="export never writes into what it reads",
                          fix="choose a path outside the input checkpoint with -o")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from warmstart.checks import FAIL, PASS, SKIP, WARN, Check
 from warmstart.release._report import render_gates, verdict
-from warmstart.release.qa import QAContext, export_gate, run_qa
+from warmstart.release.qa import QAContext, export_gate, run_qa, validate_gate
 from warmstart.release.quality import PASS_SCORE
 
 
@@ -80,9 +80,7 @@ def publish_check(path: str | Path, *, card: str | Path | None = None,
     ctx = QAContext(path)
     gates: list[Check] = []
     v = ctx.validation
-    gates.append(Check("validate", PASS if v["verdict"] == "PASS" else FAIL,
-                       "validate passes" if v["verdict"] == "PASS" else "; ".join(v["errors"])[:500],
-                       fix="" if v["verdict"] == "PASS" else "run `warmstart validate CKPT` and repair or re-export"))
+    gates.append(validate_gate(v, "run `warmstart validate CKPT` and repair or re-export"))
     if not ctx.readable:
         for n in ("quality", "qa", "model-card", "hf-token", "smoke-gen", "export"):
             gates.append(Check(n, SKIP, "the checkpoint is not readable"))

@@ -166,15 +166,20 @@ def _gate_metadata(ctx: QAContext) -> Check:
     return Check("metadata", PASS, "identity agrees with the tensors; license, data sources, data license present")
 
 
+def validate_gate(v: dict[str, Any], fix: str) -> Check:
+    """The release gate that says whether ``validate`` passed; a failure lists validate's findings (with codes)."""
+    if v["verdict"] == "PASS":
+        return Check("validate", PASS, "validate passes" + (f" ({len(v['warnings'])} warning(s))"
+                                                            if v.get("warnings") else ""))
+    return Check("validate", FAIL, "; ".join(v["errors"])[:500], fix=fix,
+                 items=[i for c in v["checks"] if c.status == FAIL for i in c.items])
+
+
 def run_qa(path: str | Path, *, ctx: QAContext | None = None) -> dict[str, Any]:
     ctx = ctx or QAContext(path)
     gates: list[Check] = []
     v = ctx.validation
-    vstat = PASS if v["verdict"] == "PASS" else FAIL
-    gates.append(Check("validate", vstat, "validate passes" + (f" ({len(v['warnings'])} warning(s))"
-                                                               if v.get("warnings") else "")
-                       if vstat == PASS else "; ".join(v["errors"])[:500],
-                       fix="" if vstat == PASS else "run `warmstart validate CKPT` for details"))
+    gates.append(validate_gate(v, "run `warmstart validate CKPT` for details"))
     if not ctx.readable:
         for name in ("finite", "tokenizer", "probe-loss", "generation", "export-safetensors", "metadata", "hf-schema"):
             gates.append(Check(name, SKIP, "the checkpoint is not readable"))
@@ -204,4 +209,4 @@ def _finish(ctx: QAContext, gates: list[Check], exit_code: int | None = None) ->
     return verdict(ctx.path, gates, exit_code, validation=public(ctx.validation))
 
 
-__all__ = ["QAContext", "export_gate", "render_gates", "run_qa"]
+__all__ = ["QAContext", "export_gate", "render_gates", "run_qa", "validate_gate"]

@@ -30,7 +30,7 @@ from warmstart.checkpoint import (
 )
 from warmstart.checkpoint.structure import CheckpointStructure
 from warmstart.checkpoint.write import atomic_dir, atomic_path, fsync_file
-from warmstart.errors import CheckFailedError, EvidenceError, UsageError
+from warmstart.errors import CheckFailedError, EvidenceError, UnreadableError, UsageError
 from warmstart.init.gates import tensor_evidence
 from warmstart.release._meta import declared_identity, gguf_arch_name
 
@@ -105,10 +105,12 @@ def _refuse_output(src: Path, out: Path) -> None:
 def _read_source(src: str | Path) -> StampSource:
     """The input through ``checkpoint/``; a structurally broken one is refused (stamp would copy the damage)."""
     st = read_structure(src)
-    if st.problems:
-        raise CheckFailedError(f"{st.path} is structurally broken ({st.problems[0]})",
-                               why="stamp copies tensor bytes as they are and would copy the damage",
-                               fix="run `warmstart validate` and repair or re-export the checkpoint first")
+    first = next((d for d in [d for f in st.files for d in f.defects] + st.defects if d.refused), None)
+    if first is not None:  # damaged bytes: WS300; a defect with a code of its own (WS111, ...): that code
+        cls = CheckFailedError if first.error is UnreadableError else first.error
+        raise cls(f"{st.path} is structurally broken ({first.message})",
+                  why="stamp copies tensor bytes as they are and would copy the damage",
+                  fix="run `warmstart validate` and repair or re-export the checkpoint first", path=first.path)
     return StampSource(**{f.name: getattr(st, f.name) for f in fields(st)}, checkpoint=load_checkpoint(src))
 
 

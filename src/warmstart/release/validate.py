@@ -9,9 +9,14 @@ out-of-bounds or overlapping data would be meaningless):
 2. readable    warmstart's loader opens it
 3. family      the declared architecture is a supported decoder family
 4. shapes      every tensor the config implies is present with the right shape
-5. identity    the declared family agrees with tensor-name evidence (warning only)
-6. values      every tensor finite (NaN/Inf = fail); all-zero tensors = warning
-7. hf-schema   the config loads in transformers' schema (skipped without transformers)
+5. tokenizer   gate 4 of ``pretrain --init``: a tokenizer that reads, whose ids and special ids fit
+               the embedding rows
+6. identity    the declared family agrees with tensor-name evidence (warning only)
+7. values      every tensor finite (NaN/Inf = fail); data-quality signals (``init.values``: all-zero,
+               constant or near-zero-norm matrices, nearly all zeros, dead embedding rows) = warnings
+8. hf-schema   the config loads in transformers' schema (skipped without transformers)
+
+Every finding names its error code (``[WS1nn]``): the code the loader or the gate refuses it with.
 
 Verdict PASS (exit 0), FAIL (exit 1), UNREADABLE (exit 2).
 """
@@ -20,6 +25,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from warmstart.checkpoint import load_checkpoint, read_structure
 from warmstart.checkpoint.formats import FORMAT_GGUF
@@ -75,6 +82,7 @@ def validate(path: str | Path, *, numbers: bool = True, schema: bool = True, ckp
     cfg = report["config"] = _family(ckpt, checks)
     if cfg is not None:
         checks.append(_shapes(ckpt, cfg))
+        checks.append(_tokenizer(ckpt, cfg))
     identity = _identity(ckpt, cfg, path)
     if identity is not None:
         checks.append(identity)
@@ -101,8 +109,8 @@ def _structure(path: Path, report: dict[str, Any]):
     try:
         st = read_structure(path)
     except UnreadableError as err:
-        checks.append(Check("structure", FAIL, f"{path}: not a checkpoint warmstart can read: {err.found}",
-                            fix=err.fix or "re-download or re-export it"))
+        checks.append(Check("structure", FAIL, f"[{err.code}] {path}: not a checkpoint warmstart can read: "
+                            f"{err.found}", fix=err.fix or "re-download or re-export it"))
         return None
     except OSError as err:
         checks.append(Check("structure", FAIL, f"{path}: {err.strerror or err}", fix="check the path"))
@@ -111,7 +119,8 @@ def _structure(path: Path, report: dict[str, Any]):
     report["tensors"] = n_tensors = sum(len(f.tensors) for f in st.files)
     if st.fatal is not None:
         f, d = st.fatal
-        checks.append(Check("structure", FAIL, f"{f.path}: the {f.kind} header does not parse: {d.message}"
+        checks.append(Check("structure", FAIL, f"[{d.error.code}] {f.path}: the {f.kind} header does not parse: "
+                            f"{d.message}"
                             + (f"; {d.why}" if d.why else ""),
                             fix="the file is not a readable checkpoint; re-download or re-export it"))
     elif st.problems:
@@ -131,7 +140,7 @@ def _family(ckpt, checks: list[Check]):
     try:
         cfg = ckpt.model_config()
     except WarmstartError as err:
-        checks.append(Check("family", FAIL, err.found, fix=err.fix))
+        checks.append(Check("family", FAIL, f"[{err.code}] {err.found}", fix=err.fix))
         return None
     checks.append(Check("family", PASS, f"{cfg.family} ({cfg.num_layers} layers, hidden {cfg.hidden_size}, "
                                         f"vocab {cfg.vocab_size})"))
@@ -169,30 +178,48 @@ def _identity(ckpt, cfg, path: Path) -> Check | None:
     return Check("identity", PASS, f"tensor names agree: {ev}") if ev else None
 
 
-def _values(ckpt, report: dict[str, Any]) -> Check:
-    """Check 6. NaN/Inf in any tensor fails; an all-zero tensor is a warning."""
-    import torch
+def _tokenizer(ckpt, cfg) -> Check:
+    """Check 5: gate 4 as ``pretrain --init`` runs it (the tokenizer reads; its ids fit the embedding)."""
+    from warmstart.init.gates import check_tokenizer
 
-    nonfinite, zeros = [], []
+    emb = ckpt.tensor_info.get("model.embed_tokens.weight")
+    rows = int(emb.shape[0]) if emb is not None else cfg.vocab_size
+    try:
+        tok = ckpt.tokenizer
+        return check_tokenizer(tok, rows, cfg, path=str(ckpt.path), source="from the checkpoint")
+    except WarmstartError as err:
+        return Check("tokenizer", FAIL, f"[{err.code}] {err.found}", fix=err.fix)
+
+
+def _values(ckpt, report: dict[str, Any]) -> Check:
+    """Check 7. NaN/Inf in any tensor fails; the data-quality signals are warnings."""
+    from warmstart.init.values import tensor_signals
+
+    nonfinite, zeros, signals = [], [], []
     for name in ckpt.tensor_info:
         try:
             t = ckpt.tensor(name)
         except WarmstartError as err:
-            nonfinite.append(f"{name}: unreadable ({err.found})")
+            nonfinite.append(f"{name}: unreadable ([{err.code}] {err.found})")
             continue
         if t.is_floating_point():
             bad = int((~torch.isfinite(t)).sum())
             if bad:
-                nonfinite.append(f"{name}: {bad} of {t.numel()} values are NaN/Inf")
-            elif t.numel() and not bool(t.any()):
-                zeros.append(name)
+                nonfinite.append(f"[WS105] {name}: {bad} of {t.numel()} values are NaN/Inf")
+            else:
+                found = tensor_signals(name, t)
+                zeros += [name] if t.numel() and not bool(t.any()) else []
+                signals += found
         del t
-    report["nonfinite"], report["all_zero"] = nonfinite, zeros
+    report["nonfinite"], report["all_zero"], report["signals"] = nonfinite, zeros, signals
     if nonfinite:
         return Check("values", FAIL, f"{len(nonfinite)} tensor(s) hold NaN/Inf", items=nonfinite,
                      fix="use an earlier, healthy checkpoint (the run's best or previous step)")
-    if zeros:
-        return Check("values", WARN, f"all finite; {len(zeros)} tensor(s) are all zero", items=zeros)
+    if signals:
+        return Check("values", WARN, f"all finite; {len(signals)} data-quality signal(s)"
+                     + (f", {len(zeros)} tensor(s) all zero" if zeros else ""), items=signals,
+                     fix="an all-zero or constant weight matrix was lost in an export or never trained; "
+                     "`pretrain --init` refuses an all-zero weight matrix (WS114) unless --allow-zero-tensors")
     return Check("values", PASS, f"all {len(ckpt.tensor_info)} tensors finite")
 
 

@@ -39,7 +39,8 @@ from warmstart.checkpoint.write import (
     write_hf_files,
     write_json_durable,
 )
-from warmstart.errors import ResumeError, UsageError
+from warmstart.errors import DamagedStateError, ResumeError
+from warmstart.files import is_regular
 from warmstart.train import dist_checkpoint as dc
 from warmstart.train.distributed import agree_ok, decide_on_main
 
@@ -62,20 +63,6 @@ def _test_pause(step: int) -> None:
 
 def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
-
-
-def run_directory(out: str | None, resume: str | None) -> Path:
-    """The run directory: ``--resume``'s (which must be a run), else ``--out`` or ``runs/<time>``
-    (which must not hold a run yet: a new run never overwrites an old one)."""
-    run_dir = Path(resume or out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise ResumeError(f"'{run_dir}' is not a warmstart run directory (no config.yaml)", path=run_dir)
-    elif list_step_dirs(run_dir) or (run_dir / "metrics.jsonl").exists():
-        raise UsageError(f"run directory {run_dir} already holds a run",
-                         why="a new run never overwrites an old one",
-                         fix=f"continue it with --resume {run_dir}, or pass another --out")
-    return run_dir
 
 
 # ------------------------------------------------------------------ optimizer
@@ -238,14 +225,32 @@ def list_step_dirs(run_dir: Path) -> list[Path]:
     return sorted(out, key=lambda p: int(STEP_RE.match(p.name).group(1)))  # type: ignore[union-attr]
 
 
-def read_pointer(run_dir: Path, name: str) -> Path | None:
+def read_pointer(run_dir: Path, name: str, *, strict: bool = False) -> Path | None:
+    """The step directory ``checkpoints/NAME`` names; None when it is missing or names nothing (``strict``:
+    a pointer that is there but unreadable, not UTF-8 or names no step directory is DamagedStateError)."""
     f = Path(run_dir) / "checkpoints" / name
     try:
-        target = f.read_text().strip()
-    except OSError:
+        target = f.read_bytes()[:4096].decode("utf-8").strip() if is_regular(f) else None
+    except (OSError, UnicodeDecodeError):
+        target = ""
+    if target is None:
         return None
     p = f.parent / target
-    return p if target and STEP_RE.match(target) and p.is_dir() else None
+    if target and STEP_RE.match(target) and p.is_dir():
+        return p
+    if strict:
+        raise _damaged(run_dir, f, f"{name} does not name a step directory of this run (it holds "
+                       f"{target[:60]!r})" if target else f"{name} is not UTF-8 text naming a step directory")
+    return None
+
+
+def _damaged(run_dir: Path, path: Path, found: str, current: Path | None = None) -> DamagedStateError:
+    """A damaged file of a run, with the way back: an earlier complete checkpoint, or a new run."""
+    earlier = [d.name for d in list_step_dirs(run_dir) if d != current and (d / "trainer_state" / "state.json").is_file()]
+    back = (f"point the run at an earlier checkpoint (`echo {earlier[-1]} > {Path(run_dir) / 'checkpoints' / 'latest'}`) "
+            "and --resume again, or " if earlier else "")
+    return DamagedStateError(found, why="a resumed run continues exactly from its saved state, which this file "
+                             "no longer holds", fix=back + "start a new run with another --out", path=path)
 
 
 def mark_best(run_dir: Path, step_dir: Path) -> None:
@@ -283,7 +288,7 @@ def clean_partials(run_dir: Path) -> None:
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path:
-    latest = read_pointer(run_dir, "latest")
+    latest = read_pointer(run_dir, "latest", strict=True)
     if latest is None:
         dirs = [d for d in list_step_dirs(run_dir) if (d / "trainer_state" / "state.json").is_file()]
         latest = dirs[-1] if dirs else None
@@ -295,17 +300,64 @@ def find_resume_checkpoint(run_dir: Path) -> Path:
     return latest
 
 
-def read_trainer_state(ckpt_dir: Path, rank: int = 0) -> dict:
-    """``state.json`` of a run checkpoint in the shape of ``TrainState.state_dict()``; its ``rng`` is
-    rank ``rank``'s when the checkpoint has one for that rank, else rank 0's."""
-    ts = ckpt_dir / "trainer_state"
+# state.json field -> (types it may hold, what it must be)
+_STATE_FIELDS = {"step": ((int,), "an integer >= 0"), "tokens_seen": ((int,), "an integer >= 0"),
+                 "sampler": ((dict,), "an object (the data cursor)"), "data_fingerprint": ((str,), "a string"),
+                 "elapsed": ((int, float), "a number"), "rng": ((dict,), "an object")}
+_OPTIONAL_FIELDS = {"val_loss": ((int, float, type(None)), "a number or null"),
+                    "best": ((dict, type(None)), "an object or null"), "world_size": ((int,), "an integer >= 1"),
+                    "global_batch": ((int, type(None)), "an integer or null")}
+
+
+def _json_file(run_dir: Path, path: Path, ckpt_dir: Path) -> dict:
     try:
-        state = json.loads((ts / "state.json").read_text())
-        rng = dc.read_rank_rng(ts, rank) or {**state.get("rng", {}),
-                                               "tensors": load_file(str(ts / "rng.safetensors"))}
+        obj = json.loads(path.read_text(encoding="utf-8")) if is_regular(path) else None
     except (OSError, ValueError) as err:
-        raise ResumeError(f"trainer state in {ts} is unreadable ({err})", path=ts) from None
-    state["rng"] = rng
+        raise _damaged(run_dir, path, f"{path.name} cannot be read ({type(err).__name__}: {err})", ckpt_dir) from None
+    if not isinstance(obj, dict):
+        raise _damaged(run_dir, path, f"{path.name} is {'missing' if obj is None else 'not a JSON object'}", ckpt_dir)
+    return obj
+
+
+def _tensors_file(run_dir: Path, path: Path, ckpt_dir: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file of the trainer state, its header checked before it is read."""
+    from warmstart.checkpoint.formats import read_safetensors_header
+    from warmstart.errors import UnreadableError
+
+    try:
+        if not is_regular(path):
+            raise OSError("the file is missing")
+        read_safetensors_header(path)
+        return load_file(str(path))
+    except (OSError, UnreadableError) as err:
+        found = err.found if isinstance(err, UnreadableError) else str(err)
+        raise _damaged(run_dir, path, f"{path.name} is damaged: {found}", ckpt_dir) from None
+
+
+def _check_fields(run_dir: Path, path: Path, state: dict, ckpt_dir: Path) -> None:
+    bad = [f"{k} ({'missing' if k not in state else repr(state[k])[:40]}; expected {what})"
+           for k, (types, what) in _STATE_FIELDS.items()
+           if not isinstance(state.get(k), types) or isinstance(state.get(k), bool) or
+           (k in ("step", "tokens_seen") and state[k] < 0)]
+    bad += [f"{k} ({repr(state[k])[:40]}; expected {what})" for k, (types, what) in _OPTIONAL_FIELDS.items()
+            if k in state and (not isinstance(state[k], types) or isinstance(state[k], bool))]
+    if bad:
+        raise _damaged(run_dir, path, f"state.json has a missing or mistyped {', '.join(bad)}", ckpt_dir)
+
+
+def read_trainer_state(ckpt_dir: Path, rank: int = 0) -> dict:
+    """``state.json`` of a run checkpoint in the shape of ``TrainState.state_dict()``, every field checked;
+    its ``rng`` is rank ``rank``'s when the checkpoint has one for that rank, else rank 0's. A damaged
+    file is DamagedStateError (WS206) naming it."""
+    ts = ckpt_dir / "trainer_state"
+    run_dir = ckpt_dir.parent.parent
+    state = _json_file(run_dir, ts / "state.json", ckpt_dir)
+    _check_fields(run_dir, ts / "state.json", state, ckpt_dir)
+    try:
+        rng = dc.read_rank_rng(ts, rank)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise _damaged(run_dir, ts, f"rank {rank}'s RNG state cannot be read ({err})", ckpt_dir) from None
+    state["rng"] = rng or {**state["rng"], "tensors": _tensors_file(run_dir, ts / "rng.safetensors", ckpt_dir)}
     return state
 
 
@@ -320,19 +372,25 @@ def check_same_data(state: dict, fingerprint: str, ckpt_dir: Path) -> None:
 
 def restore_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer, train_state, par=None) -> None:
     """Load a run checkpoint's optimizer and ``TrainState`` (data cursor, counters, RNG), refusing
-    when the data changed since it was written. Either optimizer layout loads at any world size."""
+    when the data changed since it was written. Either optimizer layout loads at any world size.
+    A damaged file is DamagedStateError (WS206) naming it."""
     rank = par.dist.rank if par is not None else 0
     state = read_trainer_state(ckpt_dir, rank)
     check_same_data(state, train_state.data_fingerprint, ckpt_dir)
-    ts = ckpt_dir / "trainer_state"
+    ts, run_dir = ckpt_dir / "trainer_state", ckpt_dir.parent.parent
+    index = _json_file(run_dir, ts / "optimizer.json", ckpt_dir)
+    sharded = (ts / dc.OPTIMIZER_DIR).is_dir()
     try:
-        index = json.loads((ts / "optimizer.json").read_text())
-        sharded = (ts / dc.OPTIMIZER_DIR).is_dir()
         if sharded or (par is not None and par.dist.group):
             dc.load_optimizer_dcp(ts / dc.OPTIMIZER_DIR if sharded else ts, par, optimizer, index)
         else:
-            load_optimizer(optimizer, load_file(str(ts / "optimizer.safetensors")), index)
-    except (OSError, ValueError) as err:
-        raise ResumeError(f"optimizer state in {ts} is unreadable ({err})", path=ts) from None
-    train_state.load_state_dict(state)
+            load_optimizer(optimizer, _tensors_file(run_dir, ts / "optimizer.safetensors", ckpt_dir), index)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
+        raise _damaged(run_dir, ts / "optimizer.json", f"the optimizer state does not load ({type(err).__name__}: "
+                       f"{str(err)[:200]})", ckpt_dir) from None
+    try:
+        train_state.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
+        raise _damaged(run_dir, ts / "state.json", f"state.json does not load ({type(err).__name__}: "
+                       f"{str(err)[:200]})", ckpt_dir) from None
     train_state.last_checkpoint = ckpt_dir

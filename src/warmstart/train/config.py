@@ -12,6 +12,7 @@ resumed (``--resume``) < ``--config run.yaml`` < flags the user actually typed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import MISSING, dataclass, field, fields
@@ -21,6 +22,7 @@ from typing import Any, Iterable, List, Optional
 import yaml
 
 from warmstart.errors import ResumeError, UsageError
+from warmstart.files import is_regular
 
 SCHEDULES = ("cosine", "wsd", "constant")  # optim.lr_at implements each
 EVAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -111,6 +113,8 @@ class TrainConfig:
     allow_untrained_init: bool = option(False, help="Accept an --init whose step-0 loss is at random-init level.")
     init_loss_tolerance: float = option(0.10, help="Allowed step-0 loss excess over the recorded one.")
     allow_unused_tensors: bool = option(False, help="Accept checkpoint tensors the model does not use.")
+    allow_zero_tensors: bool = option(False, help="Accept an --init checkpoint whose weight matrices hold only "
+                                      "zeros (refused by default: WS114).")
     trust_pickle: bool = option(False, help="Load .bin/.pt with torch.load(weights_only=True).")
     # provenance
     license: str | None = option(None, help="License recorded in warmstart.json.")
@@ -125,10 +129,15 @@ class TrainConfig:
         return cls(**normalize_keys(d, source=source))
 
     def validate(self) -> None:
+        """Every value of its type and in its range (UsageError, WS002, naming the option)."""
+        for f in fields(self):
+            typed_value(f.name, getattr(self, f.name), "config")
+
         def need(cond: bool, msg: str, fix: str = "") -> None:
             if not cond:
                 raise UsageError(msg, fix=fix)
 
+        self._ranges(need)
         need(self.seq_len >= 2, f"--seq-len {self.seq_len} must be at least 2")
         need(self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1")
         need(self.grad_accum >= 1, f"--grad-accum {self.grad_accum} must be at least 1")
@@ -151,6 +160,23 @@ class TrainConfig:
         need(self.schedule in SCHEDULES, f"--schedule '{self.schedule}' is not one of {', '.join(SCHEDULES)}")
         need(0.0 < self.decay_fraction <= 1.0, f"--decay-fraction {self.decay_fraction} must be in (0, 1]")
         self.eval_sets()
+
+    def _ranges(self, need) -> None:
+        """The ranges of the options ``validate`` does not check one by one."""
+        at_least_1 = ("max_corpus_bytes", "max_tokens", "lr_decay_steps")
+        for name in at_least_1:
+            value = getattr(self, name)
+            need(value is None or value >= 1, f"--{name.replace('_', '-')} {value} must be at least 1")
+        need(257 <= self.vocab_size <= 1 << 24, f"--vocab-size {self.vocab_size} must be in [257, 16777216]",
+             "a byte-level BPE needs the 256 bytes and an end-of-text token")
+        need(self.max_time is None or self.max_time >= 0, f"--max-time {self.max_time} must be >= 0")
+        need(self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must be >= 0")
+        need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"--beta1 {self.beta1} / --beta2 {self.beta2} must be in [0, 1)")
+        need(self.eps > 0, f"--eps {self.eps} must be positive")
+        need(self.grad_clip >= 0, f"--grad-clip {self.grad_clip} must be >= 0 (0 = off)")
+        need(0 <= self.seed < 1 << 32, f"--seed {self.seed} must be in [0, 2**32)")
+        need(self.init_loss_tolerance >= 0, f"--init-loss-tolerance {self.init_loss_tolerance} must be >= 0")
+        need(bool(self.text_field), "--text-field must name a field")
 
     def eval_sets(self) -> list[tuple[str, str]]:
         """``--eval-data`` as ``[(name, path), ...]``: ``NAME=PATH`` split at the first ``=``."""
@@ -230,18 +256,21 @@ def _key_aliases() -> dict[str, str]:
 
 _FIELD_NAMES = {f.name for f in fields(TrainConfig)}
 _ALIASES = _key_aliases()
+_HINTS = typing.get_type_hints(TrainConfig)
 
 
 # ------------------------------------------------------------------ YAML and precedence
 
 
 def normalize_keys(d: dict[str, Any], *, source: str = "config") -> dict[str, Any]:
+    """Settings from a YAML file or flags under their field names, each value of its field's type (WS002
+    naming ``source``, the key and the value otherwise)."""
     out: dict[str, Any] = {}
     for k, v in (d or {}).items():
         key = str(k).replace("-", "_").lstrip("_")
         key = _ALIASES.get(key, key)
         if key == "betas" and isinstance(v, (list, tuple)) and len(v) == 2:
-            out["beta1"], out["beta2"] = float(v[0]), float(v[1])
+            out["beta1"], out["beta2"] = (typed_value("beta1", v[0], source), typed_value("beta2", v[1], source))
             continue
         if key not in _FIELD_NAMES:
             raise UsageError(f"{source}: unknown setting '{k}'",
@@ -252,8 +281,45 @@ def normalize_keys(d: dict[str, Any], *, source: str = "config") -> dict[str, An
             v = [_mapping_entry(key, a, b) for a, b in v.items()]
         if key == "max_time" and isinstance(v, str):
             v = parse_duration(v)
-        out[key] = v
+        out[key] = typed_value(key, v, source)
     return out
+
+
+def _kind(hint: Any) -> tuple[Any, bool]:
+    """``(int | float | bool | str | list, optional)`` of a field's type hint."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not list \
+        else hint
+    return (list if typing.get_origin(base) is list else base), optional
+
+
+def typed_value(key: str, value: Any, source: str) -> Any:
+    """``value`` as field ``key`` holds it: an integer (not a bool), a finite number (YAML's "1e-3", which
+    PyYAML reads as a string, included), a bool, a string or a list of strings; UsageError otherwise."""
+    kind, optional = _kind(_HINTS[key])
+    if value is None and optional:
+        return None
+    ok, expected = _TYPE_TESTS[kind]
+    try:
+        converted = float(value) if kind is float and isinstance(value, str) else value
+    except ValueError:
+        converted = value
+    if ok(converted):
+        return float(converted) if kind is float else converted
+    raise UsageError(f"{source}: {key} = {value!r} is not {expected}" + (" (or null)" if optional else ""),
+                     why="every setting is checked before any work starts",
+                     fix=f"give {key} {expected}, e.g. in YAML `{key}: {_EXAMPLES.get(kind, '...')}`")
+
+
+_TYPE_TESTS = {
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), "a finite number"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    list: (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+}
+_EXAMPLES = {int: "100", float: "0.001", bool: "true", str: "name", list: "[a, b]"}
 
 
 def _mapping_entry(key: str, a: Any, b: Any) -> str:
@@ -286,10 +352,12 @@ def parse_duration(text: str | float | int | None) -> float | None:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not is_regular(p, "config file"):
         raise UsageError(f"config file '{path}' does not exist", path=path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"'{path}' is not UTF-8 text", path=path) from None
     except yaml.YAMLError as err:
         raise UsageError(f"'{path}' is not valid YAML: {err}".replace("\n", " "), path=path) from None
     if data is None:

@@ -44,6 +44,7 @@ from warmstart.train.evaluate import (
 from warmstart.train.optim import Schedule, build_optimizer, set_lr
 from warmstart.train.parallel import LossFn, Parallel, compile_loss, parallel_mode, parallelize, shard_model
 from warmstart.train.report import IntervalMeter, NullLog, Reporter, RunLog, flops_budget, fmt_duration
+from warmstart.train.rundir import MARKER, RunLock, choose_run_dir, discard_leftovers, remove_unfinished
 from warmstart.train.source import ModelSource, build_model, resolve_source
 from warmstart.train.state import TrainState, seed_all, utc_now
 from warmstart.train.step import DivergenceGuard, TrainBatches, clip_value, train_step
@@ -131,8 +132,25 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
 
 def _pretrain(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: float, *, reporter: Reporter | None,
               quiet: bool, print_summary: bool) -> RunSummary:
+    lock = RunLock()  # rank 0's: --resume takes it now, a new run when it creates the directory
+    try:
+        return _pretrain_locked(cfg, dist, stop, started, lock, reporter=reporter, quiet=quiet,
+                                print_summary=print_summary)
+    finally:
+        lock.release()
+
+
+def _claim(cfg: TrainConfig, lock: RunLock) -> str:
+    run_dir = choose_run_dir(cfg.out, cfg.resume)
+    if cfg.resume:
+        lock.acquire(run_dir)
+    return str(run_dir)
+
+
+def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: float, lock: RunLock, *,
+                     reporter: Reporter | None, quiet: bool, print_summary: bool) -> RunSummary:
     amp = _runtime(dist.device, cfg)
-    run_dir = Path(decide_on_main(dist, lambda: str(ck.run_directory(cfg.out, cfg.resume))))
+    run_dir = Path(decide_on_main(dist, lambda: _claim(cfg, lock)))
     out = reporter or Reporter(None, quiet=quiet or not dist.is_main, tty=False)
     seed_all(cfg.seed)
 
@@ -162,7 +180,9 @@ def _pretrain(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: float, *,
         _resume(run_dir, source.resume_dir, optimizer, state, par, out.print)
 
     resuming = source.resume_dir is not None
-    log = _open_run_dir(run_dir, cfg, ds, state, resuming=resuming) if dist.is_main else NullLog()  # gates passed
+    created = not run_dir.exists()
+    log = decide_on_main(dist, lambda: _open_run_dir(run_dir, cfg, ds, state, lock, resuming=resuming),
+                         share=lambda _log: None, adopt=lambda _none: NullLog())  # every gate passed
     if reporter is None and dist.is_main:  # now the step count is known: a progress bar on a terminal
         out.close()
         out = Reporter(budget.total_steps, start_step=state.step, quiet=quiet)
@@ -173,6 +193,11 @@ def _pretrain(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: float, *,
               log=log, out=out, evals=evals)
     try:
         stopped_by = train(run)
+    except BaseException:
+        if dist.is_main and not resuming:
+            log.close()
+            remove_unfinished(run_dir, created=created)  # no checkpoint yet: nothing to resume, nothing left
+        raise
     finally:
         log.close()
         out.close()
@@ -414,12 +439,18 @@ def _resume(run_dir: Path, ckpt_dir: Path, optimizer: torch.optim.Optimizer, sta
     say(f"resumed at step {state.step}, {state.tokens_seen:,} tokens seen, val_loss {state.val_loss}")
 
 
-def _open_run_dir(run_dir: Path, cfg: TrainConfig, ds: TokenDataset, state: TrainState, *,
+def _open_run_dir(run_dir: Path, cfg: TrainConfig, ds: TokenDataset, state: TrainState, lock: RunLock, *,
                   resuming: bool) -> RunLog:
-    """Create the run directory (config.yaml, tokenizer.json) and its logs; a new run logs step 0."""
+    """Create the run directory (its lock, config.yaml, tokenizer.json) and its logs; a new run logs step 0.
+    A new run checks the directory again (another may have taken it meanwhile) and takes over the files
+    of a run that stopped before its first checkpoint."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    ds.tokenizer.save(str(run_dir / "tokenizer.json"))
+    lock.acquire(run_dir)  # RunLockedError when another run took the directory meanwhile
+    if not resuming:
+        choose_run_dir(str(run_dir), None, probe=False)  # under the lock: still no other run's files
+        discard_leftovers(run_dir)
+    atomic_write_text(run_dir / "config.yaml", MARKER + dump_yaml(cfg))
+    atomic_write_text(run_dir / "tokenizer.json", ds.tokenizer.to_str())
     log = RunLog(run_dir, truncate_after_step=state.step if resuming else None)
     if not resuming:
         extra = eval_metrics(state.first_eval_losses)

@@ -6,13 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from warmstart.errors import UsageError
+from warmstart.files import is_regular
 from warmstart.train.report import read_metrics
 
 
-def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
+def plot_run(run_dir: str | Path, output: str | Path | None = None, *, warn=None) -> Path:
+    """The PNG of a run's curves; ``warn(text)`` hears of lines of metrics.jsonl left out (not JSON, not
+    UTF-8, no ``step``)."""
     run_dir = Path(run_dir)
     mpath = run_dir / "metrics.jsonl"
-    if not mpath.is_file():
+    if not is_regular(mpath, "metrics.jsonl"):
         raise UsageError(f"'{run_dir}' has no metrics.jsonl", fix="pass the --out directory of a pretrain run",
                          path=run_dir)
     try:
@@ -23,7 +26,11 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     except ImportError:
         raise UsageError("plotting needs matplotlib, which is not installed",
                          fix="pip install matplotlib (or 'warmstart[plot]')") from None
-    recs = read_metrics(mpath)
+    skipped: list[int] = []
+    recs = read_metrics(mpath, skipped)
+    if skipped and warn is not None:
+        warn(f"warning: {mpath}: left out {len(skipped)} line(s) that are not a JSON record with a 'step' "
+             f"(line {', '.join(map(str, skipped[:5]))}{', ...' if len(skipped) > 5 else ''})")
     curves = loss_curves(recs)
     lr = _series([r for r in recs if r.get("loss") is not None], "lr")
     if "train loss" not in curves and "val loss" not in curves:

@@ -25,17 +25,11 @@ class MetricsLog:
     def __init__(self, path: Path, *, truncate_after_step: int | None = None) -> None:
         self.path = Path(path)
         if truncate_after_step is not None and self.path.exists():
-            keep = []
-            for line in self.path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue  # a torn last line from a crash
-                if int(rec.get("step", 0)) <= truncate_after_step:
-                    keep.append(line)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(k + "\n" for k in keep))
-            os.replace(tmp, self.path)
+            # the records up to the checkpoint's step; a torn last line or a damaged one goes
+            keep = [json.dumps(r) for r in read_metrics(self.path) if r["step"] <= truncate_after_step]
+            from warmstart.checkpoint.write import atomic_write_text
+
+            atomic_write_text(self.path, "".join(k + "\n" for k in keep))
         self.fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, rec: dict[str, Any]) -> None:
@@ -46,13 +40,22 @@ class MetricsLog:
         self.fh.close()
 
 
-def read_metrics(path: Path) -> list[dict]:
+def read_metrics(path: Path, skipped: list[int] | None = None) -> list[dict]:
+    """The records of ``metrics.jsonl``: JSON objects with an integer ``step``. Lines that are not (a torn
+    last line, bytes that are not UTF-8, a record without ``step``) are left out, their numbers (from 1)
+    added to ``skipped``."""
     out = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                rec = None
+            step = rec.get("step") if isinstance(rec, dict) else None
+            if isinstance(step, int) and not isinstance(step, bool):
+                out.append(rec)
+            elif raw.strip() and skipped is not None:
+                skipped.append(n)
     return out
 
 

@@ -98,6 +98,7 @@ def _init_source(cfg: TrainConfig, device: torch.device, say: Callable[[str], No
     from warmstart.init import prepare_warm_start
 
     warm = prepare_warm_start(cfg.init, tokenizer_path=cfg.tokenizer, allow_unused_tensors=cfg.allow_unused_tensors,
+                              allow_zero_tensors=cfg.allow_zero_tensors,
                               trust_pickle=cfg.trust_pickle, device=device, populate=populate)
     for gate in warm.report:
         say(gate.line())

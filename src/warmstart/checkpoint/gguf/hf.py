@@ -84,7 +84,7 @@ def gguf_hf_config(g: GGUFFile) -> dict:
         "model_type": fam.model_type if fam and fam.model_type else arch,
         **_shape(g, key),
         "hidden_act": "silu",
-        "max_position_embeddings": key("context_length", 2048),
+        "max_position_embeddings": key("context_length") or 2048,
         "rms_norm_eps": _nice_float(key("attention.layer_norm_rms_epsilon", 1e-6)),
         "rope_theta": _nice_float(key("rope.freq_base", 10000.0)),
         "tie_word_embeddings": "output.weight" not in g.tensors,
@@ -103,26 +103,39 @@ def gguf_hf_config(g: GGUFFile) -> dict:
 
 
 def _shape(g: GGUFFile, key) -> dict:
-    hidden = key("embedding_length")
-    heads = key("attention.head_count")
-    if isinstance(heads, list):  # per-layer head counts (some archs); take the first
-        heads = heads[0] if heads else None
-    kv = key("attention.head_count_kv", heads)
-    if isinstance(kv, list):
-        kv = kv[0] if kv else heads
-    emb = g.tensors.get("token_embd.weight")
-    vocab = emb.shape[0] if emb is not None else key("vocab_size")
-    if vocab is None and isinstance(g.metadata.get("tokenizer.ggml.tokens"), list):
-        vocab = len(g.metadata["tokenizer.ggml.tokens"])
-    return {
+    return gguf_shape(key, {n: t.shape for n, t in g.tensors.items()}, g.metadata)[0]
+
+
+def _first(value: Any, default: Any = None) -> Any:
+    """A per-layer list's first value (some archs store head counts per layer)."""
+    return (value[0] if value else default) if isinstance(value, list) else value
+
+
+def gguf_shape(key, tensor_shapes: dict[str, tuple[int, ...]], metadata: dict) -> tuple[dict, dict[str, str]]:
+    """The HF shape keys a GGUF's ``{arch}.*`` keys give, and for each the GGUF key it came from."""
+    arch = metadata.get("general.architecture")
+    hidden, heads = key("embedding_length"), _first(key("attention.head_count"))
+    kv = _first(key("attention.head_count_kv", heads), heads)
+    emb = tensor_shapes.get("token_embd.weight")
+    vocab, vocab_from = (emb[0], "token_embd.weight rows") if emb else (key("vocab_size"), f"{arch}.vocab_size")
+    if vocab is None and isinstance(metadata.get("tokenizer.ggml.tokens"), list):
+        vocab, vocab_from = len(metadata["tokenizer.ggml.tokens"]), "tokenizer.ggml.tokens"
+    derived = hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 else None
+    shape = {
         "vocab_size": vocab,
         "hidden_size": hidden,
-        "intermediate_size": key("feed_forward_length"),
+        "intermediate_size": _first(key("feed_forward_length")),
         "num_hidden_layers": key("block_count"),
         "num_attention_heads": heads,
         "num_key_value_heads": kv,
-        "head_dim": key("attention.key_length") or (hidden // heads if hidden and heads else None),
+        "head_dim": key("attention.key_length") or derived,
+        "max_position_embeddings": key("context_length"),
     }
+    names = {"vocab_size": vocab_from, "hidden_size": "embedding_length", "intermediate_size": "feed_forward_length",
+             "num_hidden_layers": "block_count", "num_attention_heads": "attention.head_count",
+             "num_key_value_heads": "attention.head_count_kv", "head_dim": "attention.key_length",
+             "max_position_embeddings": "context_length"}
+    return shape, {k: v if k == "vocab_size" else f"{arch}.{v}" for k, v in names.items()}
 
 
 def _rope_scaling(g: GGUFFile, key, theta: float, head_dim: int | None) -> dict | None:

@@ -22,7 +22,7 @@ import torch
 
 from warmstart.checkpoint.gguf.dequant import dequantize
 from warmstart.checkpoint.gguf.names import unpermute_rows
-from warmstart.errors import UnreadableError
+from warmstart.errors import DeclaredValueError, UnreadableError
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -155,6 +155,7 @@ class GGUFHeader:
     # its value), and the tensor-info section's (start, end).
     kv_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
     tensor_info_span: tuple[int, int] = (0, 0)
+    duplicate_keys: list[str] = field(default_factory=list)  # metadata keys stored more than once (the last wins)
 
 
 def parse_gguf_header(buf: memoryview | bytes, path: Path, *, skip_string_arrays: bool = False) -> GGUFHeader:
@@ -181,8 +182,11 @@ def parse_gguf_header(buf: memoryview | bytes, path: Path, *, skip_string_arrays
             f"{file_size}-byte file", fix="re-download or re-export the file", path=path)
     metadata: dict[str, Any] = {}
     kv_spans: dict[str, tuple[int, int]] = {}
+    duplicates: list[str] = []
     for i in range(n_kv):
         key = cur.string(f"metadata key #{i}")
+        if key in metadata:
+            duplicates.append(key)
         start = cur.pos
         vtype = cur.scalar("<I", f"type of metadata '{key}'")
         metadata[key] = cur.value(vtype, f"metadata '{key}'")
@@ -199,9 +203,21 @@ def parse_gguf_header(buf: memoryview | bytes, path: Path, *, skip_string_arrays
         type_id = cur.scalar("<I", f"type of tensor '{name}'")
         offset = cur.scalar("<Q", f"offset of tensor '{name}'")
         infos.append((name, dims, type_id, offset))
-    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT) or DEFAULT_ALIGNMENT)
+    alignment = _alignment(metadata, path)
     data_start = cur.pos + (-cur.pos % alignment)
-    return GGUFHeader(version, metadata, infos, alignment, data_start, file_size, kv_spans, (infos_start, cur.pos))
+    return GGUFHeader(version, metadata, infos, alignment, data_start, file_size, kv_spans, (infos_start, cur.pos),
+                      duplicates)
+
+
+def _alignment(metadata: dict[str, Any], path: Path) -> int:
+    """``general.alignment``: a power of two (llama.cpp's rule), 32 when absent."""
+    value = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value & (value - 1):
+        raise DeclaredValueError(
+            f"GGUF metadata general.alignment = {value!r}; expected a power of two (an integer such as 32)",
+            why="the start of the tensor data, and so every tensor's bytes, depends on it",
+            fix="re-export the file with a current llama.cpp", path=path)
+    return value
 
 
 def read_gguf_header(path: Path, *, skip_string_arrays: bool = True) -> tuple[GGUFHeader, bytes]:
@@ -239,6 +255,10 @@ def gguf_tensor_table(header: GGUFHeader) -> tuple[list[GGUFTensor], list[tuple[
                             "re-export the file with a current llama.cpp"))
             continue
         block, type_size = sizes[qtype]
+        if 0 in dims:
+            defects.append((f"GGUF tensor '{name}' has a zero dimension in its shape {list(reversed(dims))}", None,
+                            reexport))
+            continue
         n_elem = math.prod(dims) if dims else 1
         if dims and dims[0] % block:
             defects.append(((f"GGUF tensor '{name}': row length {dims[0]} is not a multiple of the "

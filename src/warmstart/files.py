@@ -1,0 +1,72 @@
+"""What a path on disk is, asked before anything opens it.
+
+Checkpoints, corpus files, tokenizers and configs are opened only when they are regular files: a FIFO
+would block ``open`` forever and a device (``/dev/zero``) reads without end, so both are refused by name
+(WS003) from ``stat`` alone. A path whose symbolic links lead in a circle is reported as a loop (WS004),
+not as a missing file. ``inside`` says whether a name taken from inside a checkpoint (a shard of the
+index, a run's ``latest``) stays inside it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from warmstart.errors import NotRegularFileError, SymlinkLoopError
+
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def path_stat(path: str | os.PathLike, what: str = "path") -> os.stat_result | None:
+    """``os.stat`` (links followed), or None when nothing is there; SymlinkLoopError for a loop."""
+    try:
+        return os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise SymlinkLoopError(f"the {what} is a symbolic link that leads in a circle (a symlink loop)",
+                                   why="following it never reaches a file",
+                                   fix="point the link at a real file or directory", path=path) from None
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        raise
+
+
+def special_kind(st: os.stat_result) -> str | None:
+    """'a FIFO (named pipe)', 'a character device', ... for a special file; None for a file or directory."""
+    return next((name for test, name in _SPECIAL if test(st.st_mode)), None)
+
+
+def refuse_special(path: str | os.PathLike, what: str = "path") -> os.stat_result | None:
+    """The stat of ``path`` (None when missing) after refusing a loop (WS004) or a special file (WS003)."""
+    st = path_stat(path, what)
+    if st is not None and (kind := special_kind(st)) is not None:
+        raise NotRegularFileError(
+            f"the {what} is {kind}, not a regular file", why="warmstart reads only regular files: a FIFO blocks "
+            "until someone writes to it and a device can deliver bytes without end",
+            fix="copy the data into a regular file and pass that", path=path)
+    return st
+
+
+def is_regular(path: str | os.PathLike, what: str = "file") -> bool:
+    """``path`` is a regular file (links followed); a loop or a special file is refused, never opened."""
+    st = refuse_special(path, what)
+    return st is not None and stat.S_ISREG(st.st_mode)
+
+
+def inside(root: str | os.PathLike, name: str) -> bool:
+    """Whether ``name`` (as written inside a checkpoint) names a path under ``root``: relative, and no
+    ``..`` leads above it."""
+    if not name or os.path.isabs(name) or "\\" in name or "\0" in name:
+        return False
+    depth = 0
+    for part in Path(name).parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            return False
+    return depth > 0
+
+
+__all__ = ["inside", "is_regular", "path_stat", "refuse_special", "special_kind"]

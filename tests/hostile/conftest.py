@@ -1,0 +1,69 @@
+"""Fixtures of the hostile-input suite: tiny real checkpoints, a text file, a finished run; every one
+generated here (no binary blobs). Every case runs in its own directory with its own token cache."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(autouse=True)
+def _cwd(tmp_path, monkeypatch):
+    """Every case runs in its own directory with its own token cache (default run dirs land there)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WARMSTART_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def hf_base(tmp_path_factory, tiny_tokenizer):
+    """A llama-tiny HF checkpoint directory (random weights, the tiny tokenizer, warmstart.json)."""
+    from warmstart.checkpoint.write import save_hf_checkpoint
+
+    from conftest import _tiny_model  # tests/conftest.py
+
+    model = _tiny_model("llama-tiny")
+    out = tmp_path_factory.mktemp("hostile") / "llama-tiny"
+    save_hf_checkpoint(out, model.cfg, model.canonical_state_dict(), tokenizer=tiny_tokenizer,
+                       provenance={"architecture": "llama", "hf_architecture": "LlamaForCausalLM",
+                                   "model_type": "llama", "parent": None})
+    return out
+
+
+@pytest.fixture(scope="session")
+def gguf_base(tmp_path_factory, hf_base):
+    from warmstart.release.export import export_checkpoint
+
+    out = tmp_path_factory.mktemp("hostile-gguf") / "tiny.gguf"
+    export_checkpoint(hf_base, "gguf", out, dtype="f32")
+    return out
+
+
+@pytest.fixture
+def hf(hf_base, tmp_path):
+    """A private copy of the HF checkpoint to damage."""
+    d = tmp_path / "ck"
+    shutil.copytree(hf_base, d)
+    return d
+
+
+@pytest.fixture
+def gguf(gguf_base, tmp_path):
+    p = tmp_path / "m.gguf"
+    shutil.copy(gguf_base, p)
+    return p
+
+
+@pytest.fixture
+def text(tmp_path):
+    """A small UTF-8 text file to evaluate on."""
+    import inspect
+    import textwrap
+
+    p = tmp_path / "eval.py"
+    p.write_text(inspect.getsource(textwrap))
+    return p
+
+

@@ -1,0 +1,46 @@
+"""The hostile-input suite itself: enough cases, every command and category covered, every code documented."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+from _hostile import DOCUMENTED
+
+
+def _module(name: str):
+    """A sibling test module (pytest imports them by path, not by name)."""
+    spec = importlib.util.spec_from_file_location(f"hostile_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+_checkpoints, _options, _runs = _module("test_checkpoints"), _module("test_options"), _module("test_runs")
+CASES, PARAMS = _checkpoints.CASES, _checkpoints.PARAMS
+OPTION_CASES = _options.OPTION_CASES
+CACHE_CASES, OUTPUT_CASES, RESUME_CASES = _runs.CACHE_CASES, _runs.OUTPUT_CASES, _runs.RESUME_CASES
+
+COMMANDS = {"inspect", "validate", "eval", "generate", "init", "export", "stamp", "qa", "card", "publish-check",
+            "prepare", "plot"}
+
+
+def test_at_least_a_hundred_cases_over_every_command_and_category():
+    checkpoint_commands = {name for case in CASES for name in case.commands}
+    option_commands = {case.split("-")[0] for case in OPTION_CASES}  # prepare-..., plot-..., eval-..., generate-...
+    assert COMMANDS <= checkpoint_commands | option_commands
+    assert len(PARAMS) + len(OPTION_CASES) + len(RESUME_CASES) + len(CACHE_CASES) + len(OUTPUT_CASES) >= 100
+    assert RESUME_CASES and CACHE_CASES and OUTPUT_CASES  # resume, cache, output (concurrency: test_runs.py)
+
+
+def test_every_code_warmstart_raises_is_documented():
+    import warmstart.errors as errors
+
+    codes = {cls.code for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, errors.WarmstartError) and re.fullmatch(r"WS\d{3}", cls.code)}
+    assert codes - {"WS000"} <= DOCUMENTED, sorted(codes - DOCUMENTED)
+    asserted = {c.code for c in CASES} | {code for _, code in OPTION_CASES.values()}
+    assert asserted <= DOCUMENTED

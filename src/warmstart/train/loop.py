@@ -32,6 +32,7 @@ from warmstart.train.config import TrainConfig, dump_yaml
 from warmstart.train.evaluate import AmpFactory, evaluate
 from warmstart.train.optim import Schedule, build_optimizer, set_lr
 from warmstart.train.parallel import LossFn, compile_loss, parallelize
+from warmstart.train.perf import FirstStepClock, flops_per_token, peak_flops
 from warmstart.train.report import IntervalMeter, Reporter, RunLog, fmt_duration
 from warmstart.train.source import ModelSource, build_model, resolve_source
 from warmstart.train.state import TrainState, seed_all, utc_now
@@ -51,6 +52,7 @@ class RunSummary:
     last_checkpoint: str | None
     stopped_by: str
     resumed_from: str | None = None
+    first_step_seconds: float | None = None  # from the start to the end of this process's first step
 
     def lines(self) -> list[str]:
         def f(x):
@@ -58,7 +60,8 @@ class RunSummary:
 
         return [
             f"done: {self.steps} steps, {self.tokens_seen:,} tokens, {fmt_duration(self.seconds)} "
-            f"(stopped by {self.stopped_by})",
+            f"(stopped by {self.stopped_by})" + (f", first step after {self.first_step_seconds:.1f}s"
+                                                 if self.first_step_seconds is not None else ""),
             f"val_loss: first {f(self.first_val_loss)} -> final {f(self.final_val_loss)}, best {f(self.best_val_loss)}",
             f"best checkpoint: {self.best_checkpoint or 'none'}",
             f"last checkpoint: {self.last_checkpoint or 'none'}",
@@ -84,6 +87,7 @@ class Run:
     guard: DivergenceGuard
     log: RunLog
     out: Reporter
+    first_step: FirstStepClock
 
     def say(self, text: str) -> None:
         self.out.print(text)
@@ -126,7 +130,7 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
     guard = DivergenceGuard(device, state, run_dir=run_dir, lr=cfg.lr, warmup_steps=cfg.warmup_steps)
     run = Run(cfg=cfg, run_dir=run_dir, device=device, amp=amp, source=source, ds=ds, mcfg=mcfg, model=model,
               loss_fn=compile_loss(model, cfg), optimizer=optimizer, state=state, budget=budget, guard=guard,
-              log=log, out=out)
+              log=log, out=out, first_step=FirstStepClock(started))
     try:
         stopped_by = train(run)
     finally:
@@ -145,7 +149,7 @@ def train(run: Run) -> str:
     """
     cfg, state, budget = run.cfg, run.state, run.budget
     batches = TrainBatches(run.ds, state.sampler, cfg.batch_size, run.device)
-    meter = IntervalMeter(run.device)
+    meter = _meter(run)
     clip = clip_value(cfg.grad_clip)
     while (stopped_by := budget.stop_reason(state)) is None:
         lr = state.schedule.at(state.step)
@@ -153,6 +157,7 @@ def train(run: Run) -> str:
         loss, gnorm = train_step(run.loss_fn, run.optimizer, batches, grad_accum=cfg.grad_accum, clip=clip,
                                  amp=run.amp, guard=run.guard)
         state.advance(budget.tokens_per_step)
+        run.first_step.done(run.device)
         meter.add(loss, gnorm, budget.tokens_per_step)
 
         last = budget.stop_reason(state) is not None
@@ -166,6 +171,15 @@ def train(run: Run) -> str:
         run.guard.check()
         save_checkpoint(run)
     return stopped_by
+
+
+def _meter(run: Run) -> IntervalMeter:
+    """The throughput meter, with MFU on a GPU whose peak is known (said once)."""
+    peak = peak_flops(run.device, torch.bfloat16 if run.amp is not contextlib.nullcontext else torch.float32)
+    if peak is not None:
+        run.say(f"MFU against {peak[1]}")
+    return IntervalMeter(run.device, flops_per_token=flops_per_token(run.mcfg, run.cfg.seq_len),
+                         peak_flops=peak[0] if peak else None)
 
 
 def _log_eval_save(run: Run, meter: IntervalMeter, lr: float, *, log_now: bool, eval_now: bool,
@@ -309,6 +323,7 @@ def _finish(run: Run, stopped_by: str, print_summary: bool) -> RunSummary:
         best_checkpoint=str(run_dir / "checkpoints" / best["dir"]) if best else None,
         last_checkpoint=str(state.last_checkpoint) if state.last_checkpoint else None, stopped_by=stopped_by,
         resumed_from=str(run.source.resume_dir) if run.source.resume_dir else None,
+        first_step_seconds=run.first_step.seconds,
     )
     atomic_write_json(run_dir / "summary.json", asdict(summary))
     if print_summary:

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from warmstart.arch import CausalLM
+from warmstart.train.compile import compile_blocks
 from warmstart.train.config import TrainConfig
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -25,5 +26,8 @@ def parallelize(model: CausalLM, cfg: TrainConfig) -> CausalLM:
 
 
 def compile_loss(model: CausalLM, cfg: TrainConfig) -> LossFn:
-    """The training loss function: ``model.loss``, through ``torch.compile`` with ``--compile``."""
-    return torch.compile(model.loss) if cfg.compile else model.loss
+    """The training loss function: ``model.loss``; with ``--compile`` the decoder blocks are compiled
+    first, each on its own (``train/compile.py``), and the fused LM head + loss stays eager."""
+    if cfg.compile:
+        compile_blocks(model)
+    return model.loss

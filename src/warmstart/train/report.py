@@ -84,7 +84,7 @@ class RunLog:
     """``metrics.jsonl`` and TensorBoard of a run: one record, both sinks."""
 
     _TB = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
-           "tokens_per_s": "train/tokens_per_s", "val_loss": "val/loss"}
+           "tokens_per_s": "train/tokens_per_s", "mfu": "train/mfu", "val_loss": "val/loss"}
 
     def __init__(self, run_dir: Path, *, truncate_after_step: int | None = None) -> None:
         self.metrics = MetricsLog(Path(run_dir) / "metrics.jsonl", truncate_after_step=truncate_after_step)
@@ -105,10 +105,11 @@ class IntervalMeter:
     The loss is summed on the device; nothing syncs with the host until ``read``.
     """
 
-    def __init__(self, device) -> None:
+    def __init__(self, device, *, flops_per_token: float | None = None, peak_flops: float | None = None) -> None:
         import torch
 
         self._zero = lambda: torch.zeros((), dtype=torch.float32, device=device)
+        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
         self.reset()
 
     def reset(self) -> None:
@@ -123,9 +124,13 @@ class IntervalMeter:
         self.tokens += tokens
 
     def read(self, lr: float, tokens_seen: int) -> dict[str, Any]:
+        loss = (self.loss_sum / self.n).item()  # the sync: the interval's steps are done after it
         dt = max(time.time() - self.t0, 1e-9)
-        return {"loss": (self.loss_sum / self.n).item(), "lr": lr, "grad_norm": float(self.grad_norm.item()),
-                "tokens_seen": tokens_seen, "tokens_per_s": round(self.tokens / dt, 1)}
+        rec = {"loss": loss, "lr": lr, "grad_norm": float(self.grad_norm.item()), "tokens_seen": tokens_seen,
+               "tokens_per_s": round(self.tokens / dt, 1)}
+        if self.flops_per_token and self.peak_flops:
+            rec["mfu"] = round(self.tokens / dt * self.flops_per_token / self.peak_flops, 4)
+        return rec
 
 
 class Reporter:
@@ -162,14 +167,15 @@ class Reporter:
             print(text, flush=True)
 
     def update(self, step: int, rec: dict[str, Any], eta: float | None) -> None:
-        info = (f"loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} tok/s  "
+        mfu = f"  MFU {rec['mfu']:.1%}" if "mfu" in rec else ""
+        info = (f"loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} tok/s{mfu}  "
                 f"ETA {fmt_duration(eta)}")
         if self.progress is not None:
             self.progress.update(self.task, completed=step, info=info)
         elif not self.quiet:
             total = f"/{self.total}" if self.total else ""
             print(f"step {step}{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  grad_norm {rec['grad_norm']:.3f}  "
-                  f"{rec['tokens_per_s']:,.0f} tok/s  ETA {fmt_duration(eta)}", flush=True)
+                  f"{rec['tokens_per_s']:,.0f} tok/s{mfu}  ETA {fmt_duration(eta)}", flush=True)
 
     def close(self) -> None:
         if self.progress is not None:

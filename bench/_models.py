@@ -35,7 +35,7 @@ def warmstart_model(variant: str, cfg, device, act_ckpt: bool, seed: int):
             compile_blocks(model)
 
         def loss(x, y):
-            loss_mod.CUDA_KERNEL = kernel  # the fused loss's per-chunk kernel on CUDA
+            loss_mod.KERNEL["cuda"] = kernel  # the fused loss's per-chunk kernel on CUDA
             return model.loss(x, y)
 
         return model, loss

@@ -21,6 +21,9 @@ CATEGORIES = (
 )
 
 
+ANNOTATIONS = {"Optimizer.step#AdamW.step", "_LinearCrossEntropy"}
+
+
 def _category(name: str) -> str:
     return next((c for c, pat in CATEGORIES if pat.search(name)), "other")
 
@@ -35,9 +38,11 @@ def profile_steps(step, data, device, path: Path, n: int = 3) -> dict:
             step(data[i % len(data)])
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    if device.type != "cuda":
-        events = list(prof.key_averages())
+    # kernels only: a user annotation (Optimizer.step, an autograd Function's range) spans kernels counted already
+    events = [e for e in prof.key_averages() if not getattr(e, "is_user_annotation", False)
+              and e.key not in ANNOTATIONS]
+    if device.type == "cuda":
+        events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     sums: dict[str, float] = {}
     for e in events:

@@ -34,7 +34,7 @@ def _grads(fn, h, w, t):
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
 def test_fused_loss_on_cuda_matches_cross_entropy(monkeypatch, autocast, kernel):
     torch.backends.cuda.matmul.allow_tf32 = False
-    monkeypatch.setattr(loss_mod, "CUDA_KERNEL", kernel)
+    monkeypatch.setitem(loss_mod.KERNEL, "cuda", kernel)
     monkeypatch.setitem(loss_mod.CHUNK_ELEMENTS, "cuda", 300 * 1000)  # 1000 rows a chunk: 4 chunks, the last short
     g = torch.Generator(device="cuda").manual_seed(0)
     h = (torch.randn(3500, 64, device="cuda", generator=g) * 3).requires_grad_()  # logits of a few units

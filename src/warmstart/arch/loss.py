@@ -23,8 +23,9 @@ import torch
 # Rows per chunk: about this many logits at a time (CUDA: 2^28, 512 MiB of bf16 logits, their gradient
 # written over them; CPU: 2^21, fp32 work that stays in a cache).
 CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**21}
-# The per-chunk arithmetic on CUDA: "triton" (the kernel), "inductor" (torch.compile of _chunk_math), "eager".
-CUDA_KERNEL = "triton"
+# The per-chunk arithmetic by device type: "triton" (CUDA only: the kernel), "inductor" (torch.compile of
+# _chunk_math), "eager".
+KERNEL = {"cuda": "triton", "cpu": "eager"}
 
 
 def _chunk_math(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, scale: torch.Tensor,
@@ -55,9 +56,10 @@ def _compiled_chunk_math():
 
 
 def _chunk_fn(device: torch.device):
-    if device.type != "cuda" or CUDA_KERNEL == "eager":
+    kernel = KERNEL.get(device.type, "eager")
+    if kernel == "eager":
         return _chunk_math
-    if CUDA_KERNEL == "inductor":
+    if kernel == "inductor":
         return _compiled_chunk_math()
     from warmstart.arch._ce_triton import ce_chunk
 

@@ -47,3 +47,18 @@ def test_first_step_clock_records_once():
     time.sleep(0.01)
     clock.done(torch.device("cpu"))
     assert clock.seconds == first
+
+
+def test_meter_reports_mfu_when_the_peak_is_known(capsys):
+    from warmstart.train.report import IntervalMeter, Reporter
+
+    plain = IntervalMeter(torch.device("cpu"))
+    plain.add(torch.tensor(2.0), torch.tensor(1.0), 1000)
+    assert "mfu" not in plain.read(1e-3, 1000)
+    meter = IntervalMeter(torch.device("cpu"), flops_per_token=1e9, peak_flops=1e12)
+    meter.t0 -= 1.0  # one second ago
+    meter.add(torch.tensor(2.0), torch.tensor(1.0), 100)
+    rec = meter.read(1e-3, 100)
+    assert 0.05 < rec["mfu"] <= 0.1  # 100 tokens in ~1 s at 1 GFLOP each, against 1 TFLOP/s
+    Reporter(10, tty=False).update(1, rec, None)
+    assert f"MFU {rec['mfu']:.1%}" in capsys.readouterr().out

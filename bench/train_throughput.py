@@ -1,20 +1,35 @@
-"""Training-step throughput (tokens/s) of warmstart's trainer step.
+"""Training-step throughput (tokens/s), MFU, time to the first step: warmstart beside litgpt and transformers.
 
-The timed step is the one ``warmstart pretrain`` runs: forward + loss under bf16 autocast
-(fp32 master weights), backward, global-norm gradient clipping, the device-side divergence
-flag, fused AdamW step (``found_inf`` wired), ``zero_grad``. Data are random token ids already
-on the device. Warmup steps (which include torch.compile's compilation) are excluded;
-``torch.cuda.synchronize()`` brackets the timed region.
+Every variant times the same step, the one ``warmstart pretrain`` runs: forward + loss under bf16
+autocast (fp32 master weights; fp32 on CPU), backward, global-norm clipping (foreach), the
+device-side divergence flag, fused AdamW (``found_inf`` wired; foreach AdamW on CPU),
+``zero_grad``. Random token ids already on the device, the same batch for every variant.
+``first_step_s`` is the first step from a built model (compilation included); warmup steps are
+excluded from tokens/s; ``torch.cuda.synchronize()`` brackets the timed region.
 
-On the H100 (the SPEC §7 numbers):
+Variants (``--variants``, comma separated):
+  warmstart            blocks compiled one by one (train/compile.py) + fused LM head/loss (arch/loss.py)
+  warmstart-inductor-ce  the same with the loss's per-chunk arithmetic through torch.compile, not Triton
+  warmstart-eager      no compilation, fused LM head/loss (the default CPU path)
+  warmstart-logits     the path before issue 12: torch.compile(whole loss), fp32 logits + F.cross_entropy
+  warmstart-logits-eager  the same without compilation
+  litgpt               litgpt 0.5.13 GPT(Config.from_name(...)), torch.compile(model) and its
+                       chunked_cross_entropy outside the graph, as litgpt's pretrain.py does
+  litgpt-full          litgpt's model and F.cross_entropy(logits.float()) compiled as one graph
+  transformers         transformers' model of the same shape (SDPA), eager
+  transformers-compile the same through torch.compile(whole loss)
 
-    python bench/train_throughput.py --device cuda
+On the H100 (one lease, the same batch):
 
-CPU smoke test (slow, tiny shape):
+    python bench/train_throughput.py --preset smollm2-135m --batch-size 16 \\
+        --variants warmstart,warmstart-logits,litgpt,litgpt-full --out bench/results/h100/side_by_side.json
 
-    python bench/train_throughput.py --device cpu --preset llama-tiny --steps 3
+CPU (llama-small B8x256):
 
-Prints a table and writes bench/results/train_throughput.json.
+    python bench/train_throughput.py --device cpu --preset llama-small --batch-size 8 --seq-len 256 \\
+        --variants warmstart-eager,transformers --steps 5
+
+Appends one JSON line per variant to ``--out`` (.jsonl) or writes one JSON document (.json).
 """
 
 from __future__ import annotations
@@ -32,57 +47,27 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from warmstart.arch import CausalLM, get_preset  # noqa: E402
+from _models import build_variant  # noqa: E402
+from warmstart.arch import get_preset  # noqa: E402
 from warmstart.train.optim import build_optimizer  # noqa: E402
+from warmstart.train.perf import flops_per_token, peak_flops  # noqa: E402
 
-DEFAULT_BATCH = {"smollm2-135m": 32, "qwen2.5-0.5b": 16}  # measured best fits on an H100 80GB
-
-
-def transformers_model(cfg):
-    """The same shape built by transformers (SDPA attention): the side-by-side baseline."""
-    import torch.nn.functional as F
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    d = cfg.to_hf_config()
-    model_type = d.pop("model_type")
-    d.pop("architectures")
-    hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **d), attn_implementation="sdpa")
-
-    def loss(x, y):
-        logits = hf(input_ids=x).logits
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
-
-    hf.loss = loss
-    return hf
+VARIANTS = ("warmstart", "warmstart-inductor-ce", "warmstart-eager", "warmstart-logits", "warmstart-logits-eager", "litgpt", "litgpt-full",
+            "transformers", "transformers-compile")
 
 
-def bench_one(preset: str, *, device: torch.device, seq_len: int, batch_size: int, steps: int, warmup: int,
-              compile_: bool, bf16: bool, act_ckpt: bool, seed: int = 0, impl: str = "warmstart") -> dict:
-    cfg = get_preset(preset)
-    torch.manual_seed(seed)
-    if impl == "transformers":
-        model = transformers_model(cfg)
-        if act_ckpt:
-            model.gradient_checkpointing_enable()
-    else:
-        model = CausalLM(cfg)
-        model.reset_parameters(seed)
-        model.activation_checkpointing = act_ckpt
-    model = model.to(device=device, dtype=torch.float32).train()
+def make_step(model, loss_fn, device: torch.device, bf16: bool):
+    """The trainer's step over ``model``'s parameters; returns (step(batch) -> loss, optimizer, flag)."""
     opt = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), device=device)
-    fused = device.type == "cuda"
     params = [p for g in opt.param_groups for p in g["params"]]
-    loss_fn = torch.compile(model.loss) if compile_ else model.loss
+    fused = device.type == "cuda"
     amp = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    n_batches = 4
-    data = torch.randint(0, cfg.vocab_size, (n_batches, batch_size, seq_len + 1), generator=gen).to(device)
     bad_any = torch.zeros((), dtype=torch.float32, device=device)
 
-    def step(i: int) -> torch.Tensor:
+    def step(batch: torch.Tensor) -> torch.Tensor:
         nonlocal bad_any
-        batch = data[i % n_batches]
         with amp():
             loss = loss_fn(batch[:, :-1], batch[:, 1:])
         loss.backward()
@@ -95,41 +80,101 @@ def bench_one(preset: str, *, device: torch.device, seq_len: int, batch_size: in
         opt.zero_grad(set_to_none=True)
         return loss.detach()
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return step, opt, lambda: bool(bad_any.item() > 0)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_one(variant: str, preset: str, *, device: torch.device, seq_len: int, batch_size: int, steps: int,
+              warmup: int, bf16: bool, act_ckpt: bool, seed: int = 0, profile_dir: Path | None = None) -> dict:
+    cfg = get_preset(preset)
+    torch.manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    data = torch.randint(0, cfg.vocab_size, (4, batch_size, seq_len + 1), generator=gen).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    model, loss_fn, n_params = build_variant(variant, preset, cfg, device=device, seq_len=seq_len, act_ckpt=act_ckpt,
+                                             seed=seed)
+    step, opt, diverged = make_step(model, loss_fn, device, bf16)
+    _sync(device)
     t0 = time.perf_counter()
-    for i in range(warmup):
-        step(i)
-    sync()
-    warm_s = time.perf_counter() - t0
+    step(data[0])
+    _sync(device)
+    first = time.perf_counter() - t0
+    for i in range(1, warmup):
+        step(data[i % 4])
+    _sync(device)
     t0 = time.perf_counter()
-    last = None
     for i in range(steps):
-        last = step(warmup + i)
-    sync()
+        last = step(data[i % 4])
+    _sync(device)
     dt = time.perf_counter() - t0
-    tokens = steps * batch_size * seq_len
-    res = {
-        "impl": impl, "preset": preset, "params": model.num_parameters(), "compile": compile_, "bf16_autocast": bf16,
-        "activation_checkpointing": act_ckpt, "seq_len": seq_len, "batch_size": batch_size, "steps": steps,
-        "warmup_steps": warmup, "warmup_seconds": round(warm_s, 2), "seconds": round(dt, 4),
-        "tokens_per_s": round(tokens / dt, 1), "ms_per_step": round(1000 * dt / steps, 2),
-        "final_loss": float(last.item()) if last is not None else None, "diverged": bool(bad_any.item() > 0),
-    }
+    res = {"variant": variant, "preset": preset, "params": n_params, "bf16_autocast": bf16,
+           "activation_checkpointing": act_ckpt, "seq_len": seq_len, "batch_size": batch_size, "steps": steps,
+           "warmup_steps": warmup, "first_step_s": round(first, 2), "seconds": round(dt, 4),
+           "tokens_per_s": round(steps * batch_size * seq_len / dt, 1), "ms_per_step": round(1000 * dt / steps, 2),
+           "final_loss": float(last.item()), "diverged": diverged()}
     if device.type == "cuda":
         res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        # model FLOPs utilisation estimate: 6*N per token + attention 12*L*T*d (fwd+bwd)
-        n = res["params"] - cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 0)
-        flops_tok = 6 * (n + cfg.vocab_size * cfg.hidden_size) + 12 * cfg.num_layers * seq_len * cfg.num_heads * cfg.head_dim
-        res["tflops"] = round(flops_tok * res["tokens_per_s"] / 1e12, 1)
-    del model, opt, data, loss_fn
+        res["tflops"] = round(flops_per_token(cfg, seq_len) * res["tokens_per_s"] / 1e12, 1)
+        peak = peak_flops(device, torch.bfloat16 if bf16 else torch.float32)
+        if peak:
+            res["mfu"] = round(res["tflops"] * 1e12 / peak[0], 4)
+    if profile_dir is not None:
+        from _profile import profile_steps
+
+        res["profile"] = profile_steps(step, data, device, profile_dir / f"profile-{variant}-{preset}.txt")
+    del model, opt, loss_fn, step, data
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    if compile_:
-        torch._dynamo.reset()
+    torch._dynamo.reset()
     return res
+
+
+def matmul_ceiling(device: torch.device, n: int = 8192) -> float:
+    """Measured bf16 matmul TFLOP/s (random data, n x n x n, median of 10)."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(10):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        a @ b
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) / 1000)
+    return round(2 * n**3 / sorted(times)[5] / 1e12, 1)
+
+
+def env_info(device: torch.device) -> dict:
+    env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+           "torch": torch.__version__, "python": platform.python_version(), "cuda": torch.version.cuda,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        env["matmul_tflops_measured"] = matmul_ceiling(device)
+        peak = peak_flops(device)
+        env["peak"] = peak[1] if peak else None
+    return env
+
+
+def print_table(results: list[dict]) -> None:
+    header = (f"{'variant':<22} {'preset':<13} {'B':>3} {'AC':>2} {'tokens/s':>10} {'ms/step':>8} {'1st step s':>10} "
+              f"{'MFU':>6} {'GiB':>6}")
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in results:
+        head = f"{r['variant']:<22} {r['preset']:<13} {r['batch_size']:>3} {int(r.get('activation_checkpointing', 0)):>2}"
+        if "error" in r:
+            print(f"{head}  {r['error'][:70]}")
+            continue
+        mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
+        print(f"{head} {r['tokens_per_s']:>10,.0f} {r['ms_per_step']:>8.1f} {r['first_step_s']:>10.1f} {mfu:>6} "
+              f"{r.get('peak_mem_gib', float('nan')):>6}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,67 +182,62 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--preset", action="append", help="repeatable; default smollm2-135m and qwen2.5-0.5b")
     ap.add_argument("--seq-len", type=int, default=2048)
-    ap.add_argument("--batch-size", type=int, default=None, help="default per preset (32 / 16), 1 on CPU")
+    ap.add_argument("--batch-size", type=int, action="append", help="repeatable (one per preset, or one for all)")
     ap.add_argument("--steps", type=int, default=20, help="timed steps")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5 CUDA, 1 CPU)")
-    ap.add_argument("--compile", choices=["both", "on", "off"], default=None,
-                    help="default: both on CUDA, off on CPU")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first, the first included "
+                                                               "(default 5 CUDA, 2 CPU)")
+    ap.add_argument("--variants", default=None, help=f"comma separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="default bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--activation-checkpointing", action="store_true")
-    ap.add_argument("--impl", choices=["warmstart", "transformers", "both"], default="warmstart",
-                    help="also time transformers' model of the same shape in the same run (baseline)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the variant list this many times, interleaved")
+    ap.add_argument("--profile-dir", default=None, help="also profile 3 steps of each variant; tables go here")
+    ap.add_argument("--profile-variants", default=None, help="comma separated: profile only these")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            print("CUDA is not available; use --device cpu", file=sys.stderr)
-            return 2
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     presets = args.preset or ["smollm2-135m", "qwen2.5-0.5b"]
-    compile_mode = args.compile or ("both" if device.type == "cuda" else "off")
-    modes = {"both": [False, True], "on": [True], "off": [False]}[compile_mode]
+    sizes = args.batch_size or [16 if device.type == "cuda" else 8]
+    sizes = sizes * len(presets) if len(sizes) == 1 else sizes
+    variants = (args.variants or ("warmstart,warmstart-logits,litgpt" if device.type == "cuda"
+                                  else "warmstart-eager,transformers")).split(",")
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        ap.error(f"unknown variants {unknown}")
     bf16 = (args.dtype or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
-    warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
-
-    results = []
-    impls = ["warmstart", "transformers"] if args.impl == "both" else [args.impl]
-    for preset in presets:
-        bs = args.batch_size or (DEFAULT_BATCH.get(preset, 8) if device.type == "cuda" else 1)
-        for c in modes:
-            for impl in impls:
-                try:
-                    r = bench_one(preset, device=device, seq_len=args.seq_len, batch_size=bs, steps=args.steps,
-                                  warmup=warmup, compile_=c, bf16=bf16, act_ckpt=args.activation_checkpointing,
-                                  impl=impl)
-                except torch.OutOfMemoryError as err:  # noqa: PERF203
-                    r = {"impl": impl, "preset": preset, "compile": c, "batch_size": bs,
-                         "error": f"OOM: {err}"[:300]}
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                results.append(r)
-                print(json.dumps(r), flush=True)
-
-    header = (f"{'impl':<12} {'preset':<14} {'compile':<8} {'batch':>5} {'seq':>5} {'tokens/s':>12} {'ms/step':>9} "
-              f"{'peak GiB':>9}")
-    print("\n" + header + "\n" + "-" * len(header))
-    for r in results:
-        if "error" in r:
-            print(f"{r['impl']:<12} {r['preset']:<14} {str(r['compile']):<8} {r['batch_size']:>5}  {r['error'][:60]}")
-            continue
-        print(f"{r['impl']:<12} {r['preset']:<14} {str(r['compile']):<8} {r['batch_size']:>5} {r['seq_len']:>5} "
-              f"{r['tokens_per_s']:>12,.0f} {r['ms_per_step']:>9.1f} {r.get('peak_mem_gib', float('nan')):>9}")
-    env = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "python": platform.python_version(),
-        "cuda": torch.version.cuda, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "threads": torch.get_num_threads(),
-    }
+    warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 2)
+    profile_dir = Path(args.profile_dir) if args.profile_dir else None
+    profiled = set(args.profile_variants.split(",") if args.profile_variants else variants)
+    if profile_dir:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+    env = env_info(device)
+    print(json.dumps(env), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"env": env, "results": results}, indent=2) + "\n")
+    results = []
+    for _ in range(args.repeat):
+        for preset, bs in zip(presets, sizes):
+            for v in variants:
+                try:
+                    r = bench_one(v, preset, device=device, seq_len=args.seq_len, batch_size=bs, steps=args.steps,
+                                  warmup=warmup, bf16=bf16, act_ckpt=args.activation_checkpointing,
+                                  profile_dir=profile_dir if v in profiled else None)
+                except torch.OutOfMemoryError as err:  # noqa: PERF203
+                    r = {"variant": v, "preset": preset, "batch_size": bs, "error": f"OOM: {err}"[:300]}
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                    torch._dynamo.reset()
+                results.append(r)
+                print(json.dumps(r), flush=True)
+                if out.suffix == ".jsonl":
+                    with out.open("a") as fh:
+                        fh.write(json.dumps({"env": env, **r}) + "\n")
+    print_table(results)
+    if out.suffix != ".jsonl":
+        out.write_text(json.dumps({"env": env, "results": results}, indent=2) + "\n")
     print(f"\nwrote {out}")
     return 0
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from warmstart.arch.config import SLIDING, ModelConfig
+from warmstart.arch.loss import linear_cross_entropy
 
 ACTIVATIONS = {"silu": F.silu, "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh")}
 
@@ -255,11 +256,11 @@ class CausalLM(nn.Module):
         return self.model.norm(x)
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-        """Mean next-token cross-entropy; ``targets`` are already shifted."""
-        logits = self.forward(input_ids)
-        return F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index
-        )
+        """Mean next-token cross-entropy; ``targets`` are already shifted. The LM head is fused into the
+        loss (``arch/loss.py``): the same value and gradients as cross-entropy on ``forward``'s logits,
+        without holding them."""
+        h = self.hidden_states(input_ids)
+        return linear_cross_entropy(h.flatten(0, 1), self.lm_head.weight, targets.reshape(-1), ignore_index)
 
     # --------------------------------------------------------------- helpers
     def canonical_state_dict(self) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -153,7 +154,9 @@ class ValueFindings:
         elif not self.allow_zero and is_zero_matrix(src):
             self.zero.append(name)
 
-    def raise_any(self, path: str) -> None:
+    def raise_any(self, path: str, then: Callable[[], None] | None = None) -> None:
+        """NaN/Inf first, then ``then`` (the population plan's refusals: a wrong shape says more than
+        its values), then all-zero matrices."""
         if self.nonfinite:
             raise ValuesError(
                 f"{len(self.nonfinite)} tensor(s) hold NaN or Inf values: {_listing(self.nonfinite)}",
@@ -162,6 +165,8 @@ class ValueFindings:
                 "`warmstart validate CKPT` lists every bad tensor",
                 path=path,
             )
+        if then is not None:
+            then()
         if self.zero:
             raise ZeroTensorError(
                 f"{len(self.zero)} weight matrix(es) hold only zeros: {_listing(self.zero)}",
@@ -220,8 +225,7 @@ def populate_model(
             if needed:
                 params[name].copy_(src)  # exact upcast for bf16/fp16 -> fp32
             del src
-    values.raise_any(path)
-    check_plan(plan, path=path, allow_unused=allow_unused)
+    values.raise_any(path, then=lambda: check_plan(plan, path=path, allow_unused=allow_unused))
     if plan.tied_head_present:
         head = ckpt.tensor("lm_head.weight").to(device=device, dtype=dtype)
         _check_tied_head(head, model.model.embed_tokens.weight, path)
@@ -237,8 +241,7 @@ def verify_tensors(ckpt, cfg: ModelConfig, *, allow_unused: bool = False, allow_
     values = ValueFindings(allow_zero=allow_zero)
     for name in ckpt.tensor_info:
         values.add(name, ckpt.tensor(name))
-    values.raise_any(path)
-    check_plan(plan, path=path, allow_unused=allow_unused)
+    values.raise_any(path, then=lambda: check_plan(plan, path=path, allow_unused=allow_unused))
     if plan.tied_head_present:
         _check_tied_head(ckpt.tensor("lm_head.weight").float(), ckpt.tensor("model.embed_tokens.weight").float(), path)
     return plan

@@ -43,7 +43,8 @@ from warmstart.train.evaluate import (
 )
 from warmstart.train.optim import Schedule, build_optimizer, set_lr
 from warmstart.train.parallel import LossFn, Parallel, compile_loss, parallel_mode, parallelize, shard_model
-from warmstart.train.report import IntervalMeter, NullLog, Reporter, RunLog, flops_budget, fmt_duration
+from warmstart.train.perf import FirstStepClock, flops_budget
+from warmstart.train.report import IntervalMeter, NullLog, Reporter, RunLog, fmt_duration
 from warmstart.train.rundir import MARKER, RunLock, choose_run_dir, discard_leftovers, remove_unfinished
 from warmstart.train.source import ModelSource, build_model, resolve_source
 from warmstart.train.state import TrainState, seed_all, utc_now
@@ -65,6 +66,7 @@ class RunSummary:
     resumed_from: str | None = None
     data_mixture: list[dict] | None = None  # weighted --data: each source's weight and tokens drawn
     eval_sets: dict[str, dict] | None = None  # --eval-data: {name: {"step0", "final", "change"}}
+    first_step_seconds: float | None = None  # from the start to the end of this process's first step
 
     def lines(self) -> list[str]:
         def f(x):
@@ -72,7 +74,8 @@ class RunSummary:
 
         return [
             f"done: {self.steps} steps, {self.tokens_seen:,} tokens, {fmt_duration(self.seconds)} "
-            f"(stopped by {self.stopped_by})",
+            f"(stopped by {self.stopped_by})" + (f", first step after {self.first_step_seconds:.1f}s"
+                                                 if self.first_step_seconds is not None else ""),
             f"val_loss: first {f(self.first_val_loss)} -> final {f(self.final_val_loss)}, best {f(self.best_val_loss)}",
             *forgetting_lines(self.eval_sets), *mixture_lines(self.data_mixture),
             f"best checkpoint: {self.best_checkpoint or 'none'}",
@@ -100,6 +103,7 @@ class Run:
     guard: DivergenceGuard
     log: RunLog
     out: Reporter
+    first_step: FirstStepClock
     evals: dict[str, TokenDataset] = field(default_factory=dict)  # --eval-data sets
 
     def say(self, text: str) -> None:
@@ -190,7 +194,7 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
                             on_device=dist.device.type == "cuda" and not cfg.cpu_offload, dist=dist)
     run = Run(cfg=cfg, run_dir=run_dir, device=dist.device, amp=amp, source=source, ds=ds, mcfg=mcfg, model=model,
               par=par, loss_fn=compile_loss(par, cfg), optimizer=optimizer, state=state, budget=budget, guard=guard,
-              log=log, out=out, evals=evals)
+              log=log, out=out, first_step=FirstStepClock(started), evals=evals)
     try:
         stopped_by = train(run)
     except BaseException:
@@ -216,7 +220,7 @@ def train(run: Run) -> str:
     batches = TrainBatches(run.ds, state.sampler, cfg.batch_size, run.device, grad_accum=cfg.grad_accum,
                            rank=dist.rank, world_size=dist.world_size)
     meter = IntervalMeter(run.device, devices=dist.world_size,
-                          flops=flops_budget(run.model, run.mcfg, cfg.seq_len, run.device, run.amp))
+                          flops=flops_budget(run.mcfg, cfg.seq_len, run.device, run.amp))
     clip = clip_value(cfg.grad_clip)
     stopped_by = budget.stop_reason(state)  # once per step: under several ranks a collective
     budget.signal.stepping = True
@@ -226,6 +230,7 @@ def train(run: Run) -> str:
         loss, gnorm = train_step(run.loss_fn, run.optimizer, batches, grad_accum=cfg.grad_accum, clip=clip,
                                  amp=run.amp, guard=run.guard, par=run.par)
         state.advance(budget.tokens_per_step)
+        run.first_step.done(run.device)
         meter.add(loss, gnorm, budget.tokens_per_step)
 
         stopped_by = budget.stop_reason(state)
@@ -473,6 +478,7 @@ def _finish(run: Run, stopped_by: str, print_summary: bool) -> RunSummary:
         resumed_from=str(run.source.resume_dir) if run.source.resume_dir else None,
         data_mixture=run.ds.drawn(state.sampler),
         eval_sets=forgetting(state.first_eval_losses, state.eval_losses) or None,
+        first_step_seconds=run.first_step.seconds,
     )
     if not run.dist.is_main:
         return summary

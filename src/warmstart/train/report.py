@@ -115,37 +115,12 @@ class NullLog:
 
 
 # Dense bf16 peak of one GPU, by name (H100/H200 SXM: 989.4 TFLOP/s; H100 PCIe: 756; A100: 312).
-PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4), ("A100", 312.0))
-PEAK_ENV = "WARMSTART_PEAK_TFLOPS"  # overrides the table (e.g. another GPU)
-
-
-def flops_budget(model, mcfg, seq_len: int, device, amp) -> tuple[float, float] | None:
-    """``(training FLOPs per token, peak FLOP/s of one device)`` for MFU, on CUDA under bf16; else None.
-
-    FLOPs per token: 6 x the parameters that multiply (every weight but the embedding table; a tied
-    head counts once, as the head) + 12 x layers x seq_len x attention width (QK^T and AV, forward
-    and backward)."""
-    import contextlib
-
-    if device.type != "cuda" or amp is contextlib.nullcontext:
-        return None
-    import torch
-
-    name = torch.cuda.get_device_name(device)
-    peak = os.environ.get(PEAK_ENV) or next((tf for key, tf in PEAK_BF16_TFLOPS if key in name), None)
-    if peak is None:
-        return None
-    embedding = 0 if mcfg.tie_word_embeddings else mcfg.vocab_size * mcfg.hidden_size
-    per_token = 6 * (model.num_parameters() - embedding) + 12 * mcfg.num_layers * seq_len * mcfg.num_heads * mcfg.head_dim
-    return float(per_token), float(peak) * 1e12
-
-
 class IntervalMeter:
     """Mean training loss, last gradient norm and throughput since the last log point.
 
     The loss is summed on the device; nothing syncs with the host until ``read``. Throughput is
     global (every rank's tokens); with several devices also per device, and with ``flops`` (see
-    ``flops_budget``) the model FLOPs utilisation of one device.
+    ``train.perf.flops_budget``) the model FLOPs utilisation of one device.
     """
 
     def __init__(self, device, *, devices: int = 1, flops: tuple[float, float] | None = None) -> None:

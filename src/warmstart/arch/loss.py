@@ -21,8 +21,10 @@ from functools import lru_cache
 import torch
 
 # Rows per chunk: about this many logits at a time (CUDA: 2^28, 512 MiB of bf16 logits, their gradient
-# written over them; CPU: 2^21, fp32 work that stays in a cache).
-CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**21}
+# written over them; CPU: 2^25, 128 MiB of fp32 logits: smaller chunks make the head's matmuls too thin --
+# loss forward + backward of 1024 rows x vocab 49152 x 576 took 1.78 s at 2^21, 1.15 s at 2^25, 1.25 s
+# unfused; at 2048 x 8192 x 256: 0.20 / 0.19 / 0.24 s: `python bench/cpu_loss_chunks.py`).
+CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**25}
 # The per-chunk arithmetic by device type: "triton" (CUDA only: the kernel), "inductor" (torch.compile of
 # _chunk_math), "eager".
 KERNEL = {"cuda": "triton", "cpu": "eager"}

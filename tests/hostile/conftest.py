@@ -18,18 +18,10 @@ def _cwd(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def hf_base(tmp_path_factory, tiny_tokenizer):
-    """A llama-tiny HF checkpoint directory (random weights, the tiny tokenizer, warmstart.json)."""
-    from warmstart.checkpoint.write import save_hf_checkpoint
-
-    from conftest import _tiny_model  # tests/conftest.py
-
-    model = _tiny_model("llama-tiny")
-    out = tmp_path_factory.mktemp("hostile") / "llama-tiny"
-    save_hf_checkpoint(out, model.cfg, model.canonical_state_dict(), tokenizer=tiny_tokenizer,
-                       provenance={"architecture": "llama", "hf_architecture": "LlamaForCausalLM",
-                                   "model_type": "llama", "parent": None})
-    return out
+def hf_base(tiny_hf_dir):
+    """A llama-tiny HF checkpoint directory (random weights, the tiny tokenizer, warmstart.json): the shared
+    ``tiny_hf_dir``; cases copy it before damaging it, and each asserts that no input changed."""
+    return tiny_hf_dir
 
 
 @pytest.fixture(scope="session")

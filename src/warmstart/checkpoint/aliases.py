@@ -170,6 +170,28 @@ def display_path(ckpt_path: str | Path) -> tuple[str | Path, str | None]:
     return ckpt_path, None
 
 
+def stamp_recipe(ckpt_path: str | Path, family: str | None, extra_flags: list[str] | None = None,
+                 out: str | Path | None = None) -> str:
+    """The `warmstart stamp` line that supplies ``family``'s identity (its spec's names) and the listed provenance
+    flags; an alias or a Hugging Face cache snapshot is named as such, its repaired copy written to the current
+    directory (``display_path``)."""
+    import shlex
+
+    from warmstart.arch.families import identity
+
+    ckpt_path, alias_out = display_path(ckpt_path)
+    if out is None and alias_out is not None:
+        out = alias_out
+    parts = ["warmstart", "stamp", shlex.quote(str(ckpt_path))]
+    if family:
+        ident = identity(family)
+        parts += ["--architecture", ident["architecture"], "--hf-architecture", ident["hf_architecture"],
+                  "--model-type", ident["model_type"]]
+    parts += list(extra_flags or [])
+    parts += ["-o", shlex.quote(str(out if out is not None else default_fixed_path(ckpt_path)))]
+    return " ".join(parts)
+
+
 def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -193,4 +215,4 @@ def sha256_files(paths) -> str:
 
 
 __all__ = ["ALIASES", "PackagedFile", "SplitFile", "alias_of", "alias_path", "cache_dir", "default_fixed_path",
-           "display_path", "join_parts", "resolve_checkpoint_path", "sha256_file", "sha256_files"]
+           "display_path", "join_parts", "resolve_checkpoint_path", "sha256_file", "sha256_files", "stamp_recipe"]

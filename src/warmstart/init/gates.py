@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from warmstart.arch.families import (
     SUPPORTED_DECODER,
     UNSUPPORTED_DECODER,
     get_family,
-    identity,
     spec_for,
     supported_list,
 )
@@ -95,17 +93,10 @@ _KIND_WHY = {
 
 
 def repair_command(ckpt_path: str | Path, family: str) -> str:
-    """The exact `warmstart stamp` line that makes the metadata say ``family`` (its spec's names). An alias
-    or a Hugging Face cache snapshot is named as such, its repaired copy written to the current directory."""
-    from warmstart.checkpoint.aliases import default_fixed_path, display_path
+    """The exact `warmstart stamp` line that makes the metadata say ``family`` (its spec's names)."""
+    from warmstart.checkpoint.aliases import stamp_recipe
 
-    ident = identity(family)
-    shown, fixed = display_path(ckpt_path)
-    fixed = fixed or default_fixed_path(ckpt_path)
-    return (
-        f"warmstart stamp {shlex.quote(str(shown))} --architecture {ident['architecture']} "
-        f"--hf-architecture {ident['hf_architecture']} --model-type {ident['model_type']} -o {shlex.quote(str(fixed))}"
-    )
+    return stamp_recipe(ckpt_path, family)
 
 
 def _gate_family(ckpt, path: str) -> tuple[str | None, list[tuple[str, str, str]], Check]:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from warmstart.arch.families import SPECS, get_family, identity, normalize_family
-from warmstart.checkpoint.aliases import default_fixed_path, display_path
+from warmstart.checkpoint.aliases import default_fixed_path, display_path, stamp_recipe
 from warmstart.checkpoint.formats import FORMAT_GGUF
 from warmstart.checkpoint.metadata import provenance
 
@@ -38,36 +38,13 @@ def declared_identity(ckpt, prov: dict | None = None) -> dict[str, tuple[str | N
     return out
 
 
-def family_identity(family: str) -> dict[str, str]:
-    """architecture / hf_architecture / model_type of a family, from its spec (or registry entry)."""
-    return identity(family)
-
-
 def gguf_arch_name(family: str) -> str:
     """llama.cpp's general.architecture for a warmstart family (its spec's ``gguf_arch``)."""
     spec = SPECS.get(family)
     return spec.gguf_arch if spec else family
 
 
-def stamp_recipe(ckpt_path: str | Path, family: str | None, extra_flags: list[str] | None = None,
-                 out: str | Path | None = None) -> str:
-    """The `warmstart stamp` line that supplies identity (and the listed provenance flags)."""
-    import shlex
-
-    ckpt_path, alias_out = display_path(ckpt_path)
-    if out is None and alias_out is not None:
-        out = alias_out
-    parts = ["warmstart", "stamp", shlex.quote(str(ckpt_path))]
-    if family:
-        ident = family_identity(family)
-        parts += ["--architecture", ident["architecture"], "--hf-architecture", ident["hf_architecture"],
-                  "--model-type", ident["model_type"]]
-    parts += list(extra_flags or [])
-    parts += ["-o", shlex.quote(str(out if out is not None else default_fixed_path(ckpt_path)))]
-    return " ".join(parts)
-
-
 __all__ = [
-    "declared_identity", "default_fixed_path", "display_path", "family_identity", "get_family", "gguf_arch_name",
+    "declared_identity", "default_fixed_path", "display_path", "get_family", "gguf_arch_name",
     "normalize_family", "stamp_recipe",
 ]

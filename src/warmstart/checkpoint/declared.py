@@ -219,17 +219,18 @@ def parameters_at_least(cfg: dict) -> int:
     return int(cfg["vocab_size"]) * hidden + layers * (attention + 3 * hidden * int(cfg["intermediate_size"]))
 
 
-_SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+SHAPE_KEYS = (  # the keys a model shape needs (gate 1 of --init requires them too)
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
 def _size(d: Declared, cfg: dict, data_bytes: int) -> None:
-    if not all(k in cfg for k in _SHAPE_KEYS):
+    if not all(k in cfg for k in SHAPE_KEYS):
         return
     params = parameters_at_least(cfg)
     need = params * MIN_BITS_PER_PARAMETER // 8
     if need <= data_bytes:
         return
-    declared = ", ".join(f"{d.name(k)} = {cfg[k]}" for k in _SHAPE_KEYS)
+    declared = ", ".join(f"{d.name(k)} = {cfg[k]}" for k in SHAPE_KEYS)
     d.defects.append(Defect(
         f"{d.where} declares {declared}: a model of that shape has at least {params:.3g} parameters, "
         f"{need:.3g} bytes even at {MIN_BITS_PER_PARAMETER} bit each, but the checkpoint's tensors hold "
@@ -276,4 +277,4 @@ def gguf_defects(metadata: dict, tensor_shapes: dict[str, tuple[int, ...]], *, p
     return config_defects(cfg, where=path.name, path=path, data_bytes=data_bytes, names=names)
 
 
-__all__ = ["MIN_BITS_PER_PARAMETER", "config_defects", "gguf_defects", "parameters_at_least", "provenance_defects"]
+__all__ = ["MIN_BITS_PER_PARAMETER", "SHAPE_KEYS", "config_defects", "gguf_defects", "parameters_at_least", "provenance_defects"]

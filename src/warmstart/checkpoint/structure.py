@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.checkpoint.declared import config_defects, gguf_defects, provenance_defects
-from warmstart.checkpoint.defects import FATAL, WARNING, Defect, raise_first
+from warmstart.checkpoint.defects import FATAL, WARNING, Defect
 from warmstart.checkpoint.formats import FORMAT_GGUF, FORMAT_PICKLE, FORMAT_SAFETENSORS, check_safetensors, sniff_file
 from warmstart.checkpoint.locate import FORMAT_HF_DIR, Location, locate_checkpoint
 from warmstart.checkpoint.metadata import metadata_value, safetensors_metadata
@@ -103,9 +103,14 @@ class CheckpointStructure:
     def warnings(self) -> list[str]:
         return [text for text, d in self.all_defects() if d.level == WARNING]
 
+    def first_refused(self) -> Defect | None:
+        """The first defect the loader refuses (file header defects before the index's), or None."""
+        return next((d for d in [d for f in self.files for d in f.defects] + self.defects if d.refused), None)
+
     def raise_first(self) -> None:
-        """Raise the first defect the loader refuses (file header defects before the index's)."""
-        raise_first([d for f in self.files for d in f.defects] + self.defects)
+        """Raise the first defect the loader refuses."""
+        if (first := self.first_refused()) is not None:
+            first.raise_()
 
 
 # ====================================================================== entry

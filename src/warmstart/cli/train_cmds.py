@@ -69,7 +69,7 @@ def _explicit(ctx, values: dict) -> dict:
     option("config", Optional[Path], None, "--config", help="YAML file supplying any flag; flags override it."),
     *config_params(),
     option("quiet", bool, False, "--quiet", "-q", help="No progress output (summary only)."),
-    option("nproc_per_node", int, 1, "--nproc-per-node",
+    option("nproc_per_node", int, 1, "--nproc-per-node", min=1,
            help="Train on N local processes (GPUs), started through torchrun's API. Several nodes: "
                 "torchrun on each (docs/multinode.md)."),
 )
@@ -81,8 +81,6 @@ def pretrain_cmd(ctx: typer.Context, **values) -> None:
     quiet = values.pop("quiet")
     config_path = values.pop("config")
     nproc = values.pop("nproc_per_node")
-    if nproc < 1:
-        raise UsageError(f"--nproc-per-node {nproc} must be at least 1")
     cfg = resolve_config(_explicit(ctx, values), str(config_path) if config_path else None)
     if nproc > 1 and not in_worker():  # refuse here, once, what every worker would refuse; then start them
         from warmstart.train.distributed import rank_device

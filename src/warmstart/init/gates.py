@@ -42,9 +42,10 @@ from warmstart.errors import (
 )
 from warmstart.files import is_regular
 from warmstart.init.evidence import infer_family_from_names
+from warmstart.checkpoint.declared import SHAPE_KEYS
 from warmstart.init.population import populate_model, verify_tensors
 
-REQUIRED_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+REQUIRED_CONFIG_KEYS = SHAPE_KEYS  # what a model config needs, as declared values are checked
 
 
 @dataclass

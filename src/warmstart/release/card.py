@@ -34,17 +34,12 @@ def find_run_dir(root: Path) -> Path | None:
 
 
 def read_metrics(run_dir: Path | None) -> list[dict]:
+    """The run's metrics.jsonl records (``train.report.read_metrics``: damaged lines left out); [] without one."""
+    from warmstart.train.report import read_metrics as read_log
+
     if run_dir is None or not (run_dir / "metrics.jsonl").is_file():
         return []
-    rows = []
-    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and not isinstance(rec["step"], bool):
-            rows.append(rec)  # a line without an integer step (damaged, hand-edited) is left out
-    return rows
+    return read_log(run_dir / "metrics.jsonl")
 
 
 def loss_table(rows: list[dict], max_rows: int = 20) -> str:

@@ -105,7 +105,7 @@ def _refuse_output(src: Path, out: Path) -> None:
 def _read_source(src: str | Path) -> StampSource:
     """The input through ``checkpoint/``; a structurally broken one is refused (stamp would copy the damage)."""
     st = read_structure(src)
-    first = next((d for d in [d for f in st.files for d in f.defects] + st.defects if d.refused), None)
+    first = st.first_refused()
     if first is not None:  # damaged bytes: WS300; a defect with a code of its own (WS111, ...): that code
         cls = CheckFailedError if first.error is UnreadableError else first.error
         raise cls(f"{st.path} is structurally broken ({first.message})",

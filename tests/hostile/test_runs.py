@@ -76,6 +76,8 @@ def _latest(run: Path, data: bytes) -> None:
 RESUME_CASES = {
     "state-list": (lambda r: (_ts(r) / "state.json").write_text("[1, 2]"), "WS206", "state.json"),
     "state-not-json": (lambda r: (_ts(r) / "state.json").write_bytes(b"{\xff"), "WS206", "state.json"),
+    "state-nested-deep": (lambda r: (_ts(r) / "state.json").write_text("[" * 100_000 + "]" * 100_000), "WS206",
+                          "state.json"),
     "state-missing-keys": (lambda r: _state(r, lambda s: {k: v for k, v in s.items() if k != "sampler"}), "WS206",
                            "sampler"),
     "state-step-string": (lambda r: _state(r, lambda s: {**s, "step": "three"}), "WS206", "'three'"),

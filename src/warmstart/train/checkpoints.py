@@ -312,7 +312,7 @@ _OPTIONAL_FIELDS = {"val_loss": ((int, float, type(None)), "a number or null"),
 def _json_file(run_dir: Path, path: Path, ckpt_dir: Path) -> dict:
     try:
         obj = json.loads(path.read_text(encoding="utf-8")) if is_regular(path) else None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise _damaged(run_dir, path, f"{path.name} cannot be read ({type(err).__name__}: {err})", ckpt_dir) from None
     if not isinstance(obj, dict):
         raise _damaged(run_dir, path, f"{path.name} is {'missing' if obj is None else 'not a JSON object'}", ckpt_dir)
@@ -353,11 +353,10 @@ def read_trainer_state(ckpt_dir: Path, rank: int = 0) -> dict:
     run_dir = ckpt_dir.parent.parent
     state = _json_file(run_dir, ts / "state.json", ckpt_dir)
     _check_fields(run_dir, ts / "state.json", state, ckpt_dir)
-    try:
-        rng = dc.read_rank_rng(ts, rank)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise _damaged(run_dir, ts, f"rank {rank}'s RNG state cannot be read ({err})", ckpt_dir) from None
-    state["rng"] = rng or {**state["rng"], "tensors": _tensors_file(run_dir, ts / "rng.safetensors", ckpt_dir)}
+    own = dc.rank_rng_files(ts, rank)  # ranks above 0 of a checkpoint written by as many ranks
+    rng_json, rng_tensors = own or (None, ts / "rng.safetensors")
+    rng = _json_file(run_dir, rng_json, ckpt_dir) if rng_json else state["rng"]
+    state["rng"] = {**rng, "tensors": _tensors_file(run_dir, rng_tensors, ckpt_dir)}
     return state
 
 

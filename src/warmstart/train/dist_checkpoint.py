@@ -15,13 +15,12 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from warmstart.checkpoint.write import fsync_file, write_json_durable
 from warmstart.errors import ResumeError
@@ -112,10 +111,10 @@ def write_rank_rng(ts: Path, rank: int, rng: dict) -> None:
     write_json_durable(base.with_suffix(".json"), {k: v for k, v in rng.items() if k != "tensors"})
 
 
-def read_rank_rng(ts: Path, rank: int) -> dict | None:
-    """Rank ``rank``'s generators when the checkpoint has them (it was written by that many ranks)."""
+def rank_rng_files(ts: Path, rank: int) -> tuple[Path, Path] | None:
+    """(JSON, safetensors) of rank ``rank``'s generators when the checkpoint has them (it was written by
+    that many ranks); the trainer state reader checks and reads them as it does rank 0's."""
     base = ts / rank_rng_name(rank)
     if rank == 0 or not base.with_suffix(".json").is_file():
         return None
-    rng = json.loads(base.with_suffix(".json").read_text())
-    return {**rng, "tensors": load_file(str(base.with_suffix(".safetensors")))}
+    return base.with_suffix(".json"), base.with_suffix(".safetensors")

@@ -142,14 +142,17 @@ class IntervalMeter:
         self.tokens += tokens
 
     def read(self, lr: float, tokens_seen: int) -> dict[str, Any]:
+        from warmstart.train.perf import mfu
+
+        loss = (self.loss_sum / self.n).item()  # the sync: the interval's steps are done after it
         dt = max(time.time() - self.t0, 1e-9)
-        rec = {"loss": (self.loss_sum / self.n).item(), "lr": lr, "grad_norm": float(self.grad_norm.item()),
-               "tokens_seen": tokens_seen, "tokens_per_s": round(self.tokens / dt, 1)}
+        rec = {"loss": loss, "lr": lr, "grad_norm": float(self.grad_norm.item()), "tokens_seen": tokens_seen,
+               "tokens_per_s": round(self.tokens / dt, 1)}
         per_device = self.tokens / dt / self.devices
         if self.devices > 1:
             rec["tokens_per_s_per_device"] = round(per_device, 1)
         if self.flops is not None:
-            rec["mfu"] = round(self.flops[0] * per_device / self.flops[1], 4)
+            rec["mfu"] = round(mfu(per_device, *self.flops), 4)
         return rec
 
 

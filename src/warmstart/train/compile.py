@@ -9,8 +9,9 @@ Only the training path is compiled: a block called without gradients (evaluation
 cache (generation) runs eagerly, so neither triggers another compilation before the first step.
 With activation checkpointing the checkpoint goes inside the compiled region, as torchtitan
 does (compile sees the recomputation and can plan it); ``model.activation_checkpointing`` is then
-off, the blocks do it themselves. Call before any FSDP ``fully_shard``: the sharding hooks stay
-outside the compiled graphs.
+off, the blocks do it themselves. FSDP2's hooks run in a block's ``__call__``, around the ``forward``
+this replaces, so they stay outside the compiled graphs whether the model was sharded before or after
+(``compile_loss`` compiles the already sharded model; bench/results/h100/wave2/pretrain-fsdp-compile.log).
 """
 
 from __future__ import annotations

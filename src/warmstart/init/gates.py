@@ -222,6 +222,12 @@ def load_tokenizer(tokenizer_path: str | Path | None, ckpt, path: str):
                               path=str(tp)) from None
 
 
+def embedding_rows(ckpt, cfg: ModelConfig) -> int:
+    """Rows of the checkpoint's embedding (what every token id must index); the config's vocab_size without one."""
+    emb = ckpt.tensor_info.get("model.embed_tokens.weight")
+    return int(emb.shape[0]) if emb is not None else cfg.vocab_size
+
+
 def check_tokenizer(tokenizer, rows: int, cfg: ModelConfig, *, path: str, source: str) -> Check:
     """Gate 4: every id the tokenizer can produce, and every special id, is < embedding rows."""
     if tokenizer is None:
@@ -310,9 +316,7 @@ def prepare_warm_start(
     cfg = _model_config(ckpt, family, path)
     # 4. Tokenizer
     tokenizer, source = load_tokenizer(tokenizer_path, ckpt, path)
-    emb = ckpt.tensor_info.get("model.embed_tokens.weight")
-    rows = int(emb.shape[0]) if emb is not None else cfg.vocab_size
-    report.append(check_tokenizer(tokenizer, rows, cfg, path=path, source=source))
+    report.append(check_tokenizer(tokenizer, embedding_rows(ckpt, cfg), cfg, path=path, source=source))
     # 5 + 6. Values and population, one pass over the tensors.
     if populate:
         model = populate_model(ckpt, cfg, allow_unused=allow_unused_tensors, check_finite=True,

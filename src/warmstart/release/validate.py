@@ -180,13 +180,11 @@ def _identity(ckpt, cfg, path: Path) -> Check | None:
 
 def _tokenizer(ckpt, cfg) -> Check:
     """Check 5: gate 4 as ``pretrain --init`` runs it (the tokenizer reads; its ids fit the embedding)."""
-    from warmstart.init.gates import check_tokenizer
+    from warmstart.init.gates import check_tokenizer, embedding_rows
 
-    emb = ckpt.tensor_info.get("model.embed_tokens.weight")
-    rows = int(emb.shape[0]) if emb is not None else cfg.vocab_size
     try:
         tok = ckpt.tokenizer
-        return check_tokenizer(tok, rows, cfg, path=str(ckpt.path), source="from the checkpoint")
+        return check_tokenizer(tok, embedding_rows(ckpt, cfg), cfg, path=str(ckpt.path), source="from the checkpoint")
     except WarmstartError as err:
         return Check("tokenizer", FAIL, f"[{err.code}] {err.found}", fix=err.fix)
 

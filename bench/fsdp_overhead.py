@@ -21,6 +21,7 @@ CPU smoke test: python bench/fsdp_overhead.py --device cpu --preset llama-tiny -
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import platform
@@ -48,10 +49,15 @@ DEFAULT_BATCH = {"smollm2-135m": 32, "qwen2.5-0.5b": 16}  # as bench/train_throu
 
 
 def bench_one(preset: str, mode: str, *, device: str, seq_len: int, batch_size: int, steps: int, warmup: int,
-              compile_: bool, dist) -> dict:
+              compile_: bool, dist, overrides: dict | None = None, profile_to: Path | None = None,
+              vocab_size: int | None = None) -> dict:
+    """One row: ``warmup`` untimed steps, then ``steps`` timed ones (``overrides``: more TrainConfig
+    fields, e.g. activation_checkpointing); ``profile_to``: a torch.profiler summary of 3 more steps."""
     cfg = TrainConfig(preset=preset, device=device, compile=compile_, parallel=mode, seq_len=seq_len,
-                      batch_size=batch_size, max_steps=steps)
+                      batch_size=batch_size, max_steps=steps, **(overrides or {}))
     mcfg = get_preset(preset)
+    if vocab_size:  # as pretrain sizes a preset's embedding to its tokenizer
+        mcfg = dataclasses.replace(mcfg, vocab_size=vocab_size)
     source = ModelSource("scratch", tokenizer=None, config=mcfg, parent=None)
     shard = (lambda m: shard_model(m, cfg, dist)) if mode == "fsdp" else None
     model = build_model(source, mcfg, cfg, dist.device, shard=shard)
@@ -87,6 +93,10 @@ def bench_one(preset: str, mode: str, *, device: str, seq_len: int, batch_size: 
     sync()
     dt = time.perf_counter() - t0
     guard.check()
+    if profile_to is not None:
+        from _profile import profile_steps
+
+        profile_steps(lambda _: run(1), [None], dist.device, profile_to)
     res = {"mode": mode, "preset": preset, "params": model.num_parameters(), "compile": compile_,
            "seq_len": seq_len, "batch_size": batch_size, "steps": steps, "warmup_steps": warmup,
            "warmup_seconds": round(warm_s, 2), "seconds": round(dt, 4),

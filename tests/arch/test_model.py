@@ -109,6 +109,7 @@ def test_preset_parameter_counts():
     assert abs(get_preset("smollm2-135m").num_parameters() - 134.5e6) < 1e6
     assert abs(get_preset("qwen2.5-0.5b").num_parameters() - 494e6) < 2e6
     assert 350e6 < get_preset("llama-370m").num_parameters() < 390e6
+    assert get_preset("llama3-8b").num_parameters() == 8_030_261_248  # Meta-Llama-3-8B
     cfg = get_preset("qwen3-tiny")
     with torch.device("meta"):
         assert CausalLM(cfg).num_parameters() == cfg.num_parameters()

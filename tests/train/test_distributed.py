@@ -114,6 +114,14 @@ def test_ddp_and_fsdp_on_two_ranks_equal_one_rank(data, ref, fsdp5):
         assert not list(ck.rglob("*.pt")) and not list(ck.rglob(".metadata")) and not list(ck.rglob("*.pkl"))
     # Only rank 0 wrote the run directory and its log.
     assert json.loads((root / "fsdp/summary.json").read_text())["steps"] == 5
+    # DDP -> one rank (auto picks DDP on GPUs for models that fit): from the 2-rank step-5 checkpoint.
+    again = root / "ddp-resumed"
+    shutil.copytree(root / "ddp", again)
+    shutil.rmtree(again / "checkpoints/step-000010")
+    (again / "checkpoints/latest").write_text("step-000005\n")
+    (again / "checkpoints/best").unlink(missing_ok=True)
+    pretrain(resolve_config({"resume": str(again), "max_steps": STEPS}), print_summary=False)
+    close(r, losses(again), range(1, STEPS + 1), 1e-4)
 
 
 def test_resume_two_to_one_and_one_to_two_ranks(data, ref, fsdp5, capsys):

@@ -20,7 +20,7 @@ from warmstart.train import TrainConfig, TrainState, pretrain, resolve_config
 from warmstart.train import loop as loop_mod
 from warmstart.train.budget import Budget
 from warmstart.train.optim import Schedule, build_optimizer, param_groups
-from warmstart.train.parallel import parallelize
+from warmstart.train.parallel import auto_mode, parallel_mode, parallelize
 from warmstart.train.source import RESUME, resolve_source
 from warmstart.train.step import DivergenceGuard, train_step
 
@@ -188,11 +188,27 @@ def test_stop_reason_steps_tokens_time():
 # ------------------------------------------------------------------ parallelize and the model source
 
 
+def test_auto_parallel_mode_replicates_what_fits_a_third_of_a_gpu_and_shards_the_rest():
+    h100 = 80 * 2**30
+    assert auto_mode(1, get_preset("qwen2.5-0.5b").num_parameters(), h100) == "none"
+    assert auto_mode(2, get_preset("qwen2.5-0.5b").num_parameters(), h100) == "ddp"  # 7.9 GB of state
+    assert auto_mode(8, get_preset("qwen2.5-1.5b").num_parameters(), h100) == "ddp"  # 24.7 GB <= 28.6
+    assert auto_mode(2, get_preset("qwen2.5-3b").num_parameters(), h100) == "fsdp"  # 49 GB
+    assert auto_mode(2, get_preset("llama3-8b").num_parameters(), h100) == "fsdp"
+    assert auto_mode(2, get_preset("llama-tiny").num_parameters(), None) == "fsdp"  # CPU ranks shard
+    assert auto_mode(2, None, h100) == "fsdp"
+    # Without the model's size (the CLI's early check) or on the CPU, auto stays FSDP2 above one rank.
+    cfg = TrainConfig(preset="llama-tiny")
+    assert parallel_mode(cfg, 2) == "fsdp" and parallel_mode(cfg, 1) == "none"
+    assert parallel_mode(cfg, 2, params=10**6, device=torch.device("cpu")) == "fsdp"
+    assert parallel_mode(TrainConfig(preset="llama-tiny", parallel="ddp"), 2, params=10**12) == "ddp"
+
+
 def test_parallelize_is_called_once_and_is_the_identity(corpus, cache, tmp_path, monkeypatch):
     calls = []
 
-    def spy(model, cfg, dist):
-        out = parallelize(model, cfg, dist)
+    def spy(model, cfg, dist, mode):
+        out = parallelize(model, cfg, dist, mode)
         calls.append((model, cfg, out))
         return out
 

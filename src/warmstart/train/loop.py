@@ -162,11 +162,11 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
     ds = _load_data(cfg, source, out.print, dist)
     evals = _rank0_first(dist, lambda: load_eval_sets(cfg, ds.tokenizer, out.print), _fingerprints, "--eval-data")
     mcfg = source.model_config(cfg, ds)
-    cfg, mode = decide_on_main(dist, lambda: _settings(cfg, source, ds, dist.world_size, out.print))
+    cfg, mode = decide_on_main(dist, lambda: _settings(cfg, source, ds, mcfg, dist, out.print))
     shard = (lambda m: shard_model(m, cfg, dist)) if mode == "fsdp" else None
     model = build_model(source, mcfg, cfg, dist.device, shard=shard)
     out.print(_describe(model, mcfg, dist, amp, mode))
-    par = parallelize(model, cfg, dist)
+    par = parallelize(model, cfg, dist, mode)
     first_val, first_evals = _step0_evaluation(par, source, ds, evals, cfg, amp, out.print)  # --init: gate 7
 
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
@@ -369,11 +369,12 @@ def _rank0_first(dist: Dist, build: Callable, fingerprint: Callable, what: str, 
     return decide_on_main(dist, build, share=fingerprint, adopt=adopt)
 
 
-def _settings(cfg: TrainConfig, source: ModelSource, ds: TokenDataset, world: int,
+def _settings(cfg: TrainConfig, source: ModelSource, ds: TokenDataset, mcfg: ModelConfig, dist: Dist,
               say: Callable[[str], None]) -> tuple[TrainConfig, str]:
-    """The settings every rank runs with (rank 0 decides): the parallel mode; when resuming, the
-    same data as the checkpoint's and the same global batch."""
-    mode = parallel_mode(cfg, world)
+    """The settings every rank runs with (rank 0 decides): the parallel mode (``auto``: by the model's
+    size); when resuming, the same data as the checkpoint's and the same global batch."""
+    world = dist.world_size
+    mode = parallel_mode(cfg, world, params=mcfg.num_parameters(), device=dist.device)
     if source.resume_dir is None:
         return cfg, mode
     saved = ck.read_trainer_state(source.resume_dir)

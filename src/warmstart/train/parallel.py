@@ -1,6 +1,10 @@
 """How the model runs: data parallelism (none, DDP or FSDP2) and ``torch.compile``.
 
-``--parallel auto`` means FSDP2 when the world size is above 1, else none. The three modes:
+``--parallel auto`` means none on one rank. On several CUDA ranks it means DDP when the replicated
+training state (fp32 weights, gradients and the two AdamW moments: 16 bytes a parameter) takes at most
+a third of a GPU's memory, else FSDP2: on two H100s the Qwen2.5-0.5B shape (B8 x 2048 per GPU) trains at
+111.6k tokens/s per GPU with DDP and 95.7k with FSDP2 (bench/results/h100x2/). On CPU ranks (gloo) it
+means FSDP2, whose sharded loading keeps each process's host memory smaller. The three modes:
 
 - ``none``: one process, one device, the model as built (today's path).
 - ``fsdp``: ``fully_shard`` per decoder layer, then the root (``shard_model``), applied by
@@ -38,15 +42,38 @@ from warmstart.train.distributed import Dist
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def parallel_mode(cfg: TrainConfig, world_size: int) -> str:
-    """``none`` | ``ddp`` | ``fsdp`` for ``--parallel`` on ``world_size`` ranks (``auto``: fsdp above 1)."""
-    mode = cfg.parallel if cfg.parallel != "auto" else ("fsdp" if world_size > 1 else "none")
+REPLICA_BYTES_PER_PARAM = 16  # fp32 weight + gradient + AdamW's two moments, on every DDP rank
+REPLICA_SHARE = 1 / 3  # of one GPU's memory, the most DDP's replicated state may take under auto
+
+
+def parallel_mode(cfg: TrainConfig, world_size: int, *, params: int | None = None,
+                  device: torch.device | None = None) -> str:
+    """``none`` | ``ddp`` | ``fsdp`` for ``--parallel`` on ``world_size`` ranks. ``auto`` above one rank:
+    ddp when ``params`` (the model's count) replicated fit ``REPLICA_SHARE`` of the CUDA ``device``, else fsdp."""
+    mode = cfg.parallel if cfg.parallel != "auto" else _auto_mode(cfg, world_size, params, device)
     if mode == "none" and world_size > 1:
         raise UsageError(f"--parallel none cannot train on {world_size} ranks",
                          fix="use --parallel fsdp, ddp or auto, or start one process")
     if cfg.cpu_offload and mode != "fsdp":
         raise UsageError("--cpu-offload needs FSDP", fix="add --parallel fsdp (or drop --cpu-offload)")
     return mode
+
+
+def _auto_mode(cfg: TrainConfig, world_size: int, params: int | None, device: torch.device | None) -> str:
+    memory = None
+    if device is not None and device.type == "cuda" and not cfg.cpu_offload:
+        memory = torch.cuda.get_device_properties(device).total_memory
+    return auto_mode(world_size, params, memory)
+
+
+def auto_mode(world_size: int, params: int | None, device_memory: int | None) -> str:
+    """What ``--parallel auto`` means: none on one rank; ddp when ``params`` replicated (16 bytes each)
+    take at most a third of ``device_memory`` (one GPU's bytes; None: not a GPU), else fsdp."""
+    if world_size == 1:
+        return "none"
+    if params is None or device_memory is None:
+        return "fsdp"
+    return "ddp" if params * REPLICA_BYTES_PER_PARAM <= REPLICA_SHARE * device_memory else "fsdp"
 
 
 def shard_model(model: CausalLM, cfg: TrainConfig, dist: Dist) -> CausalLM:
@@ -124,10 +151,11 @@ class Parallel:
         return torch.device("cpu") if self.offload else self.dist.device
 
 
-def parallelize(model: CausalLM, cfg: TrainConfig, dist: Dist | None = None) -> Parallel:
-    """The ``Parallel`` for ``model`` (built by ``build_model``; for FSDP already sharded by it)."""
+def parallelize(model: CausalLM, cfg: TrainConfig, dist: Dist | None = None, mode: str | None = None) -> Parallel:
+    """The ``Parallel`` for ``model`` (built by ``build_model``; for FSDP already sharded by it) in
+    ``mode`` (default: ``parallel_mode`` of the config, ``auto`` deciding without the model's size)."""
     dist = dist or Dist()
-    mode = parallel_mode(cfg, dist.world_size)
+    mode = mode or parallel_mode(cfg, dist.world_size)
     if mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 

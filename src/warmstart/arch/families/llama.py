@@ -75,5 +75,6 @@ SPEC = FamilySpec(
         "llama-small": shape(8192, 256, 4, 4, 2, None, 704, 10000.0, 1e-5, 1024, True),  # CPU default
         "smollm2-135m": shape(49152, 576, 30, 9, 3, 64, 1536, 100000.0, 1e-5, 8192, True),
         "llama-370m": shape(32000, 1024, 24, 16, 16, 64, 2816, 10000.0, 1e-5, 4096, False),
+        "llama3-8b": shape(128256, 4096, 32, 32, 8, 128, 14336, 500000.0, 1e-5, 8192, False),  # Llama-3-8B shape
     },
 )

@@ -141,6 +141,13 @@ def test_resume_two_to_one_and_one_to_two_ranks(data, ref, fsdp5, capsys):
     assert "2 rank(s) x batch 4 x grad-accum 1" in p.stdout and p.stdout.count("resumed at step 5") == 1
     close(losses(ref), losses(one), range(1, STEPS + 1), 1e-4)
     assert (one / "checkpoints/step-000010/trainer_state/optimizer").is_dir()
+    # FSDP2 -> DDP on the same two ranks (a run saved under FSDP2 resumed where auto now picks DDP).
+    swap = root / "fsdp-to-ddp"
+    shutil.copytree(fsdp5, swap)
+    p = ws("-m", "warmstart", "pretrain", "--resume", swap, "--max-steps", STEPS, "--parallel", "ddp",
+           "--nproc-per-node", 2)
+    assert "DDP" in p.stdout and p.stdout.count("resumed at step 5") == 1
+    close(losses(ref), losses(swap), range(1, STEPS + 1), 1e-4)
 
 
 def test_warm_start_under_two_ranks_loads_shards_and_equals_one_rank(data, tiny_hf_dir):

@@ -103,7 +103,7 @@ class TrainConfig:
         False, help="Recompute layer activations in backward.",
         flags=("--activation-checkpointing/--no-activation-checkpointing",))
     parallel: str = option("auto", help="Data parallelism over the ranks torchrun starts: auto (one rank: none; "
-                           "on GPUs ddp when 16 bytes a parameter fit a third of one GPU, else fsdp; on CPU "
+                           "on GPUs ddp when 16 bytes a parameter fit an eighth of one GPU, else fsdp; on CPU "
                            "fsdp) | none | ddp | fsdp.")
     cpu_offload: bool = option(False, help="FSDP: keep parameters, gradients and optimizer state on the host.",
                                flags=("--cpu-offload/--no-cpu-offload",))

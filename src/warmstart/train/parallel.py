@@ -2,9 +2,11 @@
 
 ``--parallel auto`` means none on one rank. On several CUDA ranks it means DDP when the replicated
 training state (fp32 weights, gradients and the two AdamW moments: 16 bytes a parameter) takes at most
-a third of a GPU's memory, else FSDP2: on two H100s the Qwen2.5-0.5B shape (B8 x 2048 per GPU) trains at
-111.6k tokens/s per GPU with DDP and 95.7k with FSDP2 (bench/results/h100x2/). On CPU ranks (gloo) it
-means FSDP2, whose sharded loading keeps each process's host memory smaller. The three modes:
+an eighth of a GPU's memory, else FSDP2. On two H100s (B8 x 2048 per GPU, bench/results/h100x2/issue10.md)
+the Qwen2.5-0.5B shape trains at 110-112k tokens/s per GPU with DDP and 96-99k with FSDP2, while
+Qwen2.5-1.5B trains at 43.1k with DDP (71 GiB a GPU) and 47.6k with FSDP2 (43 GiB): the cut, about
+0.67B parameters on 80 GB, lies between the two. On CPU ranks (gloo) it means FSDP2, whose sharded
+loading keeps each process's host memory smaller. The three modes:
 
 - ``none``: one process, one device, the model as built (today's path).
 - ``fsdp``: ``fully_shard`` per decoder layer, then the root (``shard_model``), applied by
@@ -43,7 +45,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 REPLICA_BYTES_PER_PARAM = 16  # fp32 weight + gradient + AdamW's two moments, on every DDP rank
-REPLICA_SHARE = 1 / 3  # of one GPU's memory, the most DDP's replicated state may take under auto
+REPLICA_SHARE = 1 / 8  # of one GPU's memory, the most DDP's replicated state may take under auto
 
 
 def parallel_mode(cfg: TrainConfig, world_size: int, *, params: int | None = None,
@@ -68,7 +70,7 @@ def _auto_mode(cfg: TrainConfig, world_size: int, params: int | None, device: to
 
 def auto_mode(world_size: int, params: int | None, device_memory: int | None) -> str:
     """What ``--parallel auto`` means: none on one rank; ddp when ``params`` replicated (16 bytes each)
-    take at most a third of ``device_memory`` (one GPU's bytes; None: not a GPU), else fsdp."""
+    take at most ``REPLICA_SHARE`` of ``device_memory`` (one GPU's bytes; None: not a GPU), else fsdp."""
     if world_size == 1:
         return "none"
     if params is None or device_memory is None:

@@ -75,6 +75,21 @@ def test_no_grad_gives_the_value_only():
     assert not out.requires_grad and torch.allclose(out, _reference(h, w, t), rtol=1e-6)
 
 
+def test_no_grad_computes_no_gradient_even_for_parameters_that_require_one(monkeypatch):
+    """Evaluation under no_grad (qa's probe loss, the step-0 gate) must not pay for the weight gradient."""
+    from warmstart.arch import loss as loss_mod
+
+    calls = []
+    real = loss_mod._accumulate
+    monkeypatch.setattr(loss_mod, "_accumulate", lambda *a: (calls.append(1), real(*a)))
+    h, w, t = _inputs()
+    with torch.no_grad():
+        quiet = linear_cross_entropy(h, w, t)
+    assert calls == [] and h.requires_grad and w.requires_grad
+    loud = linear_cross_entropy(h, w, t)
+    assert calls and torch.equal(quiet, loud.detach())
+
+
 def test_upstream_gradient_scales_both_gradients():
     h, w, t = _inputs()
     (3.0 * _reference(h, w, t)).backward()

@@ -100,9 +100,10 @@ def chunk_rows(n_rows: int, vocab: int, device: torch.device) -> int:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, ignore_index: int, dtype: torch.dtype, mean: bool):
+    def forward(ctx, hidden, weight, targets, ignore_index: int, dtype: torch.dtype, mean: bool, grad_on: bool):
         h, w = hidden.to(dtype), weight.to(dtype)
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # needs_input_grad follows requires_grad alone: under no_grad (evaluation) no gradient is computed
+        need_h, need_w = grad_on and ctx.needs_input_grad[0], grad_on and ctx.needs_input_grad[1]
         grad = need_h or need_w
         count = (targets != ignore_index).sum()
         scale = 1.0 / count if mean else torch.ones((), device=h.device)
@@ -127,7 +128,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors
         gh = None if grad_h is None else grad_h * grad_out.to(grad_h.dtype)
         gw = None if grad_w is None else (grad_w * grad_out).to(ctx.weight_dtype)
-        return gh, gw, None, None, None, None
+        return gh, gw, None, None, None, None, None
 
 
 @torch.compiler.disable
@@ -146,7 +147,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
     with torch.autocast(dev, enabled=False):
         return _LinearCrossEntropy.apply(hidden, weight, targets.contiguous(), ignore_index, dtype,
-                                         reduction == "mean")
+                                         reduction == "mean", torch.is_grad_enabled())
 
 
 __all__ = ["CHUNK_ELEMENTS", "chunk_rows", "linear_cross_entropy"]

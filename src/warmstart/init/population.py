@@ -214,6 +214,7 @@ def populate_model(
     params = dict(model.named_parameters(remove_duplicate=False))
     bad = {n for n, _, _ in plan.mismatched}
     values = ValueFindings(allow_zero=allow_zero)
+    head = None  # a tied checkpoint's own lm_head, kept from the pass that reads it (a GGUF dequantises once)
     with torch.no_grad():
         for name in ckpt.tensor_info:
             needed = name in plan.expected and name not in bad
@@ -224,10 +225,12 @@ def populate_model(
                 values.add(name, src)
             if needed:
                 params[name].copy_(src)  # exact upcast for bf16/fp16 -> fp32
+            if name == "lm_head.weight" and plan.tied_head_present:
+                head = src
             del src
     values.raise_any(path, then=lambda: check_plan(plan, path=path, allow_unused=allow_unused))
     if plan.tied_head_present:
-        head = ckpt.tensor("lm_head.weight").to(device=device, dtype=dtype)
+        head = (head if head is not None else ckpt.tensor("lm_head.weight")).to(device=device, dtype=dtype)
         _check_tied_head(head, model.model.embed_tokens.weight, path)
     return model
 
@@ -239,11 +242,16 @@ def verify_tensors(ckpt, cfg: ModelConfig, *, allow_unused: bool = False, allow_
     path = str(ckpt.path)
     plan = plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
     values = ValueFindings(allow_zero=allow_zero)
+    tied = ("lm_head.weight", "model.embed_tokens.weight") if plan.tied_head_present else ()
+    kept = {}  # the two tied tensors, kept from the one pass instead of read (or dequantised) again
     for name in ckpt.tensor_info:
-        values.add(name, ckpt.tensor(name))
+        t = ckpt.tensor(name)
+        values.add(name, t)
+        if name in tied:
+            kept[name] = t
     values.raise_any(path, then=lambda: check_plan(plan, path=path, allow_unused=allow_unused))
-    if plan.tied_head_present:
-        _check_tied_head(ckpt.tensor("lm_head.weight").float(), ckpt.tensor("model.embed_tokens.weight").float(), path)
+    if tied:
+        _check_tied_head(kept[tied[0]].float(), kept[tied[1]].float(), path)
     return plan
 
 

@@ -22,7 +22,9 @@ from warmstart.errors import (
     ValuesError,
 )
 from warmstart.checks import PASS, SKIP
+from warmstart.checkpoint import load_checkpoint
 from warmstart.init import prepare_warm_start, step0_gate
+from warmstart.init.population import verify_tensors
 
 FAMILIES = list(FAMILY_PRESETS)
 
@@ -224,6 +226,7 @@ def test_tied_head_copy_and_rotary_cache_accepted(hf_family_dirs, copy_ckpt):
 
     rewrite_tensors(ckpt, add)
     prepare_warm_start(ckpt)
+    verify_tensors(load_checkpoint(ckpt), load_checkpoint(ckpt).model_config())  # rank 0's check for every rank
 
 
 def test_tied_head_that_differs_refused(hf_family_dirs, copy_ckpt):
@@ -231,6 +234,9 @@ def test_tied_head_that_differs_refused(hf_family_dirs, copy_ckpt):
     rewrite_tensors(ckpt, lambda t: t.update({"lm_head.weight": torch.randn_like(t["model.embed_tokens.weight"])}))
     with pytest.raises(UnusedTensorsError) as e:
         prepare_warm_start(ckpt)
+    assert "tie_word_embeddings" in str(e.value)
+    with pytest.raises(UnusedTensorsError) as e:  # the same refusal from the check a distributed run makes
+        verify_tensors(load_checkpoint(ckpt), load_checkpoint(ckpt).model_config())
     assert "tie_word_embeddings" in str(e.value)
 
 

@@ -78,8 +78,7 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
         names = group.get("names")
         if names is None:
             raise RuntimeError("optimizer param groups need 'names'")
-        g = {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k != "params"}
-        index["param_groups"].append(g)
+        index["param_groups"].append(dc.group_json(group))
         for pid, name in zip(group["params"], names):
             st = sd["state"].get(pid)
             if not st:
@@ -102,26 +101,15 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     for group in cur["param_groups"]:
         for pid, name in zip(group["params"], group["names"]):
             name_to_pid[name] = pid
-    saved_names = {n for g in index["param_groups"] for n in g["names"]}
-    if saved_names != set(name_to_pid):
-        missing = sorted(set(name_to_pid) - saved_names)[:5]
-        extra = sorted(saved_names - set(name_to_pid))[:5]
-        raise ResumeError(f"optimizer state does not match the model (missing {missing}, unexpected {extra})",
-                          fix="resume with the same model")
+    dc.check_same_parameters(index, set(name_to_pid))
     state = {}
     for name, entry in index["state"].items():
         st = {}
         for k, v in entry.items():
             st[k] = tensors[v] if isinstance(v, str) else v["value"]
         state[name_to_pid[name]] = st
-    groups = []
-    for g_saved, g_cur in zip(index["param_groups"], cur["param_groups"]):
-        g = dict(g_cur)
-        for k, v in g_saved.items():
-            if k in ("names", "params", "fused", "foreach", "capturable"):
-                continue
-            g[k] = tuple(v) if k == "betas" else v
-        groups.append(g)
+    groups = [{**g_cur, **dc.saved_group_values(g_saved)}
+              for g_saved, g_cur in zip(index["param_groups"], cur["param_groups"])]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 

@@ -44,6 +44,24 @@ def full_model_state(par) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()} if dist.is_main else {}
 
 
+def group_json(group: dict) -> dict:
+    """A param group as JSON (tuples as lists, without the parameter ids)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k != "params"}
+
+
+def saved_group_values(saved: dict) -> dict:
+    """The hyperparameters a saved param group restores (betas as a tuple; not ids, names or kernel flags)."""
+    return {k: tuple(v) if k == "betas" else v for k, v in saved.items() if k not in _SKIP_GROUP_KEYS}
+
+
+def check_same_parameters(index: dict, mine: set[str]) -> None:
+    """Refuse optimizer state saved for other parameters than the model's (``index``: optimizer.json)."""
+    saved = {n for g in index["param_groups"] for n in g["names"]}
+    if saved != mine:
+        raise ResumeError(f"optimizer state does not match the model (missing {sorted(mine - saved)[:5]}, "
+                          f"unexpected {sorted(saved - mine)[:5]})", fix="resume with the same model")
+
+
 def _flat(osd: dict) -> dict[str, Any]:
     return {f"{name}::{k}": v for name, st in osd["state"].items() for k, v in st.items()}
 
@@ -59,8 +77,7 @@ def save_optimizer_dcp(directory: Path, par, optimizer: torch.optim.Optimizer) -
     flat = _flat(osd)
     tensors = {k: v for k, v in flat.items() if torch.is_tensor(v)}
     dcp.save(tensors, storage_writer=HuggingFaceStorageWriter(str(directory), save_distributed=True))
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"}
-              for g in osd["param_groups"]]
+    groups = [group_json(g) for g in osd["param_groups"]]
     return {"format": DCP_FORMAT, "class": type(optimizer).__name__, "world_size": par.dist.world_size,
             "param_groups": groups, "values": {k: v for k, v in flat.items() if not torch.is_tensor(v)}}
 
@@ -74,11 +91,7 @@ def load_optimizer_dcp(directory: Path, par, optimizer: torch.optim.Optimizer, i
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
     osd = get_optimizer_state_dict(par.model, optimizer)  # the template: state initialised, this sharding
-    saved = {n for g in index["param_groups"] for n in g["names"]}
-    mine = set(osd["state"])
-    if saved != mine:
-        raise ResumeError(f"optimizer state does not match the model (missing {sorted(mine - saved)[:5]}, "
-                          f"unexpected {sorted(saved - mine)[:5]})", fix="resume with the same model")
+    check_same_parameters(index, set(osd["state"]))
     flat = {k: v for k, v in _flat(osd).items() if torch.is_tensor(v)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process.*")
@@ -92,7 +105,7 @@ def load_optimizer_dcp(directory: Path, par, optimizer: torch.optim.Optimizer, i
         for k in st:
             st[k] = values[f"{name}::{k}"]
     for g, g_saved in zip(osd["param_groups"], index["param_groups"]):
-        g.update({k: tuple(v) if k == "betas" else v for k, v in g_saved.items() if k not in _SKIP_GROUP_KEYS})
+        g.update(saved_group_values(g_saved))
     set_optimizer_state_dict(par.model, optimizer, osd)
 
 

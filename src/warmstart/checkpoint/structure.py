@@ -24,7 +24,7 @@ from warmstart.checkpoint.defects import FATAL, WARNING, Defect
 from warmstart.checkpoint.formats import FORMAT_GGUF, FORMAT_PICKLE, FORMAT_SAFETENSORS, check_safetensors, sniff_file
 from warmstart.checkpoint.locate import FORMAT_HF_DIR, Location, locate_checkpoint
 from warmstart.checkpoint.metadata import metadata_value, safetensors_metadata
-from warmstart.errors import NotRegularFileError, OutsidePathError, PickleRefusedError, UnreadableError
+from warmstart.errors import OutsidePathError, PickleRefusedError, UnreadableError
 from warmstart.files import inside, refuse_special
 
 

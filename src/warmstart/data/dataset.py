@@ -199,7 +199,7 @@ def check_cache(p: Path) -> tuple[dict, Tokenizer]:
         meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise _damaged(p / "meta.json", f"the token cache's meta.json cannot be read ({err})") from None
-    bad = [k for k, t in _META_KEYS.items() if not isinstance(meta, dict) or not isinstance(meta.get(k), t)
+    bad = [k for k, t in _META_KEYS.items() if not isinstance(meta.get(k), t)
            or isinstance(meta.get(k), bool)] if isinstance(meta, dict) else list(_META_KEYS)
     if bad or meta.get("format") != CACHE_FORMAT:
         raise _damaged(p / "meta.json", f"the token cache's meta.json lacks or mistypes {', '.join(bad) or 'format'}")

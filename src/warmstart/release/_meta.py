@@ -1,16 +1,13 @@
 """Identity as a checkpoint declares it, and the ``warmstart stamp`` line that repairs it.
 
 Provenance itself is read by ``warmstart.checkpoint.metadata.provenance`` (one parser for every
-format); this module says where each identity field was declared and builds stamp recipes.
+format); this module says where each identity field was declared. Stamp recipes are
+``warmstart.checkpoint.aliases.stamp_recipe``.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from warmstart.arch.families import SPECS, get_family, identity, normalize_family
-from warmstart.checkpoint.aliases import default_fixed_path, display_path, stamp_recipe
+from warmstart.arch.families import SPECS, get_family, normalize_family
 from warmstart.checkpoint.formats import FORMAT_GGUF
 from warmstart.checkpoint.metadata import provenance
 
@@ -44,7 +41,4 @@ def gguf_arch_name(family: str) -> str:
     return spec.gguf_arch if spec else family
 
 
-__all__ = [
-    "declared_identity", "default_fixed_path", "display_path", "get_family", "gguf_arch_name",
-    "normalize_family", "stamp_recipe",
-]
+__all__ = ["declared_identity", "get_family", "gguf_arch_name", "normalize_family"]

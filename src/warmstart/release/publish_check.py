@@ -49,7 +49,7 @@ def read_front_matter(text: str) -> tuple[dict | None, str]:
 
 
 def card_gate(ckpt_path: Path, card: str | Path | None, root: Path | None = None) -> Check:
-    from warmstart.release._meta import display_path
+    from warmstart.checkpoint.aliases import display_path
 
     shown, alias_out = display_path(ckpt_path)
     if card:

@@ -22,7 +22,8 @@ from typing import Any
 from warmstart.arch.families import SUPPORTED, normalize_family
 from warmstart.checkpoint import provenance
 from warmstart.checks import FAIL, PASS
-from warmstart.release._meta import declared_identity, stamp_recipe
+from warmstart.checkpoint.aliases import stamp_recipe
+from warmstart.release._meta import declared_identity
 
 DIMENSIONS = {"hf_identity": 20, "provenance": 25, "integrity": 20, "tokenizer": 15, "training_record": 20}
 PASS_SCORE = 90

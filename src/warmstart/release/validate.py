@@ -168,7 +168,7 @@ def _identity(ckpt, cfg, path: Path) -> Check | None:
     """Check 5 (advisory). The declared family against the tensor names; None when the names cannot tell."""
     from warmstart.arch.families import normalize_family
     from warmstart.init.gates import tensor_evidence
-    from warmstart.release._meta import stamp_recipe
+    from warmstart.checkpoint.aliases import stamp_recipe
 
     ev, why = tensor_evidence(ckpt)
     claim = normalize_family(cfg.family) if cfg is not None else None

@@ -3,9 +3,10 @@
 Steps and tokens are the same on every rank; the clock and a SIGTERM are not. So under several
 ranks ``stop_reason`` passes the time and signal flags through ``agree`` (a host-side all-reduce
 over the ranks, once per step, no GPU sync): every rank stops at the same step. A SIGTERM
-(``StopSignal``) arriving while steps run asks for a stop at the next step boundary, with a final
-checkpoint; at any other moment (setup, evaluation, a save), or a second time, it ends the process
-at once: an interrupted save leaves the previous checkpoint as ``latest``.
+(``StopSignal``) arriving while steps run (an evaluation between them included) asks for a stop at
+the next step boundary, with a final checkpoint; at any other moment (setup and the step-0
+evaluation, a save), or a second time, it ends the process at once: an interrupted save leaves the
+previous checkpoint as ``latest``.
 """
 
 from __future__ import annotations

@@ -37,10 +37,10 @@ def full_model_state(par) -> dict[str, torch.Tensor]:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if model.cfg.tie_word_embeddings:
+            sd.pop("lm_head.weight", None)
     else:
-        sd = model.state_dict() if dist.is_main else {}
-    if model.cfg.tie_word_embeddings:
-        sd.pop("lm_head.weight", None)
+        sd = model.canonical_state_dict() if dist.is_main else {}
     return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()} if dist.is_main else {}
 
 

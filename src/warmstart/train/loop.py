@@ -326,38 +326,36 @@ def provenance(run: Run) -> dict:
 
 
 def _runtime(device: torch.device, cfg: TrainConfig) -> AmpFactory:
-    if device.type == "cuda":
+    if device.type == "cuda":  # (setup_distributed has made it the current device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        if device.index is not None:
-            torch.cuda.set_device(device)
     return amp_context(device, cfg.dtype)
 
 
 def _load_data(cfg: TrainConfig, source: ModelSource, say: Callable[[str], None], dist: Dist) -> TokenDataset:
     """The token dataset (one corpus or a weighted mixture). Under several ranks rank 0 builds it
-    (tokenizer training, token caches) first; the others then build the same, finding every cache."""
-    def build(log: Callable[[str], None]) -> TokenDataset:
+    (tokenizer training, token caches) first; the others then build the same, finding every cache
+    (``say`` prints on rank 0 alone)."""
+    def build() -> TokenDataset:
         ds = build_dataset(cfg.data or None, include=cfg.include or None, text_field=cfg.text_field,
                            tokenizer=source.tokenizer, vocab_size_=cfg.vocab_size, seq_len=cfg.seq_len,
                            val_fraction=cfg.val_fraction, max_corpus_bytes=cfg.max_corpus_bytes,
-                           cache_dir=cfg.cache_dir, log=log)
-        log(ds.summary())
+                           cache_dir=cfg.cache_dir, log=say)
+        say(ds.summary())
         return ds
 
-    return _rank0_first(dist, lambda: build(say), lambda ds: ds.fingerprint, "--data",
-                        rebuild=lambda: build(lambda _line: None))
+    return _rank0_first(dist, build, lambda ds: ds.fingerprint, "--data")
 
 
 def _fingerprints(sets: dict) -> dict[str, str]:
     return {name: ds.fingerprint for name, ds in sets.items()}
 
 
-def _rank0_first(dist: Dist, build: Callable, fingerprint: Callable, what: str, *, rebuild: Callable | None = None):
+def _rank0_first(dist: Dist, build: Callable, fingerprint: Callable, what: str):
     """``build()`` on rank 0 first (it tokenizes and fills the caches), then on the other ranks, which
     find every cache; each checks that it holds the very data rank 0 holds (the same fingerprint)."""
     def adopt(expected):
-        got = (rebuild or build)()
+        got = build()
         if fingerprint(got) != expected:
             raise local_error(UsageError(
                 f"rank {dist.rank} built {what} with fingerprint {fingerprint(got)}, rank 0 with {expected}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -114,7 +113,6 @@ class NullLog:
         pass
 
 
-# Dense bf16 peak of one GPU, by name (H100/H200 SXM: 989.4 TFLOP/s; H100 PCIe: 756; A100: 312).
 class IntervalMeter:
     """Mean training loss, last gradient norm and throughput since the last log point.
 

@@ -106,11 +106,11 @@ def _visible(root: Path, pattern: str) -> list[Path]:
 
 
 def _locate_dir(given: Path, root: Path) -> Location:
-    refuse_special(root / "model.safetensors", "model.safetensors")
-    refuse_special(root / INDEX_NAME, INDEX_NAME)
-    if (root / "model.safetensors").is_file():
+    single = is_regular(root / "model.safetensors", "model.safetensors")
+    index = is_regular(root / INDEX_NAME, INDEX_NAME)  # both refused first when special
+    if single:
         return Location(given, root, FORMAT_HF_DIR, (root / "model.safetensors",))
-    if (root / INDEX_NAME).is_file():
+    if index:
         return Location(given, root, FORMAT_HF_DIR, (), root / INDEX_NAME)
     # a FIFO, a device or a symlink loop among the candidates is refused by name (is_regular), never opened
     st = [p for p in _visible(root, "*.safetensors") if is_regular(p, "checkpoint file")]

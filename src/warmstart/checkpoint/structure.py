@@ -25,7 +25,7 @@ from warmstart.checkpoint.formats import FORMAT_GGUF, FORMAT_PICKLE, FORMAT_SAFE
 from warmstart.checkpoint.locate import FORMAT_HF_DIR, Location, locate_checkpoint
 from warmstart.checkpoint.metadata import metadata_value, safetensors_metadata
 from warmstart.errors import OutsidePathError, PickleRefusedError, UnreadableError
-from warmstart.files import inside, refuse_special
+from warmstart.files import inside, is_regular, refuse_special
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,7 @@ def _index_shards(st: CheckpointStructure) -> list[Path]:
 def _sidecar(path: Path, st: CheckpointStructure, what: str) -> bool:
     """Whether ``path`` is a regular file to read; a FIFO, a device or a symlink loop there is a defect."""
     try:
-        return path.is_file() if refuse_special(path, what) is not None else False
+        return is_regular(path, what)
     except UnreadableError as err:
         st.defects.append(Defect(err.found, err.why, err.fix, path=path, error=type(err)))
         return False

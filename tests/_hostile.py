@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import stat
 import struct
@@ -134,6 +133,14 @@ def refused(o: Outcome, code: str, exit_code: int | None = None, *, before: Snap
     return o
 
 
+def refused_cli(root: Path, args, code: str, exit_code: int | None = None, *,
+                says: str | tuple[str, ...] = ()) -> Outcome:
+    """``warmstart ARGS`` refused as ``refused`` asserts, leaving nothing behind under ``root`` and changing
+    nothing there (its snapshot is taken just before the command runs)."""
+    before = Snapshot.of(root)
+    return refused(cli(*args), code, exit_code, before=before, says=says)
+
+
 # ------------------------------------------------------------------ editing real files
 
 
@@ -202,7 +209,6 @@ def gguf_retable(path: Path, edit) -> Path:
         n = name.encode()
         table += struct.pack("<Q", len(n)) + n + struct.pack("<I", len(dims))
         table += b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", type_id, offset)
-    kv_start = min(s for s, _ in header.kv_spans.values()) if header.kv_spans else 24
     kv = raw[24:header.tensor_info_span[0]]
     blob = GGUF_MAGIC + struct.pack("<IQQ", header.version, len(infos), len(header.metadata)) + kv + table
     blob += b"\0" * (-len(blob) % header.alignment)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from _hostile import DROP, Snapshot, cli, edit_config, gguf_retable, gguf_rewrite, refused, st_header, st_rewrite
+from _hostile import DROP, cli, edit_config, gguf_retable, gguf_rewrite, refused_cli, st_header, st_rewrite
 
 U32, STR, ARR = 4, 8, 9
 READERS = ("inspect", "validate", "eval", "generate", "init", "export", "stamp", "qa")
@@ -311,9 +311,7 @@ PARAMS = [pytest.param(case, name, id=f"{case.id}-{name}") for case in CASES for
 @pytest.mark.parametrize("case,name", PARAMS)
 def test_hostile_checkpoint(case: Case, name: str, tmp_path, hf_base, st_base, gguf_base, text):
     ckpt = _prepare(case, tmp_path, hf_base, st_base, gguf_base)
-    before = Snapshot.of(tmp_path)
-    o = cli(*command(name, ckpt, tmp_path, text))
-    refused(o, case.per_command.get(name, case.code), before=before)
+    refused_cli(tmp_path, command(name, ckpt, tmp_path, text), case.per_command.get(name, case.code))
 
 
 # ------------------------------------------------------------------ what is accepted, and reported

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _hostile import Snapshot, assert_clean, cli, refused
+from _hostile import assert_clean, cli, refused_cli
 
 TINY = ("--preset", "llama-tiny", "--vocab-size", 300, "--seq-len", 16, "--batch-size", 1, "--max-steps", 1,
         "--eval-tokens", 16)
@@ -116,8 +116,7 @@ def _plot_fifo(tmp: Path) -> Path:
 def test_hostile_option(case, tmp_path, hf, text):
     build, code = OPTION_CASES[case]
     args = build(tmp_path, hf, text)
-    before = Snapshot.of(tmp_path)
-    refused(cli(*args), code, before=before)
+    refused_cli(tmp_path, args, code)
 
 
 def test_plot_skips_damaged_lines_with_a_warning(tmp_path):
@@ -135,9 +134,7 @@ def test_a_huge_sparse_corpus_file_is_not_read_whole(tmp_path):
     big = tmp_path / "huge.txt"
     with open(big, "wb") as fh:
         fh.truncate(8 << 30)
-    before = Snapshot.of(tmp_path)
-    refused(cli("pretrain", *TINY, "--data", big, "--out", tmp_path / "r"), "WS202", before=before,
-            says="1 binary")
+    refused_cli(tmp_path, ("pretrain", *TINY, "--data", big, "--out", tmp_path / "r"), "WS202", says="1 binary")
 
 
 def test_a_byte_budget_bounds_reading_within_a_file(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _corpus import make_corpus
-from _hostile import Snapshot, assert_clean, cli, edit_config, refused
+from _hostile import assert_clean, cli, refused, refused_cli
 
 FILES = ["textwrap.py", "string.py", "heapq.py", "bisect.py"]
 SMALL = ("--vocab-size", 300, "--seq-len", 16, "--batch-size", 2, "--eval-tokens", 32, "--eval-every", 0)
@@ -103,16 +103,14 @@ RESUME_CASES = {
 def test_damaged_trainer_state(case, run, tmp_path):
     damage, code, names = RESUME_CASES[case]
     damage(run)
-    before = Snapshot.of(tmp_path)
-    o = refused(cli("pretrain", "--resume", run, "--max-steps", 3, "--quiet"), code, 2, before=before, says=names)
+    o = refused_cli(tmp_path, ("pretrain", "--resume", run, "--max-steps", 3, "--quiet"), code, 2, says=names)
     if code == "WS206":  # the way back: the newest other complete checkpoint
         assert ("step-000002" if case.startswith("latest") else "step-000001") in o.err, o.err
 
 
 def test_resume_changing_what_is_trained_is_refused(run, tmp_path):
-    before = Snapshot.of(tmp_path)
-    refused(cli("pretrain", "--resume", run, "--seq-len", 32, "--max-steps", 3), "WS203", 2, before=before,
-            says="seq_len")
+    refused_cli(tmp_path, ("pretrain", "--resume", run, "--seq-len", 32, "--max-steps", 3), "WS203", 2,
+                says="seq_len")
 
 
 # ------------------------------------------------------------------ token caches
@@ -147,9 +145,8 @@ def test_damaged_prepared_cache(case, prepared, tmp_path):
     shutil.copytree(prepared, cache)
     damage, names = CACHE_CASES[case]
     damage(cache)
-    before = Snapshot.of(tmp_path)
-    o = cli("pretrain", "--preset", "llama-tiny", "--data", cache, *SMALL, "--max-steps", 1, "--out", tmp_path / "r")
-    refused(o, "WS207", 2, before=before, says=(names, "--rebuild"))
+    refused_cli(tmp_path, ("pretrain", "--preset", "llama-tiny", "--data", cache, *SMALL, "--max-steps", 1, "--out",
+                           tmp_path / "r"), "WS207", 2, says=(names, "--rebuild"))
 
 
 def test_a_damaged_cache_entry_warmstart_manages_is_rebuilt(corpus_dir, tmp_path):
@@ -201,32 +198,27 @@ def _file(tmp: Path) -> Path:
 def test_outputs_never_overwrite(case, tmp_path, hf, corpus_dir):
     build, code = OUTPUT_CASES[case]
     args = build(tmp_path, hf, corpus_dir)
-    before = Snapshot.of(tmp_path)
-    refused(cli(*args), code, 2, before=before)
+    refused_cli(tmp_path, args, code, 2)
 
 
 def test_out_holding_a_finished_run_is_refused(run, tmp_path, corpus_dir):
-    before = Snapshot.of(tmp_path)
-    refused(cli("pretrain", "--data", corpus_dir, *SMALL, "--out", run), "WS002", 2, before=before,
-            says="already holds a run")
+    refused_cli(tmp_path, ("pretrain", "--data", corpus_dir, *SMALL, "--out", run), "WS002", 2,
+                says="already holds a run")
 
 
 def test_a_warm_start_failing_after_the_gates_leaves_no_run_dir(tmp_path, hf):
     blobs = tmp_path / "blobs"
     blobs.mkdir()
     (blobs / "a.py").write_bytes(b"\x00\x01" * 50)
-    before = Snapshot.of(tmp_path)
-    refused(cli("pretrain", "--init", hf, "--data", blobs, "--max-steps", 1, "--out", tmp_path / "r"), "WS202", 2,
-            before=before, says="gate population")
+    refused_cli(tmp_path, ("pretrain", "--init", hf, "--data", blobs, "--max-steps", 1, "--out", tmp_path / "r"),
+                "WS202", 2, says="gate population")
 
 
 def test_a_new_run_failing_before_its_first_checkpoint_leaves_nothing(tmp_path, corpus_dir):
     """Diverged at step 2 (no checkpoint yet): the directory it made goes, so the same --out starts afresh."""
-    before = Snapshot.of(tmp_path)
-    o = cli("pretrain", "--preset", "llama-tiny", "--data", corpus_dir, *SMALL, "--max-steps", 5, "--lr", 1e30,
-            "--warmup", 0, "--grad-clip", 0, "--log-every", 1, "--save-every", 0, "--out", tmp_path / "r",
-            "--cache-dir", tmp_path / "cache")
-    refused(o, "WS201", 1, before=before)
+    refused_cli(tmp_path, ("pretrain", "--preset", "llama-tiny", "--data", corpus_dir, *SMALL, "--max-steps", 5,
+                           "--lr", 1e30, "--warmup", 0, "--grad-clip", 0, "--log-every", 1, "--save-every", 0,
+                           "--out", tmp_path / "r", "--cache-dir", tmp_path / "cache"), "WS201", 1)
 
 
 def _dead_pid() -> int:

@@ -105,12 +105,17 @@ class MixtureSampler:
 
     def _sources(self, n: int) -> np.ndarray:
         """The source of each of the next ``n`` draws (advances the draw count and the counts)."""
+        # Python floats, not numpy per draw: the same IEEE arithmetic and first-maximum ties, ~5x faster
+        w, phase, counts = self.weights.tolist(), self.phase.tolist(), self.counts.tolist()
+        sources = range(len(w))
         out = np.empty(n, dtype=np.int64)
         for j in range(n):
-            i = int(np.argmax(self.weights * (self.draws + 1 + self.phase) - self.counts))
-            self.counts[i] += 1
-            self.draws += 1
+            d = self.draws + 1
+            i = max(sources, key=lambda k: w[k] * (d + phase[k]) - counts[k])
+            counts[i] += 1
+            self.draws = d
             out[j] = i
+        self.counts[:] = counts
         return out
 
     def next_indices(self, batch_size: int) -> np.ndarray:

@@ -178,6 +178,11 @@ class ValueFindings:
             )
 
 
+def plan_checkpoint(ckpt, cfg: ModelConfig) -> PopulationPlan:
+    """The population plan of ``cfg``'s model from ``ckpt``'s tensor names and shapes."""
+    return plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
+
+
 def _check_tied_head(head: torch.Tensor, embedding: torch.Tensor, path: str) -> None:
     if not torch.equal(head, embedding):
         raise UnusedTensorsError(
@@ -207,7 +212,7 @@ def populate_model(
     """
     cfg = cfg or ckpt.model_config()
     path = str(ckpt.path)
-    plan = plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
+    plan = plan_checkpoint(ckpt, cfg)
     if not check_finite:
         check_plan(plan, path=path, allow_unused=allow_unused)
     model = empty_model(cfg, device=device, dtype=dtype)
@@ -240,7 +245,7 @@ def verify_tensors(ckpt, cfg: ModelConfig, *, allow_unused: bool = False, allow_
     for NaN/Inf (and all-zero matrices unless ``allow_zero``), then the population plan. What rank 0
     runs for every rank of a distributed run."""
     path = str(ckpt.path)
-    plan = plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
+    plan = plan_checkpoint(ckpt, cfg)
     values = ValueFindings(allow_zero=allow_zero)
     tied = ("lm_head.weight", "model.embed_tokens.weight") if plan.tied_head_present else ()
     kept = {}  # the two tied tensors, kept from the one pass instead of read (or dequantised) again
@@ -280,15 +285,14 @@ def populate_shards(model: CausalLM, ckpt, cfg: ModelConfig, *, allow_unused: bo
     """Copy into a materialised (possibly ``fully_shard``-ed) model only the rows each parameter
     holds on this rank, read straight from the checkpoint (safetensors: only those rows). Strict as
     ``populate_model``; the values and the tied head were verified by ``verify_tensors`` (rank 0)."""
-    plan = plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
+    plan = plan_checkpoint(ckpt, cfg)
     check_plan(plan, path=str(ckpt.path), allow_unused=allow_unused)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name in plan.expected:
             local, start, stop = local_rows(params[name])
             if stop > start:
-                src = ckpt.tensor(name) if (start, stop) == (0, params[name].shape[0]) else \
-                    ckpt.tensor_rows(name, start, stop)
+                src = ckpt.tensor_rows(name, start, stop)  # every row of a plain (unsharded) parameter
                 local.copy_(src)
                 del src
     return model

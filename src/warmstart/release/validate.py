@@ -149,9 +149,9 @@ def _family(ckpt, checks: list[Check]):
 
 def _shapes(ckpt, cfg) -> Check:
     """Check 4. Every tensor the config implies, present and of its shape."""
-    from warmstart.init.population import plan_population
+    from warmstart.init.population import plan_checkpoint
 
-    plan = plan_population(cfg, {n: tuple(i.shape) for n, i in ckpt.tensor_info.items()})
+    plan = plan_checkpoint(ckpt, cfg)
     items = [f"missing: {n} {plan.expected[n]}" for n in plan.missing]
     items += [f"shape: {n} expected {e} found {f}" for n, e, f in plan.mismatched]
     if items:

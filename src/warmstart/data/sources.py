@@ -134,8 +134,18 @@ def resolve_files(data: list[str] | tuple[str, ...] | None, include: list[str] |
     return files, names
 
 
+SNIFF = 8192  # bytes looked at for a NUL: a file holding one there is binary
+
+
+def _open_regular(path: Path):
+    """``path`` opened for reading bytes; OSError for anything but a regular file (never opened)."""
+    if not is_regular(path, "corpus file"):
+        raise OSError(f"{path} is not a regular file")
+    return open(path, "rb")
+
+
 def _decode(raw: bytes) -> str | None:
-    if b"\x00" in raw[:8192]:
+    if b"\x00" in raw[:SNIFF]:
         return None  # binary
     try:
         return raw.decode("utf-8")
@@ -204,11 +214,9 @@ def read_bounded(path: Path, size: int, budget: int | None = None) -> bytes:
     """A regular file's bytes, at most the ``size`` it had when listed (a file that grows meanwhile is
     not followed) and at most ``budget`` (the corpus byte budget left), never a special file. A file
     whose first 8 KiB hold a NUL byte (binary, e.g. a huge sparse file) gives those 8 KiB only."""
-    if not is_regular(path, "corpus file"):
-        raise OSError(f"{path} is not a regular file")
     limit = size if budget is None else max(0, min(size, budget))
-    with open(path, "rb") as fh:
-        head = fh.read(min(limit, 8192))
+    with _open_regular(path) as fh:
+        head = fh.read(min(limit, SNIFF))
         return head if b"\x00" in head else head + fh.read(limit - len(head))
 
 
@@ -235,9 +243,7 @@ def _lines(fh, size: int) -> Iterator[bytes]:
 
 def _jsonl_docs(f: FileEntry, text_field: str, stats: SourceStats) -> Iterator[Document]:
     try:
-        if not is_regular(f.path, "corpus file"):
-            raise OSError(f"{f.path} is not a regular file")
-        fh = open(f.path, "rb")
+        fh = _open_regular(f.path)
     except OSError:
         stats.skip("undecodable", f.key)
         return

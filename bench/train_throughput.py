@@ -1,7 +1,7 @@
 """Training-step throughput (tokens/s), MFU, time to the first step: warmstart beside litgpt and transformers.
 
 Every variant times the same step, the one ``warmstart pretrain`` runs: forward + loss under bf16
-autocast (fp32 master weights; fp32 on CPU), backward, global-norm clipping (foreach), the
+autocast (fp32 master weights; fp32 on CPU), backward, global-norm clipping (``train.step.clip_gradients``), the
 device-side divergence flag, fused AdamW (``found_inf`` wired; foreach AdamW on CPU),
 ``zero_grad``. Random token ids already on the device, the same batch for every variant.
 ``first_step_s`` is the first step from a built model (compilation included); warmup steps are
@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _models import build_variant  # noqa: E402
 from warmstart.arch import get_preset  # noqa: E402
 from warmstart.train.optim import build_optimizer  # noqa: E402
+from warmstart.train.step import clip_gradients  # noqa: E402
 from warmstart.train.perf import flops_per_token, peak_flops  # noqa: E402
 
 VARIANTS = ("warmstart", "warmstart-inductor-ce", "warmstart-eager", "warmstart-logits", "warmstart-logits-eager", "litgpt", "litgpt-full",
@@ -71,7 +72,7 @@ def make_step(model, loss_fn, device: torch.device, bf16: bool):
         with amp():
             loss = loss_fn(batch[:, :-1], batch[:, 1:])
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+        gnorm = clip_gradients(params, 1.0, opt)  # the trainer's clip (train/step.py)
         ok = torch.isfinite(loss.detach()) & torch.isfinite(gnorm)
         if fused:
             bad_any = torch.maximum(bad_any, (~ok).float())

@@ -22,7 +22,7 @@ from warmstart.train.budget import Budget
 from warmstart.train.optim import Schedule, build_optimizer, param_groups
 from warmstart.train.parallel import auto_mode, parallel_mode, parallelize
 from warmstart.train.source import RESUME, resolve_source
-from warmstart.train.step import DivergenceGuard, train_step
+from warmstart.train.step import DivergenceGuard, clip_gradients, train_step
 
 STATE_KEYS = {"step", "tokens_seen", "scheduler", "sampler", "data_fingerprint", "val_loss", "first_val_loss",
               "best", "elapsed", "created", "rng"}
@@ -157,6 +157,39 @@ def test_device_side_guard_is_sticky_and_reports_the_first_bad_step():
     assert same(good, snapshot(model))
     with pytest.raises(DivergenceError, match="diverged at step 2: loss inf"):
         guard.check()
+
+
+@pytest.mark.parametrize("clip", [1e-3, 1e9])  # clipping every gradient; not clipping
+def test_fused_clip_through_grad_scale_equals_clip_grad_norm(clip):
+    """Under fused AdamW the clip's scale is the kernel's grad_scale: the same norm and the same update
+    as clip_grad_norm_ scaling the gradients first (within fp32 rounding of g * c against g / (1 / c))."""
+    results = []
+    for through_kernel in (True, False):
+        model, opt, batch = tiny_setup(fused=True)
+        x, y = batch()
+        model.loss(x, y).backward()
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if through_kernel:
+            norm = clip_gradients(params, clip, opt)
+            assert opt.grad_scale.item() == pytest.approx(max(1.0, (norm.item() + 1e-6) / clip), rel=1e-6)
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+        opt.step()
+        results.append((norm, snapshot(model)))
+    (n1, after1), (n2, after2) = results
+    assert torch.equal(n1, n2)
+    for k in after1:
+        torch.testing.assert_close(after1[k], after2[k], rtol=1e-6, atol=1e-7)
+
+
+def test_unfused_clip_scales_the_gradients_in_place():
+    model, opt, batch = tiny_setup()
+    x, y = batch()
+    model.loss(x, y).backward()
+    params = [p for g in opt.param_groups for p in g["params"]]
+    norm = clip_gradients(params, 1e-3, opt)
+    after = torch.nn.utils.get_total_norm([p.grad for p in params])
+    assert opt.grad_scale is None and norm.item() > 1e-3 and abs(after.item() - 1e-3) < 1e-8
 
 
 # ------------------------------------------------------------------ the stop condition

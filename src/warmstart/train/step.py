@@ -141,11 +141,34 @@ def train_step(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], op
         step_loss /= grad_accum
     if par is not None:
         step_loss = par.global_mean(step_loss)
-    gnorm = _local(torch.nn.utils.clip_grad_norm_(params, clip, foreach=True))
+    gnorm = clip_gradients(params, clip, optimizer)
     guard.observe(step_loss, gnorm, optimizer)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return step_loss, gnorm
+
+
+def clip_gradients(params: list[torch.Tensor], clip: float, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """The global gradient norm, and the gradients clipped to ``clip`` (``clip_grad_norm_``'s rule).
+
+    Under a fused AdamW whose gradients are plain tensors (one GPU, DDP) the scaling is not a pass of
+    its own over every gradient: the optimizer kernel divides each gradient by ``grad_scale`` as it
+    reads it (the hook ``GradScaler`` uses), set here to ``max(1, (norm + 1e-6) / clip)``. Elsewhere
+    (CPU, FSDP2's sharded gradients) ``clip_grad_norm_`` scales them in place.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not optimizer.defaults.get("fused") or not grads or _any_dtensor(grads):
+        optimizer.grad_scale = None
+        return _local(torch.nn.utils.clip_grad_norm_(params, clip, foreach=True))
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    optimizer.grad_scale = torch.clamp((norm + 1e-6) / clip, min=1.0)
+    return norm
+
+
+def _any_dtensor(tensors: list[torch.Tensor]) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(t, DTensor) for t in tensors)
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

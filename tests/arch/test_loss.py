@@ -133,3 +133,49 @@ def test_model_loss_matches_logits_cross_entropy(preset, tied):
     assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
     for n, p in model.named_parameters():
         assert torch.allclose(p.grad, ref_grads[n], rtol=1e-4, atol=1e-6), n
+
+
+def test_cpu_logits_buffer_is_kept_between_calls_and_grows_when_needed():
+    """On CPU every chunk's logits go into one buffer the thread keeps (no fresh allocation per call); values and
+    gradients stay the reference's across calls of other sizes that reuse or grow it."""
+    sizes = [(37, 101), (16, 101), (64, 300)]  # smaller: same buffer; larger: a new, bigger one
+    pointers = []
+    for n, v in sizes:
+        h, w, t = _inputs(n=n, v=v)
+        ref = _grads(_reference, h, w, t)
+        out = _grads(linear_cross_entropy, h, w, t)
+        for a, b in zip(out, ref):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+        buf = loss_mod._workspace.buf
+        pointers.append((buf.data_ptr(), buf.numel()))
+    assert pointers[1] == pointers[0] and pointers[2][1] >= 64 * 300
+
+
+def test_loss_runs_outside_compiled_graphs_and_importing_it_leaves_dynamo_out():
+    """Under torch.compile the fused loss is called out of the graph (as ``torch.compiler.disable`` would), the
+    same value and gradients as eager; yet importing warmstart's commands does not import torch._dynamo."""
+    import subprocess
+    import sys
+
+    code = "import sys; from warmstart.cli import _register; _register(); print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+    import torch._dynamo
+
+    model = CausalLM(get_preset("llama-tiny"))
+    model.reset_parameters(0)
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 17), generator=torch.Generator().manual_seed(0))
+    x, y = ids[:, :-1], ids[:, 1:]
+    ref = model.loss(x, y)
+    ref.backward()
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    torch._dynamo.reset()
+    got = torch.compile(model.loss, backend="eager")(x, y)
+    got.backward()
+    assert torch.equal(got, ref)
+    assert all(torch.allclose(p.grad, g, rtol=1e-6, atol=1e-8) for p, g in zip(model.parameters(), ref_grads))
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="skip|Skip"):  # fullgraph: the call cannot be put in the graph
+        torch.compile(model.loss, backend="eager", fullgraph=True)(x, y)

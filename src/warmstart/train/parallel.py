@@ -62,8 +62,8 @@ def parallel_mode(cfg: TrainConfig, world_size: int, *, params: int | None = Non
 
 
 def _auto_mode(cfg: TrainConfig, world_size: int, params: int | None, device: torch.device | None) -> str:
-    memory = None
-    if device is not None and device.type == "cuda" and not cfg.cpu_offload:
+    memory = None  # asked of the GPU only where the answer matters: several ranks
+    if world_size > 1 and device is not None and device.type == "cuda" and not cfg.cpu_offload:
         memory = torch.cuda.get_device_properties(device).total_memory
     return auto_mode(world_size, params, memory)
 

@@ -70,7 +70,7 @@ class UsageError(WarmstartError, code="WS002", exit_code=2):
 
 
 class UnreadableError(WarmstartError, code="WS101", exit_code=2):
-    """Input that is not a readable checkpoint / file (exit 2). Gate 1 of SPEC §4."""
+    """Input that is not a readable checkpoint / file (exit 2). Gate 1 of the warm start (docs/errors.md)."""
 
 
 class PickleRefusedError(UnreadableError, code="WS100"):

@@ -1,4 +1,4 @@
-"""SPEC §4 reference behaviour on the real SmolLM2-135M-Instruct GGUF, on CPU.
+"""The warm-start gates' reference behaviour on the real SmolLM2-135M-Instruct GGUF, on CPU.
 
 `pretrain --init` starts at a trained loss on Python source (≤ 6.0) while a scratch run of the
 same shape and tokenizer starts at random-init magnitude (≥ 9.5, ln 49152 = 10.8), and a few

@@ -1,6 +1,6 @@
 """`warmstart pretrain --init` end to end, through the CLI in a subprocess, on real files.
 
-The motivating case of SPEC §4: a qwen2 checkpoint whose metadata says LlamaForCausalLM is
+The motivating case (README): a qwen2 checkpoint whose metadata says LlamaForCausalLM is
 refused before any step, both families named and the stamp recipe printed; after the recipe
 the same command trains and its step-0 val_loss equals the val_loss recorded at save.
 """

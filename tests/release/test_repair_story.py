@@ -1,4 +1,4 @@
-"""SPEC's real failure: a Qwen2 checkpoint whose metadata says LlamaForCausalLM.
+"""The motivating failure (README): a Qwen2 checkpoint whose metadata says LlamaForCausalLM.
 
 quality flags hf_identity, publish-check says NO-GO and prints the stamp recipe; the warm-start
 gate's exact repair line works; afterwards identity is full and tensor hashes are unchanged."""

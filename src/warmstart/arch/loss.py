@@ -6,7 +6,7 @@ bf16 under autocast, then the softmax in fp32), forward and backward, but holds 
 chunk of rows at a time. The gradients are computed in the forward, chunk by chunk (the logits'
 gradient is ``softmax - one_hot`` divided by the number of counted targets), and kept until
 backward: three matmuls of the head per step, as without fusion, and no fp32 copy of B x T x V.
-With Qwen's 152k vocabulary that copy (10 GB at 16k tokens) is the largest activation.
+With a large vocabulary (Qwen's 152k) that copy is the largest activation.
 
 On CUDA the per-chunk softmax arithmetic is one Triton kernel (``_ce_triton.py``: the logits read
 twice, their gradient written over them); elsewhere it runs eagerly, in place. The weight's
@@ -21,10 +21,9 @@ from functools import lru_cache
 
 import torch
 
-# Rows per chunk: about this many logits at a time (CUDA: 2^28, 512 MiB of bf16 logits, their gradient
-# written over them; CPU: 2^25, 128 MiB of fp32 logits: smaller chunks make the head's matmuls too thin --
-# loss forward + backward of 1024 rows x vocab 49152 x 576 took 1.78 s at 2^21, 1.15 s at 2^25, 1.25 s
-# unfused; at 2048 x 8192 x 256: 0.20 / 0.19 / 0.24 s: `python bench/cpu_loss_chunks.py`).
+# Rows per chunk: about this many logits at a time (CUDA: 2^28 bf16 logits, their gradient written over
+# them; CPU: 2^25 fp32 logits, since smaller chunks make the head's matmuls too thin: the comparison is
+# `python bench/cpu_loss_chunks.py`).
 CHUNK_ELEMENTS = {"cuda": 2**28, "cpu": 2**25}
 # The per-chunk arithmetic by device type: "triton" (CUDA only: the kernel), "inductor" (torch.compile of
 # _chunk_math), "eager".
@@ -74,8 +73,8 @@ _workspace = threading.local()
 
 def _logits(hc: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``hc @ w.T``. On CPU into a buffer this thread keeps between calls (at most ``CHUNK_ELEMENTS``
-    logits, 128 MiB): a fresh allocation that large is mapped from the OS and its pages faulted in on
-    first touch, 20 of the 70 ms of llama-small's [2048 x 8192] logits. CUDA's allocator caches."""
+    logits): a fresh allocation that large is mapped from the OS and its pages faulted in on first
+    touch on every call. CUDA's allocator caches."""
     if hc.is_cuda:
         return hc @ w.t()
     n = hc.shape[0] * w.shape[0]
@@ -158,8 +157,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     stays a loop and the CUDA chunk arithmetic is compiled on its own.
     """
     if torch.compiler.is_compiling():
-        # Traced by dynamo: out of the graph. Not a decorator: that imports torch._dynamo with this module, and
-        # with it `warmstart --help` took 3.4-4.1 s here instead of 2.0 (torch._dynamo: 3.2 s on the GPU machine).
+        # Traced by dynamo: out of the graph. Not a decorator: that would import torch._dynamo (slow to import)
+        # with this module, so with every warmstart command.
         return torch.compiler.disable(_linear_cross_entropy)(hidden, weight, targets, ignore_index, reduction)
     return _linear_cross_entropy(hidden, weight, targets, ignore_index, reduction)
 

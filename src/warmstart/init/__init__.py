@@ -1,4 +1,4 @@
-"""The warm-start gates (SPEC §4): nothing trains until the checkpoint is proven sound."""
+"""The warm-start gates: nothing trains until the checkpoint is proven sound."""
 
 from warmstart.init.evidence import infer_family_from_names
 from warmstart.init.gates import (

@@ -1,4 +1,4 @@
-"""Gate 3 helpers: infer the family from tensor names alone (SPEC §4.3), HF or llama.cpp GGUF names.
+"""Gate 3 helpers: infer the family from tensor names alone, HF or llama.cpp GGUF names.
 
 Foreign families (gpt2, gpt_neox, opt, bert/roberta, t5, mamba, rwkv) are recognised by their own
 name patterns (``arch/families/_known.py``). A checkpoint of warmstart's layout (attention +

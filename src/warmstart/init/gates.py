@@ -1,4 +1,4 @@
-"""The seven warm-start gates of SPEC §4, composed by ``prepare_warm_start``.
+"""The seven warm-start gates (docs/errors.md lists their codes), composed by ``prepare_warm_start``.
 
 Order: 1 readable, 2 family, 3 evidence, 4 tokenizer, 5 values, 6 population
 (gates 5 and 6 share one pass over the tensors), then — once the caller has built

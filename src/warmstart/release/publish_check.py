@@ -1,4 +1,4 @@
-"""`warmstart publish-check`: the publish pre-flight of SPEC §6, fully offline.
+"""`warmstart publish-check`: the publish pre-flight, fully offline.
 
 Gates, in order; every blocker is listed with its fix, verdict GO only when none fails:
   1 validate       `warmstart validate` passes

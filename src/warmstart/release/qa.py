@@ -1,4 +1,4 @@
-"""`warmstart qa`: the release gates of SPEC §6 on one checkpoint, verdict GO / NO-GO.
+"""`warmstart qa`: the release gates on one checkpoint, verdict GO / NO-GO.
 
 Gates (each PASS / FAIL with its reason; GO only when none fails):
   validate        structure, shapes, family (warmstart validate)

@@ -1,7 +1,7 @@
 """Regional compilation: ``torch.compile`` each decoder block on its own, once for all blocks.
 
-Compiling the whole training loss unrolls every layer into one graph (about 80 s before the first
-step of SmolLM2-135M on an H100). The blocks share their code and shapes, so one compiled graph
+Compiling the whole training loss unrolls every layer into one graph, and its compile time grows with
+the depth. The blocks share their code and shapes, so one compiled graph
 (forward and backward) serves all of them: dynamo compiles the first block and reuses the result for
 the rest. The embedding, the final norm and the fused LM head + loss (``arch/loss.py``) stay eager.
 

@@ -97,8 +97,8 @@ class TrainConfig:
     log_every: int = option(10, help="Log metrics every N steps.")
     # runtime
     device: str = option("auto", help="auto | cpu | cuda | cuda:N.")
-    dtype: str = option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 (on a CPU with "
-                        "native bf16, such as AVX512-BF16, bf16 autocast made the step 1.2-1.4x faster than fp32).")
+    dtype: str = option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 (bf16 autocast; on a "
+                        "CPU it pays off with native bf16, such as AVX512-BF16).")
     compile: bool = option(False, help="torch.compile the model.", flags=("--compile/--no-compile",))
     activation_checkpointing: bool = option(
         False, help="Recompute layer activations in backward.",

@@ -1,10 +1,10 @@
 """The distributed context of a run: rank, world size, device, and the few collectives the trainer needs.
 
-``setup_distributed(cfg)`` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``;
+``setup_distributed(device_flag)`` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``;
 ``MASTER_ADDR``/``MASTER_PORT`` for the ``env://`` rendezvous) and joins the process group: NCCL
-on CUDA, gloo on CPU. A process started without torchrun is rank 0 of 1 and has no process group
-(today's single-process path), unless ``--parallel ddp|fsdp`` asks for one: then a group of one
-over an in-memory store.
+on CUDA, gloo on CPU. A process started without torchrun is rank 0 of 1 and has no process group,
+unless the caller asks for one (``want_group``: ``--parallel ddp|fsdp`` on one rank): then a group of
+one over an in-memory store.
 
 Host-side decisions (a gate's verdict, the stop flags) travel over a gloo group, so they never wait
 on the GPU stream; on CPU that is the default group. ``decide_on_main`` is how a decision made by

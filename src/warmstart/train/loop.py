@@ -1,6 +1,6 @@
 """``pretrain(TrainConfig)``: the training run, top to bottom.
 
-Order of work (SPEC §4, §5): process group (torchrun's ranks, if any) -> run directory name ->
+Order of work: process group (torchrun's ranks, if any) -> run directory name ->
 model source (warm start: gates 1-6 via ``prepare_warm_start``) -> data -> settings (parallel
 mode; resume: same data, same global batch) -> model (preset for scratch, the checkpoint's for
 ``--init``, the run's latest checkpoint for ``--resume``; FSDP: sharded on the meta device, then

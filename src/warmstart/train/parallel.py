@@ -2,13 +2,11 @@
 
 ``--parallel auto`` means none on one rank. On several CUDA ranks it means DDP when the replicated
 training state (fp32 weights, gradients and the two AdamW moments: 16 bytes a parameter) takes at most
-an eighth of a GPU's memory, else FSDP2. On two H100s (B8 x 2048 per GPU, bench/results/h100x2/issue10.md)
-the Qwen2.5-0.5B shape trains at 110-112k tokens/s per GPU with DDP and 96-99k with FSDP2, while
-Qwen2.5-1.5B trains at 43.1k with DDP (71 GiB a GPU) and 47.6k with FSDP2 (43 GiB): the cut, about
-0.67B parameters on 80 GB, lies between the two. On CPU ranks (gloo) it means FSDP2, whose sharded
-loading keeps each process's host memory smaller. The three modes:
+an eighth of a GPU's memory, else FSDP2: small models train faster replicated, larger ones sharded, and
+the cut lies between the shapes measured in bench/results/h100x2/. On CPU ranks (gloo) it means FSDP2,
+whose sharded loading keeps each process's host memory smaller. The three modes:
 
-- ``none``: one process, one device, the model as built (today's path).
+- ``none``: one process, one device, the model as built.
 - ``fsdp``: ``fully_shard`` per decoder layer, then the root (``shard_model``), applied by
   ``build_model`` to the model while it is still on the meta device, so each rank allocates and
   loads only its own shards. On CUDA with bf16 the parameters are cast to bf16 for compute and
@@ -90,7 +88,7 @@ def shard_model(model: CausalLM, cfg: TrainConfig, dist: Dist) -> CausalLM:
         kw["offload_policy"] = CPUOffloadPolicy(pin_memory=dist.device.type == "cuda")
     # Resharding after forward frees a layer's gathered parameters until its backward gathers them again.
     # With one rank the shard is the whole parameter, so it saves only the bf16 copy and costs an
-    # all-gather per layer in backward (7% tokens/s on the Qwen2.5-0.5B shape, bench/fsdp_overhead.py);
+    # all-gather per layer in backward (the cost: bench/fsdp_overhead.py);
     # the last layer's backward comes right after its forward, so it never reshards (as torchtitan does).
     reshard = dist.world_size > 1 or bool(cfg.cpu_offload)  # offload: the host holds them between
     layers = list(model.model.layers)

@@ -6,8 +6,8 @@ embedding lookup, norms or biases) plus 12 x layers x attended span x (heads x h
 attention scores and values, forward and backward. The causal mask is not discounted (the
 convention of PaLM, nanoGPT and litgpt), so a recomputed forward (activation checkpointing) is not
 counted either. The peak is the datasheet's dense (no sparsity) figure for the dtype the matmuls
-run in: bf16 under autocast, TF32 for fp32 on CUDA. On an H100 SXM that is 989 TFLOP/s bf16; a
-large bf16 matmul measures about 790 there, so 80% MFU is the practical ceiling.
+run in: bf16 under autocast, TF32 for fp32 on CUDA (the table below); a large matmul reaches only part
+of it, so an MFU well below 100% is the practical ceiling.
 """
 
 from __future__ import annotations

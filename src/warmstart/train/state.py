@@ -2,7 +2,7 @@
 
 ``state_dict()`` / ``load_state_dict()`` have the shape of ``torch.distributed.checkpoint``'s
 ``Stateful`` protocol, so a distributed checkpoint can save and load the object as it is (per-rank
-RNG and data cursor included). Run checkpoints today write it as ``trainer_state/state.json``
+RNG and data cursor included). Run checkpoints write it as ``trainer_state/state.json``
 (the JSON part) and ``trainer_state/rng.safetensors`` (the RNG tensors); see ``checkpoints.py``.
 
 Keys of ``state_dict()``, the same as ``state.json`` has always held: ``step``, ``tokens_seen``,

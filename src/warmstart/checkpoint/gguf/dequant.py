@@ -14,7 +14,7 @@ import torch
 
 from warmstart.errors import UnreadableError
 
-# Types warmstart dequantises (SPEC §2 asks for at least these).
+# Types warmstart dequantises: the float types and the GGML quantisations llama.cpp writes by default.
 DEQUANTISABLE = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K",
                  "Q2_K", "Q3_K", "Q8_K")
 _INT_TYPES = {"I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64}
@@ -58,7 +58,7 @@ def dequantize(rows: np.ndarray, type_name: str, shape: tuple[int, ...], *, what
 @contextlib.contextmanager
 def _one_thread():
     """Elementwise dequantisation is memory-bound: intra-op threads buy little and, on a busy
-    machine, OpenMP barriers make it several times slower. Run it on one thread."""
+    machine, OpenMP barriers slow it down. Run it on one thread."""
     n = torch.get_num_threads()
     if n > 1:
         torch.set_num_threads(1)

@@ -2,8 +2,8 @@
 
 The header is parsed here, with a bounds check on every read, so that a truncated
 or corrupt file becomes an ``UnreadableError`` naming what is wrong. (``gguf.GGUFReader``
-also turns every element of every metadata array into numpy views, which takes
-~4 s for a 49k-token vocabulary; this parser takes ~0.1 s.) The header also records where each
+also turns every element of every metadata array into a numpy view of its own, which is slow
+for a large vocabulary; this parser reads a numeric array in one call, strings as strings.) The header also records where each
 metadata entry and the tensor-info section lie, so a writer can copy them byte for byte.
 Tensor data is memory-mapped; the constants (type ids, block sizes) come from the ``gguf`` package.
 """

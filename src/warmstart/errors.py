@@ -1,13 +1,14 @@
 """Typed errors with stable codes.
 
-Every refusal warmstart makes is one of these. The CLI prints ``str(err)`` as one
-paragraph (code, what was found, why it matters, the fix) and exits with
+Every refusal warmstart makes is one of these. It renders itself (``print_error``: one
+paragraph on stderr: code, what was found, why it matters, the fix) and the CLI exits with
 ``err.exit_code``: 1 when a gate or check said no, 2 for bad usage or unreadable
 input. Codes are documented in ``docs/errors.md``; they never change meaning.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -16,6 +17,10 @@ class WarmstartError(Exception):
 
     code: str = "WS000"
     exit_code: int = 1
+    # Under several ranks every rank raises the same refusal and rank 0 prints it: ``printed`` once it
+    # has (before every rank raised it), ``rank_local`` when this rank alone saw it (it prints it itself).
+    printed: bool = False
+    rank_local: bool = False
 
     def __init_subclass__(cls, code: str | None = None, exit_code: int | None = None, **kwargs) -> None:
         """``class XError(Base, code="WS1nn", exit_code=2)``: the code and exit status of a subclass."""
@@ -54,6 +59,10 @@ class WarmstartError(Exception):
             text += " Fix: " + self.fix.rstrip(".") + "."
         return text
 
+    def speaks(self, rank: int) -> bool:
+        """Whether the process of ``rank`` prints this error (see ``printed`` / ``rank_local``)."""
+        return not self.printed and (rank == 0 or self.rank_local)
+
     def to_dict(self) -> dict:
         return {
             "code": self.code,
@@ -63,6 +72,14 @@ class WarmstartError(Exception):
             "fix": self.fix,
             "exit_code": self.exit_code,
         }
+
+
+
+def print_error(err: WarmstartError, *, rank: int = 0) -> None:
+    """``err``'s paragraph on stderr, prefixed with the rank when another rank than 0 alone saw it."""
+    prefix = f"[rank {rank}] " if rank and err.rank_local else ""
+    sys.stderr.write(f"{prefix}error: {err.paragraph()}\n")
+    sys.stderr.flush()
 
 
 class UsageError(WarmstartError, code="WS002", exit_code=2):

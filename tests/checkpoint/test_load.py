@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from warmstart.checkpoint import load_checkpoint, resolve_checkpoint_path, sha256_files
+from warmstart.checkpoint.lineage import lineage_chain
 from warmstart.checkpoint.formats import read_safetensors_header
 from warmstart.errors import PickleRefusedError, UnreadableError, UsageError
 from warmstart.init.population import populate_model
@@ -240,11 +241,11 @@ def test_lineage_follows_a_chain_of_warm_starts(tmp_path, tiny_hf_dir):
     a = child("a", None)
     b = child("b", a)
     c = child("c", b)
-    chain = load_checkpoint(c).lineage()
+    chain = lineage_chain(load_checkpoint(c))
     assert [e["path"] for e in chain] == [str(b), str(a)]
     assert all(e["present"] for e in chain)
     shutil.rmtree(a)
-    chain = load_checkpoint(c).lineage()
+    chain = lineage_chain(load_checkpoint(c))
     assert [e["present"] for e in chain] == [True, False]
 
 

@@ -14,6 +14,7 @@ import pytest
 from _ckpt_tools import ws
 
 from warmstart.checkpoint import lineage_hash, load_checkpoint, provenance
+from warmstart.checkpoint.lineage import lineage_chain
 
 TRAIN_FLAGS = ["--seq-len", "32", "--batch-size", "2", "--eval-tokens", "256", "--val-fraction", "0.25",
                "--max-steps", "1", "--save-every", "0", "--eval-every", "0", "--quiet", "--allow-untrained-init"]
@@ -84,5 +85,5 @@ def test_inspect_checks_recorded_parents(parents, tmp_path):
     assert "sha256 verified" in " ".join(out.stdout.split())
     # the parent's weights change: inspect says so
     shutil.copyfile(parents["hf-sharded"] / "model-00001-of-00002.safetensors", parent / "model.safetensors")
-    (entry,) = load_checkpoint(child).lineage()
+    (entry,) = lineage_chain(load_checkpoint(child))
     assert entry["present"] and entry["sha256_matches"] is False

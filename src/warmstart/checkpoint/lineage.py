@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.checkpoint.aliases import sha256_files
-from warmstart.checkpoint.metadata import metadata_value, provenance
+from warmstart.checkpoint.metadata import provenance
 from warmstart.errors import WarmstartError
 
 
@@ -43,13 +43,6 @@ def parent_record(ckpt, *, family: str | None) -> dict[str, Any]:
     }
 
 
-def recorded_parent(ckpt) -> dict | None:
-    """The ``parent`` record warmstart wrote into the checkpoint's provenance, or None (a GGUF's
-    ``general.base_model`` names a hub model, not a file to follow)."""
-    parent = metadata_value("parent", (ckpt.metadata or {}).get("parent"))
-    return parent if isinstance(parent, dict) else None
-
-
 def lineage_chain(ckpt, max_depth: int = 16) -> list[dict]:
     """The chain of warm starts: parent, grandparent, … as far as the recorded paths lead.
 
@@ -61,7 +54,7 @@ def lineage_chain(ckpt, max_depth: int = 16) -> list[dict]:
 
     chain: list[dict] = []
     seen: set[str] = set()
-    parent = recorded_parent(ckpt)
+    parent = ckpt.parent
     while parent and len(chain) < max_depth:
         path = parent.get("path")
         entry = dict(parent, present=bool(path) and Path(path).exists(), sha256_matches=None)
@@ -73,10 +66,10 @@ def lineage_chain(ckpt, max_depth: int = 16) -> list[dict]:
             with load_checkpoint(path) as ancestor:
                 if parent.get("sha256"):
                     entry["sha256_matches"] = lineage_hash(ancestor) == parent["sha256"]
-                parent = recorded_parent(ancestor)
+                parent = ancestor.parent
         except WarmstartError:
             break
     return chain
 
 
-__all__ = ["lineage_chain", "lineage_hash", "parent_record", "recorded_parent"]
+__all__ = ["lineage_chain", "lineage_hash", "parent_record"]

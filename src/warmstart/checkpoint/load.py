@@ -26,9 +26,8 @@ from warmstart.arch.config import ModelConfig
 from warmstart.checkpoint.formats import FORMAT_GGUF, FORMAT_PICKLE, FORMAT_SAFETENSORS
 from warmstart.checkpoint.declared import config_defects
 from warmstart.checkpoint.defects import raise_first
-from warmstart.checkpoint.lineage import lineage_chain, recorded_parent
 from warmstart.checkpoint.locate import FORMAT_HF_DIR, locate_checkpoint
-from warmstart.checkpoint.metadata import safetensors_metadata
+from warmstart.checkpoint.metadata import recorded_parent, safetensors_metadata
 from warmstart.checkpoint.structure import CheckpointStructure, json_object, structure_at
 from warmstart.errors import PickleRefusedError, UnreadableError
 
@@ -154,11 +153,7 @@ class Checkpoint:
     @property
     def parent(self) -> dict | None:
         """Lineage: the recorded ``parent`` ({path, sha256, family, ...}) or None."""
-        return recorded_parent(self)
-
-    def lineage(self, max_depth: int = 16) -> list[dict]:
-        """The chain of warm starts (``checkpoint.lineage.lineage_chain``)."""
-        return lineage_chain(self, max_depth)
+        return recorded_parent(self.metadata)
 
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:

@@ -49,6 +49,13 @@ def safetensors_metadata(raw: dict[str, str]) -> dict[str, Any]:
     return {k: metadata_value(k, v) for k, v in raw.items() if k not in NOT_PROVENANCE}
 
 
+def recorded_parent(metadata: dict | None) -> dict | None:
+    """The ``parent`` record warmstart wrote into a checkpoint's metadata, or None (a GGUF's
+    ``general.base_model`` names a hub model, not a file to follow)."""
+    parent = metadata_value("parent", (metadata or {}).get("parent"))
+    return parent if isinstance(parent, dict) else None
+
+
 def provenance(ckpt) -> dict[str, Any]:
     """The warmstart.json-shaped provenance of a loaded ``Checkpoint`` of any format.
 
@@ -85,4 +92,4 @@ def _count(value: Any) -> int:
 
 
 __all__ = ["JSON_KEYS", "NOT_PROVENANCE", "PROVENANCE_KEYS", "TEXT_KEYS", "metadata_value", "provenance",
-           "safetensors_metadata"]
+           "recorded_parent", "safetensors_metadata"]

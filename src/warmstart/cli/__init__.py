@@ -4,49 +4,19 @@ Each module below registers its commands on ``app``. ``main()`` turns every
 ``WarmstartError`` into one paragraph on stderr and its exit code (1: a gate or
 check said no; 2: bad usage or unreadable input). No traceback reaches a user
 unless WARMSTART_DEBUG=1. Under torchrun every rank runs ``main``; rank 0 alone prints a refusal
-(every rank raises the same one), another rank only what it alone saw, prefixed with its rank.
+(every rank raises the same one), another rank only what it alone saw, prefixed with its rank
+(``WarmstartError.speaks``). The app and the signature helpers are in ``_app.py``.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 
 import typer
 
-from warmstart.errors import UsageError, WarmstartError
-
-app = typer.Typer(
-    name="warmstart",
-    help="Pretrain decoder-only LMs from scratch or continue pretraining from a checkpoint "
-    "(--init), refusing every initialisation that would silently train from random weights.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def option(name: str, annotation, default, *flags: str, help: str, **kw) -> inspect.Parameter:
-    """A keyword parameter whose default is a typer option: a piece of a generated command signature."""
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                             default=typer.Option(default, *flags, help=help, **kw))
-
-
-def with_params(*params: inspect.Parameter):
-    """Give a ``**kwargs`` command function the signature (hence the options) typer should see, so that
-    options shared by several commands are declared once."""
-
-    def apply(fn):
-        fn.__signature__ = inspect.Signature(list(params))
-        fn.__annotations__ = {p.name: p.annotation for p in params}
-        return fn
-
-    return apply
-
-
-_ARGV: list[str] = []  # the arguments of this invocation (``pretrain --nproc-per-node`` relaunches them)
+from warmstart.cli._app import ARGV, app
+from warmstart.errors import UsageError, WarmstartError, print_error
 
 
 def _rank() -> int:
@@ -54,25 +24,8 @@ def _rank() -> int:
     return int(os.environ.get("RANK", 0))
 
 
-def print_error(err: WarmstartError) -> None:
-    sys.stderr.write("error: " + err.paragraph() + "\n")
-    sys.stderr.flush()
-
-
-def _speaks(err: BaseException) -> bool:
-    """Under several ranks every rank raises the same refusal and rank 0 alone prints it (perhaps
-    already, marked ``printed``); an error one rank alone saw (marked ``rank_local``) is printed by it."""
-    if getattr(err, "printed", False):
-        return False
-    return _rank() == 0 or bool(getattr(err, "rank_local", False))
-
-
 def _prefix() -> str:
     return f"[rank {_rank()}] " if _rank() else ""
-
-
-def invocation_args() -> list[str]:
-    return list(_ARGV)
 
 
 def _register() -> None:
@@ -96,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     from typer import _click  # typer's own copy of click raises these
 
     _register()
-    _ARGV[:] = list(argv) if argv is not None else sys.argv[1:]
+    ARGV[:] = list(argv) if argv is not None else sys.argv[1:]
     try:
         code = app(args=argv, prog_name="warmstart", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
@@ -106,9 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"error: {err}\n")
         sys.exit(1)
     except WarmstartError as err:
-        if _speaks(err):
-            sys.stderr.write(_prefix() if getattr(err, "rank_local", False) else "")
-            print_error(err)
+        if err.speaks(_rank()):
+            print_error(err, rank=_rank())
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         if _rank() == 0:

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from warmstart.cli import app, option, with_params
+from warmstart.cli._app import app, option, with_params
 from warmstart.errors import UsageError
 from warmstart.runtime import resolve_device
 

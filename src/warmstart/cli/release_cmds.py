@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from warmstart.checks import dumps
-from warmstart.cli import app
+from warmstart.cli._app import app
 from warmstart.errors import UnreadableError
 from warmstart.files import refuse_special
 

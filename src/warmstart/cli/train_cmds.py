@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from warmstart.cli import app, option, with_params
+from warmstart.cli._app import app, option, with_params
 from warmstart.errors import UsageError
 
 _PRETRAIN_HELP = """Train a causal LM from a preset (scratch) or continue from a checkpoint (--init).
@@ -74,7 +74,7 @@ def _explicit(ctx, values: dict) -> dict:
                 "torchrun on each (docs/multinode.md)."),
 )
 def pretrain_cmd(ctx: typer.Context, **values) -> None:
-    from warmstart.cli import invocation_args
+    from warmstart.cli._app import ARGV
     from warmstart.train import pretrain, resolve_config
     from warmstart.train.launch import in_worker, launch_local, without_nproc
 
@@ -88,7 +88,7 @@ def pretrain_cmd(ctx: typer.Context, **values) -> None:
 
         rank_device(cfg.device, nproc)
         parallel_mode(cfg, nproc)
-        raise typer.Exit(launch_local(nproc, without_nproc(invocation_args())))
+        raise typer.Exit(launch_local(nproc, without_nproc(list(ARGV))))
     pretrain(cfg, quiet=quiet)
 
 

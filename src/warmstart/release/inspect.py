@@ -55,6 +55,8 @@ def _tokenizer(ckpt) -> dict:
 def inspect_summary(ckpt, *, tensors: bool = False) -> dict:
     """The JSON-able summary ``warmstart inspect`` prints (``tensors``: add the tensor table). Never fails on
     a readable checkpoint: an unsupported family or tokenizer is shown as such, beside what the file declares."""
+    from warmstart.checkpoint.lineage import lineage_chain
+
     claims = ckpt.declared_claims()
     model_summary, config_error = _model(ckpt)
     out = {
@@ -73,7 +75,7 @@ def inspect_summary(ckpt, *, tensors: bool = False) -> dict:
         "config_error": config_error,
         "config": ckpt.config,  # as declared (GGUF: the HF config its llama.cpp keys give)
         "metadata": ckpt.metadata,
-        "lineage": {"parent": ckpt.parent, "chain": ckpt.lineage()},
+        "lineage": {"parent": ckpt.parent, "chain": lineage_chain(ckpt)},
     }
     if tensors:
         out["tensors"] = [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "source_name": i.source_name}

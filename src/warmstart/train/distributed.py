@@ -11,7 +11,7 @@ on the GPU stream; on CPU that is the default group. ``decide_on_main`` is how a
 rank 0 alone (the warm-start gates, the token cache, gate 7, the run directory) reaches every rank:
 rank 0 broadcasts either its result or its error, on every path, and every rank returns the same
 result or raises the same typed error. Only rank 0 prints such an error (``cli.main``); an error
-one rank alone saw (``local_error``) is printed by that rank.
+one rank alone saw (``local_error``) is printed by that rank (``WarmstartError.speaks``).
 """
 
 from __future__ import annotations
@@ -192,15 +192,15 @@ def decide_on_main(dist: Dist, fn: Callable[[], T], share: Callable[[T], Any] = 
 def announce(err: WarmstartError) -> None:
     """Rank 0 prints a refusal every rank is about to raise now, and marks it printed (``cli.main``
     does not print it again)."""
-    from warmstart.cli import print_error
-
-    print_error(err)
-    err.printed = True  # type: ignore[attr-defined]
+    errors.print_error(err)
+    err.printed = True
 
 
 def local_error(err: BaseException) -> BaseException:
-    """Mark ``err`` as seen by this rank alone: it prints it (``speaks``), whatever its rank."""
-    err.rank_local = True  # type: ignore[attr-defined]
+    """Mark ``err`` as seen by this rank alone: it prints it (``speaks``), whatever its rank (any other
+    exception is printed by every rank that raises it)."""
+    if isinstance(err, WarmstartError):
+        err.rank_local = True
     return err
 
 

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Callable
 
 import torch
 
+from warmstart.choices import DEVICES
 from warmstart.errors import UsageError
-
-_DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a torch.device; WS002 when CUDA is asked for but absent."""
-    if not _DEVICE_RE.fullmatch(name or ""):
-        raise UsageError(f"--device '{name}' is not one of auto, cpu, cuda, cuda:N",
-                         fix="use --device auto|cpu|cuda|cuda:N")
+    DEVICES.check("--device", name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

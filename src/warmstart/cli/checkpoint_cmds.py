@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 
+from warmstart.choices import DEVICES
 from warmstart.cli._app import app, option, with_params
 from warmstart.errors import UsageError
 from warmstart.runtime import resolve_device
@@ -19,7 +20,7 @@ _CKPT = inspect.Parameter("ckpt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annot
                           default=typer.Argument(..., help="Checkpoint: directory, file, run dir or alias."))
 # Options of every command that runs a model (eval, generate), declared once.
 _MODEL_OPTIONS = (
-    option("device", str, "auto", "--device", help="auto | cpu | cuda."),
+    option("device", str, "auto", "--device", help="Where to run (auto: CUDA when present).", metavar=DEVICES.metavar),
     option("tokenizer", Optional[Path], None, "--tokenizer", help="tokenizer.json overriding the checkpoint's."),
     option("allow_unused", bool, False, "--allow-unused-tensors", help="Ignore tensors the model does not use."),
     option("trust_pickle", bool, False, "--trust-pickle", help="Allow pickle files (weights_only=True)."),

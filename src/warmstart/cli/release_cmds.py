@@ -8,10 +8,12 @@ from typing import List, Optional
 
 import typer
 
+from warmstart.checkpoint.gguf.write import GGUF_DTYPES
 from warmstart.checks import dumps
 from warmstart.cli._app import app
 from warmstart.errors import UnreadableError
 from warmstart.files import refuse_special
+from warmstart.release.export import TARGETS
 
 
 def _resolve(spec: str) -> Path:
@@ -127,10 +129,10 @@ Examples:
 @app.command("export", help=_EXPORT_HELP)
 def export_cmd(
     ckpt: str = typer.Argument(..., help="Checkpoint to convert."),
-    to: str = typer.Option(..., "--to", help="hf | safetensors | gguf"),
+    to: str = typer.Option(..., "--to", help="The format to write.", metavar=TARGETS.metavar),
     out: Path = typer.Option(..., "-o", "--out", help="Output file (safetensors, gguf) or directory (hf)."),
-    dtype: Optional[str] = typer.Option(None, help="f32 | f16 | bf16 | q8_0 (GGUF only). Default: f16 for gguf, "
-                                        "f32 otherwise."),
+    dtype: Optional[str] = typer.Option(None, help="Tensor dtype (q8_0: GGUF only). Default: f16 for gguf, "
+                                        "f32 otherwise.", metavar=GGUF_DTYPES.metavar),
     overwrite: bool = typer.Option(False, help="Replace an existing output (never the input)."),
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

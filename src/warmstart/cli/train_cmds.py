@@ -49,7 +49,8 @@ def config_params(names=None, help_overrides: dict[str, str] | None = None) -> l
     from warmstart.train.config import option_specs
 
     helps = help_overrides or {}
-    return [option(s.name, s.type, s.default, *s.flags, help=helps.get(s.name, s.help)) for s in option_specs(names)]
+    return [option(s.name, s.type, s.default, *s.flags, help=helps.get(s.name, s.help),
+                   **({"metavar": s.metavar} if s.metavar else {})) for s in option_specs(names)]
 
 
 def _explicit(ctx, values: dict) -> dict:

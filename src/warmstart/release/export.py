@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from warmstart.arch.config import VARIATIONS
+from warmstart.choices import Choices
 from warmstart.checkpoint import load_checkpoint, provenance, read_structure
 from warmstart.checkpoint.formats import FORMAT_GGUF
 from warmstart.checkpoint.locate import FORMAT_HF_DIR
@@ -27,7 +28,7 @@ from warmstart.checkpoint.gguf.write import GGUF_DTYPES, gguf_tensor_type, round
 from warmstart.init.gates import build_model
 from warmstart.release._report import PROBE_TEXT, probe_ids
 
-TARGETS = ("hf", "safetensors", "gguf")
+TARGETS = Choices(("hf", "safetensors", "gguf"), fold_case=True)
 TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 STRICT_TOL = 1e-4
 # Expected distance from the fp32 source (reported, not gated): the dtype's own rounding.
@@ -94,12 +95,8 @@ def render_export(r: dict[str, Any]) -> str:
 
 
 def _target(to: str, dtype: str | None) -> tuple[str, str]:
-    to = to.lower()
-    if to not in TARGETS:
-        raise UsageError(f"unknown export target '{to}'", fix="use --to hf, --to safetensors or --to gguf")
-    dtype = (dtype or ("f16" if to == "gguf" else "f32")).lower()
-    if dtype not in GGUF_DTYPES:
-        raise UsageError(f"unknown dtype '{dtype}'", fix=f"use one of: {', '.join(GGUF_DTYPES)}")
+    to = TARGETS.check("--to", to)
+    dtype = GGUF_DTYPES.check("--dtype", dtype or ("f16" if to == "gguf" else "f32"))
     if dtype == "q8_0" and to != "gguf":
         raise UsageError("q8_0 is a GGUF quantisation", fix="use --to gguf with --dtype q8_0, or f32/f16/bf16")
     return to, dtype

@@ -21,10 +21,11 @@ from typing import Any, Iterable, List, Optional
 
 import yaml
 
+from warmstart.choices import DEVICES, Choices
 from warmstart.errors import ResumeError, UsageError
 from warmstart.files import is_regular
 
-SCHEDULES = ("cosine", "wsd", "constant")  # optim.lr_at implements each
+SCHEDULES = Choices(("cosine", "wsd", "constant"))  # optim.lr_at implements each
 EVAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SCRATCH_LR = 2e-3  # default peak learning rate from scratch
 INIT_LR = 5e-5  # default peak learning rate with --init: continued pretraining wants a far smaller step
@@ -35,11 +36,13 @@ def _sci(x: float) -> str:
 
 
 def option(default: Any = MISSING, *, help: str, flags: tuple[str, ...] = (), aliases: tuple[str, ...] = (),
-           cli_type: Any = None, default_factory: Any = MISSING) -> Any:
+           cli_type: Any = None, default_factory: Any = MISSING, choices: tuple[str, ...] | Choices = ()) -> Any:
     """A ``TrainConfig`` field with its help; ``flags``: command-line spellings when not ``--field-name``
     (a bool without ``flags`` is a plain on-switch); ``aliases``: extra YAML keys; ``cli_type``: the type
-    the command line parses when it differs from the field's (a duration string for ``max_time``)."""
-    meta = {"help": help, "flags": tuple(flags), "aliases": tuple(aliases), "cli_type": cli_type}
+    the command line parses when it differs from the field's (a duration string for ``max_time``);
+    ``choices``: the values it takes (``validate`` checks them, ``--help`` lists them)."""
+    meta = {"help": help, "flags": tuple(flags), "aliases": tuple(aliases), "cli_type": cli_type,
+            "choices": choices if isinstance(choices, Choices) or not choices else Choices(tuple(choices))}
     return field(default=default, default_factory=default_factory, metadata=meta)
 
 
@@ -77,7 +80,7 @@ class TrainConfig:
     schedule: str = option("cosine", help="Learning rate after the warmup: cosine (down to the floor at the "
                            "horizon), wsd (warmup-stable-decay: --lr, then a 1-sqrt decay to the floor over the last "
                            "--decay-fraction of the horizon) or constant. --init runs re-warm: a fresh warmup and "
-                           "schedule from step 0; --resume continues the run's own.")
+                           "schedule from step 0; --resume continues the run's own.", choices=SCHEDULES)
     decay_fraction: float = option(0.2, help="wsd: the share of the horizon spent decaying.")
     lr_decay_steps: int | None = option(None, help="Schedule horizon (default: the step budget).")
     weight_decay: float = option(0.1, help="AdamW weight decay (not on norms, biases, embeddings).")
@@ -96,16 +99,17 @@ class TrainConfig:
     keep_last: int = option(2, help="Keep the newest K checkpoints (plus the best).")
     log_every: int = option(10, help="Log metrics every N steps.")
     # runtime
-    device: str = option("auto", help="auto | cpu | cuda | cuda:N.")
+    device: str = option("auto", help="Where to train (auto: CUDA when present).",
+                         choices=DEVICES)
     dtype: str = option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 (bf16 autocast; on a "
-                        "CPU it pays off with native bf16, such as AVX512-BF16).")
+                        "CPU it pays off with native bf16, such as AVX512-BF16).", choices=("auto", "fp32", "bf16"))
     compile: bool = option(False, help="torch.compile the model.", flags=("--compile/--no-compile",))
     activation_checkpointing: bool = option(
         False, help="Recompute layer activations in backward.",
         flags=("--activation-checkpointing/--no-activation-checkpointing",))
     parallel: str = option("auto", help="Data parallelism over the ranks torchrun starts: auto (one rank: none; "
                            "on GPUs ddp when 16 bytes a parameter fit an eighth of one GPU, else fsdp; on CPU "
-                           "fsdp) | none | ddp | fsdp.")
+                           "fsdp) | none | ddp | fsdp.", choices=("auto", "none", "ddp", "fsdp"))
     cpu_offload: bool = option(False, help="FSDP: keep parameters, gradients and optimizer state on the host.",
                                flags=("--cpu-offload/--no-cpu-offload",))
     seed: int = option(0, help="Seed for init and data order.")
@@ -134,6 +138,8 @@ class TrainConfig:
         """Every value of its type and in its range (UsageError, WS002, naming the option)."""
         for f in fields(self):
             typed_value(f.name, getattr(self, f.name), "config")
+            if f.metadata["choices"]:
+                f.metadata["choices"].check(_flag(f), getattr(self, f.name))
 
         def need(cond: bool, msg: str, fix: str = "") -> None:
             if not cond:
@@ -153,13 +159,7 @@ class TrainConfig:
              "--eval-every/--save-every must be >= 0 and --log-every >= 1")
         need(self.keep_last >= 1, "--keep-last must be at least 1")
         need(self.eval_tokens >= 1, "--eval-tokens must be at least 1")
-        need(self.dtype in ("auto", "fp32", "bf16"), f"--dtype '{self.dtype}' is not one of auto, fp32, bf16")
-        need(self.device == "auto" or self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
-             f"--device '{self.device}' is not one of auto, cpu, cuda, cuda:N")
         need(0.0 < self.val_fraction < 0.5, f"--val-fraction {self.val_fraction} must be in (0, 0.5)")
-        need(self.parallel in ("auto", "none", "ddp", "fsdp"),
-             f"--parallel '{self.parallel}' is not one of auto, none, ddp, fsdp")
-        need(self.schedule in SCHEDULES, f"--schedule '{self.schedule}' is not one of {', '.join(SCHEDULES)}")
         need(0.0 < self.decay_fraction <= 1.0, f"--decay-fraction {self.decay_fraction} must be in (0, 1]")
         self.eval_sets()
 
@@ -213,6 +213,12 @@ class OptionSpec:
     default: Any  # None for a list field (typer's "not given")
     flags: tuple[str, ...]  # e.g. ("--warmup-steps", "--warmup") or ("--compile/--no-compile",)
     help: str
+    metavar: str | None = None  # the choices, a|b|c, when the option declares them
+
+
+def _flag(f: dataclasses.Field) -> str:
+    """The option's first command-line spelling (``--field-name`` unless declared)."""
+    return (f.metadata["flags"] or ("--" + f.name.replace("_", "-"),))[0].split("/")[0]
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -239,9 +245,10 @@ def option_specs(names: Iterable[str] | None = None) -> list[OptionSpec]:
     for f in (by_name[n] for n in names) if names is not None else by_name.values():
         default = _field_default(f)
         flags = f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
+        choices = f.metadata["choices"]
         specs.append(OptionSpec(name=f.name, type=_cli_type(hints[f.name], f.metadata["cli_type"]),
                                 default=None if isinstance(default, list) else default, flags=flags,
-                                help=f.metadata["help"]))
+                                help=f.metadata["help"], metavar=choices.metavar if choices else None))
     return specs
 
 

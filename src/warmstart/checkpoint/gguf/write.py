@@ -36,9 +36,10 @@ from warmstart.checkpoint.gguf.parse import (
 )
 from warmstart.checkpoint.gguf.tokenizer import add_tokenizer
 from warmstart.checkpoint.write import atomic_path
+from warmstart.choices import Choices
 from warmstart.errors import UsageError
 
-GGUF_DTYPES = ("f32", "f16", "bf16", "q8_0")
+GGUF_DTYPES = Choices(("f32", "f16", "bf16", "q8_0"), fold_case=True)
 
 
 def gguf_tensor_type(name: str, shape: tuple[int, ...], dtype: str) -> str:

@@ -14,7 +14,7 @@ from warmstart.errors import ResumeError, UntrainedInitError
 from warmstart.release.card import build_card
 from warmstart.train import TrainConfig, pretrain, resolve_config
 from warmstart.train.plot import loss_curves
-from warmstart.train.report import read_metrics
+from warmstart.checkpoint.run import read_metrics
 
 TARGET = ["textwrap.py", "string.py", "heapq.py", "bisect.py", "queue.py", "shlex.py"]
 REPLAY = ["json/decoder.py", "json/encoder.py", "colorsys.py", "fnmatch.py"]

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from warmstart.errors import DivergenceError, ResumeError, UsageError
 from warmstart.train import TrainConfig, pretrain, resolve_config
-from warmstart.train.report import read_metrics
+from warmstart.checkpoint.run import read_metrics
 
 
 def tiny(corpus, cache, out, **kw) -> TrainConfig:

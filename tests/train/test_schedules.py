@@ -11,7 +11,7 @@ from warmstart.errors import UsageError
 from warmstart.train import pretrain, resolve_config
 from warmstart.train.config import TrainConfig
 from warmstart.train.optim import Schedule, lr_at
-from warmstart.train.report import read_metrics
+from warmstart.checkpoint.run import read_metrics
 
 
 def wsd_by_definition(step: int, *, lr: float, warmup: int, horizon: int, fraction: float, floor: float) -> float:

@@ -2,8 +2,8 @@
 loader (``load_checkpoint``) and the structural view (``read_structure``) alike.
 
 - a file: its format from its first bytes (``formats.sniff_file``);
-- a run directory (``checkpoints/latest``, a symlink or a file naming a step directory) or the
-  ``latest`` pointer itself: its latest checkpoint directory (``resolve_run_dir``);
+- a run directory or its ``checkpoints/latest`` pointer: the step directory ``latest`` names
+  (``resolve_run_dir``; the layout and the pointer's rules are ``run.py``'s);
 - a directory: ``model.safetensors``, else the shards ``model.safetensors.index.json`` names,
   else its one ``*.safetensors``, else its one ``*.gguf``, else its one pickle file.
 """
@@ -16,13 +16,13 @@ from pathlib import Path
 
 from warmstart.checkpoint.aliases import resolve_checkpoint_path
 from warmstart.checkpoint.formats import FORMAT_GGUF, FORMAT_PICKLE, FORMAT_SAFETENSORS, sniff_file
-from warmstart.errors import OutsidePathError, UnreadableError
-from warmstart.files import inside, is_regular, path_stat, refuse_special
+from warmstart.checkpoint.run import find_run
+from warmstart.errors import UnreadableError
+from warmstart.files import is_regular, refuse_special
 
 FORMAT_HF_DIR = "hf-dir"
 INDEX_NAME = "model.safetensors.index.json"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
-_RUN_DIR_FIX = "point at one of the step-* directories under checkpoints/"
 
 
 @dataclass(frozen=True)
@@ -40,48 +40,14 @@ class Location:
 
 
 def resolve_run_dir(path: str | os.PathLike) -> Path:
-    """A run directory (``checkpoints/latest``) resolves to its latest checkpoint directory; any
-    other path is returned as it is. Raises UnreadableError when ``latest`` leads nowhere, and
-    OutsidePathError when it leads out of the run's ``checkpoints/``."""
+    """A run directory (or its ``checkpoints/latest``) resolves to the step directory ``latest`` names; any
+    other path is returned as it is. A ``latest`` that names no step directory of the run is UnreadableError
+    (WS101), one that leads out of its ``checkpoints/`` OutsidePathError (WS113)."""
     path = Path(path)
-    latest = path / "checkpoints" / "latest"
-    if path_stat(latest, "checkpoints/latest") is None and not latest.is_symlink():
+    run = find_run(path)
+    if run is None or path not in (run.path, run.checkpoints / "latest"):
         return path
-    if latest.is_symlink():
-        target = latest.resolve()
-        if not target.is_dir():  # dangling
-            raise UnreadableError(f"{latest} points to {os.readlink(latest)}, which does not exist",
-                                  why="the latest checkpoint was deleted or never finished", fix=_RUN_DIR_FIX,
-                                  path=path)
-        if not target.is_relative_to(latest.parent.resolve()):
-            raise _outside(latest, os.readlink(latest), path)
-        return target
-    if latest.is_dir():
-        return latest
-    refuse_special(latest, "checkpoints/latest")
-    return _named_step(path, latest)
-
-
-def _named_step(run: Path, latest: Path) -> Path:
-    """The step directory a ``latest`` pointer file names (a name inside ``checkpoints/``)."""
-    try:
-        name = latest.read_bytes()[:4096].decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise UnreadableError(f"{latest} is not UTF-8 text", why="it should name a step directory, e.g. step-000100",
-                              fix=_RUN_DIR_FIX, path=run) from None
-    if not inside(latest.parent, name) or name in (".", "latest", "best"):
-        raise _outside(latest, name, run)
-    target = latest.parent / name
-    if not target.is_dir():
-        raise UnreadableError(f"{latest} names '{name}', which is not a checkpoint directory", fix=_RUN_DIR_FIX,
-                              path=run)
-    return target
-
-
-def _outside(latest: Path, name: str, run: Path) -> OutsidePathError:
-    return OutsidePathError(f"{latest} names '{name[:200]}', which is not a step directory inside "
-                            f"{latest.parent}", why="a run reads only its own checkpoints; a pointer that leaves "
-                            "them could name any directory", fix=_RUN_DIR_FIX, path=run)
+    return run.pointer("latest") or path
 
 
 def locate_checkpoint(path: str | os.PathLike) -> Location:
@@ -92,12 +58,11 @@ def locate_checkpoint(path: str | os.PathLike) -> Location:
     given = resolve_checkpoint_path(path) if isinstance(path, str) else Path(path)
     if refuse_special(given, "checkpoint path") is None:
         raise UnreadableError("no such file or directory", fix="check the path", path=given)
+    run = find_run(given)
+    if run is not None and given == run.checkpoints / "latest":
+        given = run.path  # the run's pointer: the same as naming the run directory
     if given.is_dir():
         return _locate_dir(given, resolve_run_dir(given))
-    if given.name == "latest" and given.parent.name == "checkpoints":
-        # The run's pointer file: the same as naming the run directory.
-        run = given.parent.parent
-        return _locate_dir(run, resolve_run_dir(run))
     return Location(given, given, sniff_file(given), (given,))
 
 

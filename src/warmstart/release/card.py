@@ -19,27 +19,8 @@ import yaml
 
 from warmstart.checkpoint import lineage_hash, load_checkpoint, provenance
 from warmstart.checkpoint.formats import FORMAT_GGUF
+from warmstart.checkpoint.run import RunDir, find_run
 from warmstart.errors import UsageError, WarmstartError
-
-
-def find_run_dir(root: Path) -> Path | None:
-    """RUN_DIR for RUN_DIR/checkpoints/step-NNNNNN (or the run dir itself)."""
-    root = Path(root)
-    if root.is_dir() and (root / "config.yaml").is_file() and (root / "checkpoints").is_dir():
-        return root
-    for cand in (root.parent.parent, root.parent):
-        if root.parent.name == "checkpoints" and (cand / "config.yaml").is_file():
-            return cand
-    return None
-
-
-def read_metrics(run_dir: Path | None) -> list[dict]:
-    """The run's metrics.jsonl records (``train.report.read_metrics``: damaged lines left out); [] without one."""
-    from warmstart.train.report import read_metrics as read_log
-
-    if run_dir is None or not (run_dir / "metrics.jsonl").is_file():
-        return []
-    return read_log(run_dir / "metrics.jsonl")
 
 
 def loss_table(rows: list[dict], max_rows: int = 20) -> str:
@@ -139,15 +120,9 @@ def _card_facts(ckpt) -> dict[str, Any]:
         cfg = ckpt.model_config()
     except WarmstartError:  # a card can still be written
         cfg = None
-    run_dir = find_run_dir(Path(ckpt.path)) or find_run_dir(root)
-    run_cfg: dict = {}
-    if run_dir is not None:
-        try:
-            run_cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            run_cfg = {}
-        run_cfg = run_cfg if isinstance(run_cfg, dict) else {}
-    rows = read_metrics(run_dir)
+    run = find_run(ckpt.path) or find_run(root)
+    run_dir = run.path if run is not None else None
+    run_cfg, rows = _run_files(run)
     name = (run_dir.name + "-" + root.name) if run_dir is not None and root != run_dir else root.name
     parent = prov.get("parent")
     base_model = (parent.get("name") or parent.get("path")) if isinstance(parent, dict) else \
@@ -161,6 +136,20 @@ def _card_facts(ckpt) -> dict[str, Any]:
             "name": name.removesuffix(".gguf").removesuffix(".safetensors"), "parent": parent,
             "base_model": base_model, "sources": [sources] if isinstance(sources, str) else sources,
             "val_loss": val_loss, "family": (cfg.family if cfg else prov.get("architecture")) or "unknown"}
+
+
+def _run_files(run: RunDir | None) -> tuple[dict, list[dict]]:
+    """The run's config.yaml and metrics.jsonl records, each empty when the run has none that reads."""
+    if run is None:
+        return {}, []
+    try:
+        run_cfg = run.config()
+    except WarmstartError:  # a card can still be written
+        run_cfg = {}
+    try:
+        return run_cfg, run.metrics()
+    except (OSError, WarmstartError):
+        return run_cfg, []
 
 
 def _front_matter(c: dict) -> dict[str, Any]:
@@ -284,5 +273,4 @@ def write_card(ckpt_path: str | Path, out: str | Path, *, force: bool = False) -
     return out
 
 
-__all__ = ["build_card", "eval_sets_section", "find_run_dir", "loss_table", "mixture_section", "read_metrics",
-           "write_card"]
+__all__ = ["build_card", "eval_sets_section", "loss_table", "mixture_section", "write_card"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -31,20 +30,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from warmstart.arch import CausalLM, ModelConfig
+from warmstart.checkpoint.run import RunDir
 from warmstart.checkpoint.write import (
     atomic_dir,
-    atomic_write_text,
     fsync_dir,
     fsync_file,
     write_hf_files,
     write_json_durable,
 )
-from warmstart.errors import DamagedStateError, ResumeError
+from warmstart.errors import DamagedStateError, ResumeError, WarmstartError
 from warmstart.files import is_regular
 from warmstart.train import dist_checkpoint as dc
 from warmstart.train.distributed import agree_ok, decide_on_main
 
-STEP_RE = re.compile(r"^step-(\d{6,})$")
 STATE_FORMAT = "warmstart-trainer-state-v1"
 SLOW_SAVE_ENV = "WARMSTART_TEST_SLOW_SAVE"  # seconds to pause inside a save (tests widen the crash window)
 
@@ -59,10 +57,6 @@ def _test_pause(step: int) -> None:
     if at and int(at) != step:
         return
     time.sleep(float(secs))
-
-
-def step_dir_name(step: int) -> str:
-    return f"step-{step:06d}"
 
 
 # ------------------------------------------------------------------ optimizer
@@ -133,12 +127,12 @@ def save_run_checkpoint(
     ``state`` is ``TrainState.state_dict()``: its RNG tensors go to ``rng.safetensors``, the rest to
     ``state.json``. ``par`` (a ``train.parallel.Parallel`` with a process group): every rank calls
     this and writes its part (module docstring)."""
-    ckdir = Path(run_dir) / "checkpoints"
-    final = ckdir / step_dir_name(step)
+    run = RunDir(run_dir)
+    final = run.step_dir(step)
     if par is not None and par.dist.group:
         return _save_by_ranks(final, step=step, par=par, model_config=model_config, tokenizer=tokenizer,
                               provenance=provenance, optimizer=optimizer, state=state)
-    ckdir.mkdir(parents=True, exist_ok=True)
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
     with atomic_dir(final, overwrite=True) as staging:
         sd = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.canonical_state_dict().items()}
         write_hf_files(staging, model_config, sd, tokenizer=tokenizer, provenance=provenance)
@@ -153,7 +147,7 @@ def save_run_checkpoint(
         _write_state(ts, state)
         fsync_dir(ts)
         _test_pause(step)
-    atomic_write_text(ckdir / "latest", final.name + "\n")
+    run.point("latest", final)
     return final
 
 
@@ -199,59 +193,33 @@ def _save_by_ranks(final: Path, *, step: int, par, model_config: ModelConfig, to
             fsync_dir(ts / dc.OPTIMIZER_DIR)
             fsync_dir(ts)
             stack.close()  # atomic_dir: fsync, rename into place
-            atomic_write_text(final.parent / "latest", final.name + "\n")
+            RunDir(final.parent.parent).point("latest", final)
 
         decide_on_main(dist, publish)
     return final
 
 
-def list_step_dirs(run_dir: Path) -> list[Path]:
-    ckdir = Path(run_dir) / "checkpoints"
-    if not ckdir.is_dir():
-        return []
-    out = [p for p in ckdir.iterdir() if p.is_dir() and STEP_RE.match(p.name)]
-    return sorted(out, key=lambda p: int(STEP_RE.match(p.name).group(1)))  # type: ignore[union-attr]
-
-
-def read_pointer(run_dir: Path, name: str, *, strict: bool = False) -> Path | None:
-    """The step directory ``checkpoints/NAME`` names; None when it is missing or names nothing (``strict``:
-    a pointer that is there but unreadable, not UTF-8 or names no step directory is DamagedStateError)."""
-    f = Path(run_dir) / "checkpoints" / name
-    try:
-        target = f.read_bytes()[:4096].decode("utf-8").strip() if is_regular(f) else None
-    except (OSError, UnicodeDecodeError):
-        target = ""
-    if target is None:
-        return None
-    p = f.parent / target
-    if target and STEP_RE.match(target) and p.is_dir():
-        return p
-    if strict:
-        raise _damaged(run_dir, f, f"{name} does not name a step directory of this run (it holds "
-                       f"{target[:60]!r})" if target else f"{name} is not UTF-8 text naming a step directory")
-    return None
-
-
 def _damaged(run_dir: Path, path: Path, found: str, current: Path | None = None) -> DamagedStateError:
     """A damaged file of a run, with the way back: an earlier complete checkpoint, or a new run."""
-    earlier = [d.name for d in list_step_dirs(run_dir) if d != current and (d / "trainer_state" / "state.json").is_file()]
-    back = (f"point the run at an earlier checkpoint (`echo {earlier[-1]} > {Path(run_dir) / 'checkpoints' / 'latest'}`) "
+    run = RunDir(run_dir)
+    earlier = [d.name for d in run.step_dirs() if d != current and (d / "trainer_state" / "state.json").is_file()]
+    back = (f"point the run at an earlier checkpoint (`echo {earlier[-1]} > {run.checkpoints / 'latest'}`) "
             "and --resume again, or " if earlier else "")
     return DamagedStateError(found, why="a resumed run continues exactly from its saved state, which this file "
                              "no longer holds", fix=back + "start a new run with another --out", path=path)
 
 
-def mark_best(run_dir: Path, step_dir: Path) -> None:
-    atomic_write_text(Path(run_dir) / "checkpoints" / "best", step_dir.name + "\n")
-
-
 def rotate(run_dir: Path, keep_last: int, best: Path | None) -> list[Path]:
     """Delete step dirs beyond the newest ``keep_last``, never the best nor the one ``latest`` names."""
-    dirs = list_step_dirs(run_dir)
+    run = RunDir(run_dir)
+    dirs = run.step_dirs()
     keep = set(dirs[-keep_last:])
     if best is not None:
         keep.add(Path(best))
-    latest = read_pointer(run_dir, "latest")
+    try:
+        latest = run.pointer("latest")
+    except WarmstartError:  # damaged: it names none of them
+        latest = None
     if latest is not None:
         keep.add(latest)
     removed = []
@@ -263,7 +231,7 @@ def rotate(run_dir: Path, keep_last: int, best: Path | None) -> list[Path]:
 
 
 def clean_partials(run_dir: Path) -> None:
-    ckdir = Path(run_dir) / "checkpoints"
+    ckdir = RunDir(run_dir).checkpoints
     if ckdir.is_dir():
         for p in ckdir.iterdir():
             # atomic_dir's staging (.step-N.partial-X) and set-aside (.step-N.old-X) directories
@@ -276,9 +244,12 @@ def clean_partials(run_dir: Path) -> None:
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path:
-    latest = read_pointer(run_dir, "latest", strict=True)
+    """The step directory ``latest`` names (DamagedStateError, WS206, when it names none), else the newest
+    one holding a trainer state."""
+    run = RunDir(run_dir)
+    latest = run.pointer("latest", lambda found, _outside: _damaged(run_dir, run.checkpoints / "latest", found))
     if latest is None:
-        dirs = [d for d in list_step_dirs(run_dir) if (d / "trainer_state" / "state.json").is_file()]
+        dirs = [d for d in run.step_dirs() if (d / "trainer_state" / "state.json").is_file()]
         latest = dirs[-1] if dirs else None
     if latest is None or not (latest / "trainer_state" / "state.json").is_file():
         raise ResumeError(f"no complete checkpoint in {Path(run_dir) / 'checkpoints'}",

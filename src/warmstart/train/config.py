@@ -16,14 +16,13 @@ import math
 import re
 import typing
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Iterable, List, Optional
 
 import yaml
 
+from warmstart.checkpoint.run import RunDir, read_yaml
 from warmstart.choices import DEVICES, Choices
 from warmstart.errors import ResumeError, UsageError
-from warmstart.files import is_regular
 
 SCHEDULES = Choices(("cosine", "wsd", "constant"))  # optim.lr_at implements each
 EVAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -359,36 +358,16 @@ def parse_duration(text: str | float | int | None) -> float | None:
     return total
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path).expanduser()
-    if not is_regular(p, "config file"):
-        raise UsageError(f"config file '{path}' does not exist", path=path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UsageError(f"'{path}' is not UTF-8 text", path=path) from None
-    except yaml.YAMLError as err:
-        raise UsageError(f"'{path}' is not valid YAML: {err}".replace("\n", " "), path=path) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UsageError(f"'{path}' must hold a mapping of setting: value", path=path)
-    return data
-
-
 def resolve_config(flags: dict[str, Any] | None = None, config_path: str | None = None) -> TrainConfig:
     """Merge defaults, a resumed run's saved config, ``--config`` and explicit flags."""
     flags = normalize_keys(flags or {}, source="command line")
     merged: dict[str, Any] = {}
     resume = flags.get("resume")
-    file_cfg = normalize_keys(load_yaml(config_path), source=str(config_path)) if config_path else {}
+    file_cfg = normalize_keys(read_yaml(config_path), source=str(config_path)) if config_path else {}
     resume = resume or file_cfg.get("resume")
     if resume:
-        saved = Path(resume) / "config.yaml"
-        if not saved.is_file():
-            raise ResumeError(f"'{resume}' is not a warmstart run directory (no config.yaml)",
-                              fix="pass the --out directory of an earlier `warmstart pretrain` run", path=resume)
-        base = normalize_keys(load_yaml(saved), source=str(saved))
+        run = RunDir(resume)
+        base = normalize_keys(run.config(), source=str(run.config_path))
         merged.update(base)
     merged.update(file_cfg)
     merged.update(flags)

@@ -30,6 +30,9 @@ import torch
 
 from warmstart import __version__
 from warmstart.arch import CausalLM, ModelConfig
+from warmstart.checkpoint.run import (
+    MARKER, RunDir, RunLock, choose_run_dir, discard_leftovers, remove_unfinished, step_name,
+)
 from warmstart.checkpoint.write import atomic_write_json, atomic_write_text
 from warmstart.data import TokenDataset, build_dataset, mixture_lines
 from warmstart.errors import ResumeError, UsageError
@@ -45,7 +48,6 @@ from warmstart.train.optim import Schedule, build_optimizer, set_lr
 from warmstart.train.parallel import LossFn, Parallel, compile_loss, parallel_mode, parallelize, shard_model
 from warmstart.train.perf import FirstStepClock, flops_budget
 from warmstart.train.report import IntervalMeter, NullLog, Reporter, RunLog, fmt_duration
-from warmstart.train.rundir import MARKER, RunLock, choose_run_dir, discard_leftovers, remove_unfinished
 from warmstart.train.source import ModelSource, build_model, resolve_source
 from warmstart.train.state import TrainState, seed_all, utc_now
 from warmstart.train.step import DivergenceGuard, TrainBatches, clip_value, train_step
@@ -291,7 +293,7 @@ def save_checkpoint(run: Run) -> Path:
     state, run_dir = run.state, run.run_dir
     is_best = state.improves(state.val_loss)
     if is_best:
-        state.best = {"step": state.step, "val_loss": state.val_loss, "dir": ck.step_dir_name(state.step)}
+        state.best = {"step": state.step, "val_loss": state.val_loss, "dir": step_name(state.step)}
     stepping, run.budget.signal.stepping = run.budget.signal.stepping, False  # a SIGTERM now ends the process
     path = ck.save_run_checkpoint(run_dir, step=state.step, model=run.model, model_config=run.mcfg,
                                   tokenizer=run.ds.tokenizer, provenance=provenance(run), optimizer=run.optimizer,
@@ -300,8 +302,8 @@ def save_checkpoint(run: Run) -> Path:
     state.last_checkpoint = path
     if run.dist.is_main:
         if is_best:
-            ck.mark_best(run_dir, path)
-        best_dir = run_dir / "checkpoints" / state.best["dir"] if state.best else None
+            RunDir(run_dir).point("best", path)
+        best_dir = RunDir(run_dir).checkpoints / state.best["dir"] if state.best else None
         ck.rotate(run_dir, run.cfg.keep_last, best_dir)
     return path
 
@@ -472,7 +474,7 @@ def _finish(run: Run, stopped_by: str, print_summary: bool) -> RunSummary:
         run_dir=str(run_dir), steps=state.step, tokens_seen=state.tokens_seen, seconds=state.elapsed,
         first_val_loss=state.first_val_loss, final_val_loss=state.val_loss,
         best_val_loss=best["val_loss"] if best else None,
-        best_checkpoint=str(run_dir / "checkpoints" / best["dir"]) if best else None,
+        best_checkpoint=str(RunDir(run_dir).checkpoints / best["dir"]) if best else None,
         last_checkpoint=str(state.last_checkpoint) if state.last_checkpoint else None, stopped_by=stopped_by,
         resumed_from=str(run.source.resume_dir) if run.source.resume_dir else None,
         data_mixture=run.ds.drawn(state.sampler),

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from warmstart.checkpoint.run import RunDir
 from warmstart.errors import UsageError
 from warmstart.files import is_regular
-from warmstart.train.report import read_metrics
 
 
 def plot_run(run_dir: str | Path, output: str | Path | None = None, *, warn=None) -> Path:
     """The PNG of a run's curves; ``warn(text)`` hears of lines of metrics.jsonl left out (not JSON, not
     UTF-8, no ``step``)."""
-    run_dir = Path(run_dir)
-    mpath = run_dir / "metrics.jsonl"
+    run = RunDir(run_dir)
+    mpath = run.metrics_path
     if not is_regular(mpath, "metrics.jsonl"):
         raise UsageError(f"'{run_dir}' has no metrics.jsonl", fix="pass the --out directory of a pretrain run",
                          path=run_dir)
@@ -27,7 +27,7 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, *, warn=None
         raise UsageError("plotting needs matplotlib, which is not installed",
                          fix="pip install matplotlib (or 'warmstart[plot]')") from None
     skipped: list[int] = []
-    recs = read_metrics(mpath, skipped)
+    recs = run.metrics(skipped)
     if skipped and warn is not None:
         warn(f"warning: {mpath}: left out {len(skipped)} line(s) that are not a JSON record with a 'step' "
              f"(line {', '.join(map(str, skipped[:5]))}{', ...' if len(skipped) > 5 else ''})")
@@ -41,7 +41,7 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, *, warn=None
         style = {"train loss": "-", "val loss": "o-"}.get(label, "s--")
         ax1.plot(*zip(*points), style, label=label, lw=1.5 if label == "val loss" else 1.2, ms=3)
     ax1.set_ylabel("loss (nats/token)")
-    ax1.set_title(f"warmstart run {run_dir.name}")
+    ax1.set_title(f"warmstart run {run.path.name}")
     ax1.grid(alpha=0.3)
     ax1.legend()
     if lr:
@@ -50,7 +50,7 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, *, warn=None
     ax2.set_xlabel("step")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    out = Path(output) if output else run_dir / "curves.png"
+    out = Path(output) if output else run.path / "curves.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

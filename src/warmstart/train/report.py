@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from warmstart.checkpoint.run import read_metrics
+
 
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds == float("inf"):
@@ -37,25 +39,6 @@ class MetricsLog:
 
     def close(self) -> None:
         self.fh.close()
-
-
-def read_metrics(path: Path, skipped: list[int] | None = None) -> list[dict]:
-    """The records of ``metrics.jsonl``: JSON objects with an integer ``step``. Lines that are not (a torn
-    last line, bytes that are not UTF-8, a record without ``step``) are left out, their numbers (from 1)
-    added to ``skipped``."""
-    out = []
-    with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError, RecursionError):
-                rec = None
-            step = rec.get("step") if isinstance(rec, dict) else None
-            if isinstance(step, int) and not isinstance(step, bool):
-                out.append(rec)
-            elif raw.strip() and skipped is not None:
-                skipped.append(n)
-    return out
 
 
 class TensorBoard:

@@ -45,8 +45,8 @@ def test_family_specific_refusals_live_in_the_specs():
     with pytest.raises(FamilyError, match="sliding-window"):
         ModelConfig.from_hf_config({**base, "use_sliding_window": True, "sliding_window": 64})
     llama = get_preset("llama-tiny").to_hf_config()
-    with pytest.raises(FamilyError, match="rope scaling type 'yarn'"):
-        ModelConfig.from_hf_config({**llama, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})
+    with pytest.raises(FamilyError, match="rope scaling type 'longrope'"):
+        ModelConfig.from_hf_config({**llama, "rope_scaling": {"rope_type": "longrope", "factor": 4.0}})
     mistral_full = ModelConfig.from_hf_config({**llama, "architectures": ["MistralForCausalLM"],
                                                "model_type": "mistral", "sliding_window": None})
     assert mistral_full.family == "llama" and mistral_full.sliding_window is None

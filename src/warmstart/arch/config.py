@@ -18,7 +18,7 @@ from warmstart.errors import FamilyError, UsageError
 ACTIVATIONS = ("silu", "gelu_pytorch_tanh")
 NORM_STYLES = ("pre", "sandwich")
 EMBEDDING_SCALES = (None, "sqrt_hidden")
-ROPE_SCALINGS = ("llama3", "linear")  # rope_scaling types implemented (arch/model.py rope_inv_freq)
+ROPE_SCALINGS = ("llama3", "linear", "yarn")  # rope_scaling types implemented (arch/model.py rope_inv_freq)
 # The fields that make one family's graph differ from another's; a config.json must keep them all.
 VARIATIONS = (
     "attention_bias", "o_bias", "qk_norm", "tie_word_embeddings", "norm_style", "norm_weight_offset", "hidden_act",

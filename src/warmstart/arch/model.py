@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from warmstart.arch.attention import DOCUMENT, Packing, document_ids, document_masks, document_positions, \
+    masked_attention
 from warmstart.arch.config import SLIDING, ModelConfig
 from warmstart.arch.loss import linear_cross_entropy
 
@@ -42,13 +44,21 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
 
+def rope_type(scaling: dict | None) -> str:
+    """The rope_scaling type (``default`` without one)."""
+    return (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+
+
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
+    """RoPE inverse frequencies as transformers computes them: default, linear, llama3 or yarn scaling."""
     dim = head_dim
     inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-    rs = scaling
-    if rs and rs.get("rope_type", rs.get("type")) == "linear":  # positions divided by the factor
+    rs, kind = scaling, rope_type(scaling)
+    if kind == "linear":  # positions divided by the factor
         return inv_freq / rs["factor"]
-    if rs and rs.get("rope_type", rs.get("type")) == "llama3":
+    if kind == "yarn":
+        return _yarn_inv_freq(inv_freq, dim, theta, rs)
+    if kind == "llama3":
         factor = rs["factor"]
         low, high = rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)
         old_ctx = rs["original_max_position_embeddings"]
@@ -60,6 +70,42 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> t
         medium = ~(wavelen < high_wl) & ~(wavelen > low_wl)
         inv_freq = torch.where(medium, smoothed, scaled)
     return inv_freq
+
+
+def _yarn_inv_freq(inv_freq: torch.Tensor, dim: int, theta: float, rs: dict) -> torch.Tensor:
+    """YaRN: frequencies that turn fewer than ``beta_slow`` times over the original context are
+    interpolated (divided by the factor), those turning more than ``beta_fast`` times kept, a linear
+    ramp between (transformers' ``_compute_yarn_parameters``)."""
+    factor, old_ctx = rs["factor"], rs["original_max_position_embeddings"]
+    beta_fast, beta_slow = rs.get("beta_fast") or 32, rs.get("beta_slow") or 1
+
+    def correction_dim(rotations: float) -> float:
+        return dim * math.log(old_ctx / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if rs.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    high = high + 0.001 if low == high else high
+    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    keep = 1 - ramp
+    return inv_freq / factor * (1 - keep) + inv_freq * keep
+
+
+def rope_attention_factor(scaling: dict | None) -> float:
+    """What cos and sin are multiplied by: YaRN's attention factor (``0.1 ln(factor) + 1`` unless given), else 1."""
+    if rope_type(scaling) != "yarn":
+        return 1.0
+    if scaling.get("attention_factor") is not None:
+        return float(scaling["attention_factor"])
+    factor = scaling["factor"]
+
+    def mscale(m: float = 1.0) -> float:
+        return 1.0 if factor <= 1 else 0.1 * m * math.log(factor) + 1.0
+
+    if scaling.get("mscale") and scaling.get("mscale_all_dim"):
+        return mscale(scaling["mscale"]) / mscale(scaling["mscale_all_dim"])
+    return mscale()
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +173,9 @@ class Attention(nn.Module):
         # None: SDPA's 1/sqrt(head_dim)
         self.scale = cfg.query_pre_attn_scalar ** -0.5 if cfg.query_pre_attn_scalar else None
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x, cos, sin, cache: KVCache | None = None, mask=None) -> torch.Tensor:
+        """``mask``: this batch's document mask for this layer's window (``arch/attention.py``), or None
+        for causal attention over the window."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
@@ -138,7 +186,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
-        y = attend(q, k, v, self.window, self.scale)
+        y = attend(q, k, v, self.window, self.scale) if mask is None else masked_attention(q, k, v, mask, self.scale)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.o_proj(y)
 
@@ -168,11 +216,11 @@ class DecoderLayer(nn.Module):
             self.pre_feedforward_layernorm = norm()
             self.post_feedforward_layernorm = norm()
 
-    def forward(self, x, cos, sin, cache=None):
+    def forward(self, x, cos, sin, cache=None, mask=None):
         if self.sandwich:
-            x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, cache))
+            x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, cache, mask))
             return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -196,6 +244,7 @@ class CausalLM(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.reset_rope()
         self.activation_checkpointing = False
+        self.packing = Packing()  # how packed windows are read (arch/attention.py): a run's setting, not saved
 
     # ------------------------------------------------------------------ init
     def reset_parameters(self, seed: int | None = None) -> None:
@@ -223,9 +272,14 @@ class CausalLM(nn.Module):
         self.register_buffer("inv_freq", inv_freq.to(device), persistent=False)
         self.register_buffer("inv_freq_local", local.to(device), persistent=False)
 
-    def rope(self, positions: torch.Tensor, dtype: torch.dtype, inv_freq: torch.Tensor):
-        freqs = positions.float()[:, None] * inv_freq.float()[None, :]
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype, inv_freq: torch.Tensor, factor: float = 1.0):
+        """cos, sin of ``positions``: [T] -> [T, D]; per-row positions [B, T] -> [B, 1, T, D]."""
+        freqs = positions.float()[..., None] * inv_freq.float()
         emb = torch.cat((freqs, freqs), dim=-1)
+        if positions.dim() == 2:
+            emb = emb[:, None]
+        if factor != 1.0:
+            return (emb.cos() * factor).to(dtype), (emb.sin() * factor).to(dtype)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     # ---------------------------------------------------------------- forward
@@ -239,21 +293,38 @@ class CausalLM(nn.Module):
         x = self.model.embed_tokens(input_ids)
         if self.cfg.embedding_scale == "sqrt_hidden":  # Gemma: the scale rounded to the weights' dtype
             x = x * torch.tensor(self.cfg.hidden_size**0.5).to(x.dtype)
-        positions = torch.arange(start, start + T, device=input_ids.device)
+        positions, masks = self._packed(input_ids) if cache is None else (None, {})
+        if positions is None:
+            positions = torch.arange(start, start + T, device=input_ids.device)
         dtype = x.dtype
         if torch.is_autocast_enabled(x.device.type):
             dtype = torch.get_autocast_dtype(x.device.type)
-        rope = self.rope(positions, dtype, self.inv_freq)
+        factor = rope_attention_factor(self.cfg.rope_scaling)
+        rope = self.rope(positions, dtype, self.inv_freq, factor)
         rope_local = rope if self.cfg.rope_local_theta is None else self.rope(positions, dtype, self.inv_freq_local)
         for layer in self.model.layers:
-            cos, sin = rope_local if layer.self_attn.window is not None else rope
+            window = layer.self_attn.window
+            cos, sin = rope_local if window is not None else rope
+            mask = masks.get(window)
             if self.activation_checkpointing and self.training and cache is None:
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, None, mask, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, cache)
+                x = layer(x, cos, sin, cache, mask)
         if cache is not None:
             cache.pos += T
         return self.model.norm(x)
+
+    def _packed(self, input_ids: torch.Tensor) -> tuple[torch.Tensor | None, dict]:
+        """This batch's per-document RoPE positions (None: the window's) and document masks ({} : causal),
+        as ``self.packing`` says; computed once per batch on the device."""
+        packing = self.packing
+        if not packing.per_document:
+            return None, {}
+        docs = document_ids(input_ids, packing.separator)
+        positions = document_positions(docs) if packing.positions == DOCUMENT else None
+        if packing.attention != DOCUMENT:
+            return positions, {}
+        return positions, document_masks(docs, {layer.self_attn.window for layer in self.model.layers})
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
         """Mean next-token cross-entropy; ``targets`` are already shifted. The LM head is fused into the

@@ -25,12 +25,13 @@ from torch.utils.checkpoint import checkpoint
 from warmstart.arch import CausalLM
 
 
-def _block(layer: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return type(layer).forward(layer, x, cos, sin)
+def _block(layer: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask=None) -> torch.Tensor:
+    return type(layer).forward(layer, x, cos, sin, None, mask)
 
 
-def _checkpointed_block(layer: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return checkpoint(type(layer).forward, layer, x, cos, sin, use_reentrant=False)
+def _checkpointed_block(layer: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                        mask=None) -> torch.Tensor:
+    return checkpoint(type(layer).forward, layer, x, cos, sin, None, mask, use_reentrant=False)
 
 
 @lru_cache(maxsize=None)
@@ -44,10 +45,10 @@ class _TrainingForward:
     def __init__(self, layer: nn.Module, compiled) -> None:
         self.layer, self.compiled = layer, compiled
 
-    def __call__(self, x, cos, sin, cache=None):
+    def __call__(self, x, cos, sin, cache=None, mask=None):
         if cache is None and torch.is_grad_enabled():
-            return self.compiled(self.layer, x, cos, sin)
-        return type(self.layer).forward(self.layer, x, cos, sin, cache)
+            return self.compiled(self.layer, x, cos, sin, mask)
+        return type(self.layer).forward(self.layer, x, cos, sin, cache, mask)
 
 
 def compile_blocks(model: CausalLM, *, mode: str | None = None) -> CausalLM:

@@ -86,6 +86,14 @@ class UsageError(WarmstartError, code="WS002", exit_code=2):
     """Bad command-line usage or configuration (exit 2)."""
 
 
+class ContextExtensionError(UsageError, code="WS125"):
+    """A context length or RoPE override the family's config.json cannot express (exit 2)."""
+
+
+class RopeExportError(UsageError, code="WS126"):
+    """An export format that cannot express the model's RoPE scaling (exit 2)."""
+
+
 class UnreadableError(WarmstartError, code="WS101", exit_code=2):
     """Input that is not a readable checkpoint / file (exit 2). Gate 1 of the warm start (docs/errors.md)."""
 

@@ -151,3 +151,22 @@ def test_document_attention_under_activation_checkpointing_and_training(device):
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("window", [None, 6])
+def test_flex_block_mask_equals_the_boolean_mask(window):
+    """The CUDA path's FlexAttention block mask (run forward on CPU here; compiled) gives the SDPA path's
+    attention: documents, causality, the sliding window and a length that is not a multiple of the block."""
+    from warmstart.arch.attention import block_mask, masked_attention
+
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(1, 50, (2, 200), generator=g)
+    ids[0, [30, 31, 90, 150]] = SEP
+    ids[1, [5, 160]] = SEP
+    docs = document_ids(ids, SEP)
+    q = torch.randn(2, 4, 200, 16, generator=g)
+    k, v = torch.randn(2, 2, 200, 16, generator=g), torch.randn(2, 2, 200, 16, generator=g)
+    with torch.no_grad():
+        want = masked_attention(q, k, v, sdpa_mask(docs, window), scale=0.3)
+        got = masked_attention(q, k, v, block_mask(docs, window), scale=0.3)
+    assert (got - want).abs().max().item() <= 1e-5

@@ -274,6 +274,14 @@ def test_step0_gate(hf_family_dirs):
         step0_gate(warm, val_loss=2.3, data_fingerprint="abc", val_windows=64)
     step0_gate(warm, val_loss=2.3, data_fingerprint="abc", val_windows=16)
     assert "64 validation windows, here 16" in warm.report[-1].detail
+    # After a context extension the recorded loss (the checkpoint's own positions) is not compared, and the
+    # printed line says so.
+    change = {"from": {"max_position_embeddings": 2048, "rope_theta": 1e5, "rope_scaling": None},
+              "to": {"max_position_embeddings": 8192, "rope_theta": 1e6, "rope_scaling": None}}
+    line = step0_gate(warm, val_loss=2.3, data_fingerprint="abc", val_windows=64, context=change)
+    assert line == warm.report[-1].detail and line.endswith(
+        "recorded 2.0000 before the context extension (context 2048 -> 8192, rope_theta 100000 -> 1e+06), "
+        "not compared")
 
 
 # ------------------------------------------------------------------- GGUF

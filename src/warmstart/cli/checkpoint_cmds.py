@@ -32,11 +32,12 @@ _MODEL_OPTIONS = (
 
 def _within_positions(model, length: int, what: str, allow_long: bool) -> None:
     """Refuse ``length`` positions beyond the model's ``max_position_embeddings`` unless allowed."""
+    from warmstart.arch.context import check_within_positions
+
     limit = model.cfg.max_position_embeddings
-    if length > limit and not allow_long:
-        raise UsageError(f"{what} is {length} tokens, beyond the model's max_position_embeddings = {limit}",
-                         why="positions past those the model was trained on give unreliable results",
-                         fix=f"stay within {limit} tokens, or pass --allow-long-sequences")
+    if not allow_long:
+        check_within_positions(limit, length, what, fix=f"stay within {limit} tokens, or pass --allow-long-sequences")
+
 
 _INSPECT_HELP = """Show what a checkpoint is: format, declared architecture claims, family, parameter
 count, dtypes, vocabulary, tokenizer, metadata and lineage. Any format: a Hugging Face directory,

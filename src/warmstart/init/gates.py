@@ -356,8 +356,12 @@ def step0_gate(
     val_windows: int | None = None,
     allow_untrained_init: bool = False,
     tolerance: float = 0.10,
+    context: dict | None = None,
 ) -> str:
-    """Gate 7. Returns the line to print; raises when the loss says the weights are not trained."""
+    """Gate 7. Returns the line to print; raises when the loss says the weights are not trained.
+
+    ``context``: the run's context extension (``arch.context.context_change``): the recorded loss was
+    measured with the checkpoint's own positions and windows, so it is not compared."""
     path = str(warm.checkpoint.path)
     lnv = warm.random_init_loss
     line = f"step 0 val_loss {val_loss:.4f} (random init ≈ ln V = {lnv:.4f})"
@@ -377,7 +381,7 @@ def step0_gate(
     rec = warm.recorded_val_loss
     same_windows = warm.recorded_val_windows is None or warm.recorded_val_windows == val_windows
     same_data = (rec is not None and data_fingerprint and data_fingerprint == warm.recorded_data_fingerprint
-                 and same_windows)
+                 and same_windows and not context)
     if same_data and val_loss > rec * (1 + tolerance):
         raise InitLossRegressionError(
             f"step-0 val_loss {val_loss:.4f} exceeds the val_loss {rec:.4f} the checkpoint recorded on the same "
@@ -391,6 +395,10 @@ def step0_gate(
         )
     if same_data:
         detail = f"{line}; recorded {rec:.4f} on the same data (within {100 * tolerance:.0f}%)"
+    elif rec is not None and context:
+        from warmstart.arch.context import describe_change
+
+        detail = f"{line}; recorded {rec:.4f} before the context extension ({describe_change(context)}), not compared"
     elif rec is not None:
         other = "other data" if data_fingerprint != warm.recorded_data_fingerprint else (
             f"{warm.recorded_val_windows} validation windows, here {val_windows}")
@@ -398,4 +406,4 @@ def step0_gate(
     else:
         detail = f"{line}; no recorded val_loss to compare"
     warm.report.append(Check("step-0", PASS, detail))
-    return line
+    return detail if context else line

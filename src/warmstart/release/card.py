@@ -203,6 +203,20 @@ def _description(ckpt, c: dict) -> list[str]:
     return out
 
 
+def _long_context(prov: dict) -> list[str]:
+    """The context extension and the attention of the run (``pretrain --context-length/--rope-theta/
+    --rope-scaling``, ``--attention``, ``--positions``), where the run recorded them."""
+    from warmstart.arch.context import describe_change
+
+    out = []
+    change = prov.get("context_extension")
+    if isinstance(change, dict) and isinstance(change.get("from"), dict) and isinstance(change.get("to"), dict):
+        out.append(f"- context extended at the warm start: {describe_change(change)}\n")
+    if prov.get("attention") or prov.get("positions"):
+        out.append(f"- attention: {prov.get('attention', 'causal')} (positions: {prov.get('positions', 'window')})\n")
+    return out
+
+
 def _training_procedure(ckpt, c: dict) -> list[str]:
     prov, base_model, run_cfg = c["prov"], c["base_model"], c["run_cfg"]
     out = ["## Training procedure\n"]
@@ -214,6 +228,7 @@ def _training_procedure(ckpt, c: dict) -> list[str]:
     if base_model:
         sha = c["parent"].get("sha256") if isinstance(c["parent"], dict) else None
         out.append(f"- initialised from: `{base_model}`" + (f" (sha256 `{sha[:16]}…`)" if sha else "") + "\n")
+    out += _long_context(prov)
     out.append(f"- sha256 of these weights (the lineage hash `warmstart pretrain --init` records for a model "
                f"started from this one): `{lineage_hash(ckpt)}`\n")
     if run_cfg:

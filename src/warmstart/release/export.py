@@ -209,6 +209,14 @@ def _pre_from_tokenizer(tok) -> str | None:
     return "gpt2"
 
 
+def _same_numbers(a: dict | None, b: dict | None) -> bool:
+    """Two rope_scaling dicts alike, numbers to float32 precision (a GGUF stores them as float32)."""
+    if not a or not b:
+        return not a and not b
+    return a.keys() == b.keys() and all(
+        abs(a[k] - b[k]) <= 1e-6 * max(1.0, abs(a[k])) if isinstance(a[k], (int, float)) else a[k] == b[k] for k in a)
+
+
 @torch.no_grad()
 def verify_roundtrip(model, cfg, out: Path, types: dict[str, str], tok=None) -> dict[str, Any]:
     """Read ``out`` back through warmstart's loader; compare config, logits and tokenizer ids."""
@@ -216,7 +224,9 @@ def verify_roundtrip(model, cfg, out: Path, types: dict[str, str], tok=None) -> 
     try:
         cfg2 = back.model_config()
         diffs = [k for k in ("family", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
-                             "head_dim", "intermediate_size", *VARIATIONS) if getattr(cfg, k) != getattr(cfg2, k)]
+                             "head_dim", "intermediate_size", "max_position_embeddings", *VARIATIONS)
+                 if getattr(cfg, k) != getattr(cfg2, k)]
+        diffs += [] if _same_numbers(cfg.rope_scaling, cfg2.rope_scaling) else ["rope_scaling"]
         for k in ("rope_theta", "rms_norm_eps"):
             if abs(getattr(cfg, k) - getattr(cfg2, k)) > 1e-6 * max(1.0, abs(getattr(cfg, k))):
                 diffs.append(k)

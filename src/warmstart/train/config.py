@@ -20,6 +20,7 @@ from typing import Any, Iterable, List, Optional
 
 import yaml
 
+from warmstart.arch.attention import ATTENTIONS, POSITIONS
 from warmstart.checkpoint.run import RunDir, read_yaml
 from warmstart.choices import DEVICES, Choices
 from warmstart.errors import ResumeError, UsageError
@@ -121,6 +122,17 @@ class TrainConfig:
     allow_zero_tensors: bool = option(False, help="Accept an --init checkpoint whose weight matrices hold only "
                                       "zeros (refused by default: WS114).")
     trust_pickle: bool = option(False, help="Load .bin/.pt with torch.load(weights_only=True).")
+    # long context (docs/continued-pretraining.md, Long context)
+    attention: str = option("causal", help="causal: every token attends to every earlier token of the window; "
+                            "document: only to earlier tokens of its own document (the EOS-separated documents "
+                            "packed in the window).", choices=ATTENTIONS)
+    positions: str = option("window", help="RoPE positions: window (running across the window) or document "
+                            "(restarting at each document's first token).", choices=POSITIONS)
+    context_length: int | None = option(None, help="The model's max_position_embeddings from now on (default: "
+                                        "the checkpoint's or preset's); a longer one extends the context.")
+    rope_theta: float | None = option(None, help="RoPE base from now on (default: the checkpoint's or preset's).")
+    rope_scaling: str | None = option(None, help="TYPE:FACTOR, TYPE linear, llama3 or yarn over the checkpoint's "
+                                      "context, e.g. yarn:4 (default: the checkpoint's, if any).")
     # provenance
     license: str | None = option(None, help="License recorded in warmstart.json.")
     data_license: str | None = option(None, help="Data license recorded in warmstart.json.")
@@ -178,6 +190,13 @@ class TrainConfig:
         need(0 <= self.seed < 1 << 32, f"--seed {self.seed} must be in [0, 2**32)")
         need(self.init_loss_tolerance >= 0, f"--init-loss-tolerance {self.init_loss_tolerance} must be >= 0")
         need(bool(self.text_field), "--text-field must name a field")
+        need(self.context_length is None or self.context_length >= 2,
+             f"--context-length {self.context_length} must be at least 2")
+        need(self.rope_theta is None or self.rope_theta > 1, f"--rope-theta {self.rope_theta} must be above 1")
+        if self.rope_scaling is not None:
+            from warmstart.arch.context import parse_rope_scaling
+
+            parse_rope_scaling(self.rope_scaling)
 
     def eval_sets(self) -> list[tuple[str, str]]:
         """``--eval-data`` as ``[(name, path), ...]``: ``NAME=PATH`` split at the first ``=``."""
@@ -197,7 +216,8 @@ class TrainConfig:
 
 # Keys that define what is being trained; a resumed run must keep them.
 RESUME_FIXED = ("preset", "init", "tokenizer", "vocab_size", "data", "include", "text_field", "max_corpus_bytes",
-                "val_fraction", "seq_len", "seed", "eval_data")
+                "val_fraction", "seq_len", "seed", "eval_data", "attention", "positions", "context_length",
+                "rope_theta", "rope_scaling")
 
 
 # ------------------------------------------------------------------ the declarations, for the command line

@@ -30,6 +30,8 @@ import torch
 
 from warmstart import __version__
 from warmstart.arch import CausalLM, ModelConfig
+from warmstart.arch.attention import Packing
+from warmstart.arch.context import check_within_positions
 from warmstart.checkpoint.run import (
     MARKER, RunDir, RunLock, choose_run_dir, discard_leftovers, remove_unfinished, step_name,
 )
@@ -161,12 +163,15 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
     seed_all(cfg.seed)
 
     source = resolve_source(cfg, run_dir, device=dist.device, say=out.print, dist=dist)  # --init: gates 1-6
+    if source.config is not None:  # before the data pass: the window must fit the model's positions
+        decide_on_main(dist, lambda: _within_positions(cfg, source.config))
     ds = _load_data(cfg, source, out.print, dist)
     evals = _rank0_first(dist, lambda: load_eval_sets(cfg, ds.tokenizer, out.print), _fingerprints, "--eval-data")
     mcfg = source.model_config(cfg, ds)
     cfg, mode = decide_on_main(dist, lambda: _settings(cfg, source, ds, mcfg, dist, out.print))
     shard = (lambda m: shard_model(m, cfg, dist)) if mode == "fsdp" else None
     model = build_model(source, mcfg, cfg, dist.device, shard=shard)
+    model.packing = Packing(cfg.attention, cfg.positions, separator=ds.eos_id)  # training and every evaluation
     out.print(_describe(model, mcfg, dist, amp, mode))
     par = parallelize(model, cfg, dist, mode)
     first_val, first_evals = _step0_evaluation(par, source, ds, evals, cfg, amp, out.print)  # --init: gate 7
@@ -318,7 +323,8 @@ def provenance(run: Run) -> dict:
         "parent": run.source.parent, "step": state.step, "tokens_seen": state.tokens_seen,
         "val_loss": state.val_loss, "data_fingerprint": ds.fingerprint,
         "val_windows": len(ds.val_window_indices(cfg.eval_tokens)), "warmstart_version": __version__,
-        "created": utc_now(),
+        "created": utc_now(), "attention": cfg.attention, "positions": cfg.positions,
+        **({"context_extension": run.source.context} if run.source.context else {}),
         **({"data_mixture": mixture} if mixture else {}),
         **({"eval_sets": eval_sets} if eval_sets else {}),
     }
@@ -374,12 +380,22 @@ def _settings(cfg: TrainConfig, source: ModelSource, ds: TokenDataset, mcfg: Mod
     """The settings every rank runs with (rank 0 decides): the parallel mode (``auto``: by the model's
     size); when resuming, the same data as the checkpoint's and the same global batch."""
     world = dist.world_size
+    _within_positions(cfg, mcfg)
     mode = parallel_mode(cfg, world, params=mcfg.num_parameters(), device=dist.device)
     if source.resume_dir is None:
         return cfg, mode
     saved = ck.read_trainer_state(source.resume_dir)
     ck.check_same_data(saved, ds.fingerprint, source.resume_dir)
     return _keep_global_batch(cfg, saved, world, source.resume_dir, say), mode
+
+
+def _within_positions(cfg: TrainConfig, mcfg: ModelConfig) -> None:
+    """``--seq-len`` within the model's ``max_position_embeddings`` (as eval and generate refuse)."""
+    limit = mcfg.max_position_embeddings
+    check_within_positions(limit, cfg.seq_len, "the training window (--seq-len)",
+                           fix=f"use --seq-len {limit} or less, or extend the model's context at the warm start: "
+                               f"--context-length {cfg.seq_len} with --rope-theta or --rope-scaling "
+                               "(docs/continued-pretraining.md, Long context)")
 
 
 def _keep_global_batch(cfg: TrainConfig, saved: dict, world: int, where: Path,
@@ -427,7 +443,7 @@ def _step0_evaluation(par: Parallel, source: ModelSource, ds: TokenDataset, eval
         say(decide_on_main(par.dist, lambda: step0_gate(
             source.warm, val_loss=val, data_fingerprint=ds.fingerprint,
             val_windows=len(ds.val_window_indices(cfg.eval_tokens)), allow_untrained_init=cfg.allow_untrained_init,
-            tolerance=cfg.init_loss_tolerance)))
+            tolerance=cfg.init_loss_tolerance, context=source.context)))
     extra = evaluate_sets(par.evaluate, evals, cfg.eval_tokens, cfg.batch_size, device, amp)
     lnv = source.warm.random_init_loss if source.warm is not None else math.log(ds.vocab_size)
     lines = decide_on_main(par.dist, lambda: step0_eval_lines(extra, random_init_loss=lnv, warm=source.warm,

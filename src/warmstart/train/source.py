@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from warmstart.arch import CausalLM, ModelConfig, get_preset
+from warmstart.arch.context import context_change, describe_change, extend_context
 from warmstart.checkpoint import Checkpoint, load_checkpoint
 from warmstart.data import load_tokenizer
 from warmstart.errors import ResumeError
@@ -37,6 +38,7 @@ class ModelSource:
     warm: Any = None  # --init: the WarmStart (gates 1-6 passed, model populated)
     checkpoint: Checkpoint | None = None  # --resume: the run's latest checkpoint, opened once
     resume_dir: Path | None = None  # --resume: that checkpoint's directory (holds trainer_state/)
+    context: dict | None = None  # the context extension of this run (arch/context.py context_change), if any
 
     def portable(self) -> "ModelSource":
         """What another rank needs to rebuild this source (no open checkpoint, no model)."""
@@ -55,9 +57,12 @@ class ModelSource:
         if self.config is not None:
             return self.config
         base = get_preset(cfg.preset)
-        return base.replace(vocab_size=ds.vocab_size, bos_token_id=ds.eos_id, eos_token_id=ds.eos_id,
-                            pad_token_id=ds.eos_id,
-                            max_position_embeddings=max(base.max_position_embeddings, cfg.seq_len))
+        sized = base.replace(vocab_size=ds.vocab_size, bos_token_id=ds.eos_id, eos_token_id=ds.eos_id,
+                             pad_token_id=ds.eos_id,
+                             max_position_embeddings=max(base.max_position_embeddings, cfg.seq_len))
+        self.config = _extended(sized, cfg, source=None)
+        self.context = context_change(sized, self.config)
+        return self.config
 
 
 def resolve_source(cfg: TrainConfig, run_dir: Path, *, device: torch.device,
@@ -90,7 +95,7 @@ def _resume_source(run_dir: Path, say: Callable[[str], None]) -> ModelSource:
                           fix="resume from a checkpoint written by `warmstart pretrain`")
     say(f"resuming {run_dir} from {ckpt_dir.name}")
     return ModelSource(RESUME, tokenizer=ckpt.tokenizer, config=ckpt.model_config(), parent=ckpt.parent,
-                       checkpoint=ckpt, resume_dir=ckpt_dir)
+                       checkpoint=ckpt, resume_dir=ckpt_dir, context=ckpt.metadata.get("context_extension"))
 
 
 def _init_source(cfg: TrainConfig, device: torch.device, say: Callable[[str], None], *,
@@ -102,7 +107,22 @@ def _init_source(cfg: TrainConfig, device: torch.device, say: Callable[[str], No
                               trust_pickle=cfg.trust_pickle, device=device, populate=populate)
     for gate in warm.report:
         say(gate.line())
-    return ModelSource(INIT, tokenizer=warm.tokenizer, config=warm.config, parent=warm.provenance_parent, warm=warm)
+    extended = _extended(warm.config, cfg, source=str(warm.checkpoint.path))
+    change = context_change(warm.config, extended)
+    if change:
+        say(f"context extended at the warm start: {describe_change(change)}")
+        warm.config = extended
+        if warm.model is not None:  # the populated model takes the new RoPE (its buffers only)
+            warm.model.cfg = extended
+            warm.model.reset_rope(device=warm.model.inv_freq.device)
+    return ModelSource(INIT, tokenizer=warm.tokenizer, config=warm.config, parent=warm.provenance_parent, warm=warm,
+                       context=change)
+
+
+def _extended(mcfg: ModelConfig, cfg: TrainConfig, *, source: str | None) -> ModelConfig:
+    """``mcfg`` with ``--context-length`` / ``--rope-theta`` / ``--rope-scaling`` applied (those given)."""
+    return extend_context(mcfg, context_length=cfg.context_length, rope_theta=cfg.rope_theta,
+                          rope_scaling=cfg.rope_scaling, source=source)
 
 
 def build_model(source: ModelSource, mcfg: ModelConfig, cfg: TrainConfig, device: torch.device, *,

@@ -27,6 +27,8 @@ from warmstart.arch.families._spec import (
 )
 from warmstart.errors import FamilyError, UsageError
 
+ROPE_SCALINGS = ("linear", "llama3", "yarn")  # of the global layers (arch/model.py rope_inv_freq)
+
 PATTERN = 6  # every 6th layer is global: HF's default sliding_window_pattern, llama.cpp's fixed one
 LOCAL_THETA = 10_000.0  # RoPE base of the sliding layers (HF's default rope_local_base_freq, llama.cpp's fixed one)
 
@@ -51,9 +53,9 @@ def _rope(cfg: dict, source: str | None) -> dict:
     scaling = {k: v for k, v in full.items() if k != "rope_theta"} or cfg.get("rope_scaling")
     if scaling and scaling.get("rope_type", scaling.get("type", "default")) == "default":
         scaling = None
-    if scaling and scaling.get("rope_type", scaling.get("type")) != "linear":
+    if scaling and scaling.get("rope_type", scaling.get("type")) not in ROPE_SCALINGS:
         raise FamilyError(f"rope scaling type '{scaling.get('rope_type', scaling.get('type'))}' is not implemented "
-                          "for Gemma 3 (default or linear only)", path=source)
+                          f"for Gemma 3 (default, {', '.join(ROPE_SCALINGS)})", path=source)
     return {"rope_theta": float(full.get("rope_theta", cfg.get("rope_theta", 1_000_000.0))),
             "rope_scaling": dict(scaling) if scaling else None,
             "rope_local_theta": float(local.get("rope_theta", cfg.get("rope_local_base_freq", LOCAL_THETA)))}

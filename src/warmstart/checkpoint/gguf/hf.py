@@ -18,7 +18,7 @@ import torch
 from warmstart.arch.families import SPECS, FamilySpec, get_family, get_spec
 from warmstart.checkpoint.gguf.names import block_map, gguf_to_hf, qk_heads
 from warmstart.checkpoint.gguf.parse import GGUFFile, GGUFTensor
-from warmstart.errors import UnreadableError
+from warmstart.errors import RopeExportError, UnreadableError
 
 
 def spec_for_gguf(arch: str | None) -> FamilySpec | None:
@@ -138,10 +138,39 @@ def gguf_shape(key, tensor_shapes: dict[str, tuple[int, ...]], metadata: dict) -
     return shape, {k: v if k == "vocab_size" else f"{arch}.{v}" for k, v in names.items()}
 
 
+YARN_KEYS = {"original_max_position_embeddings": "rope.scaling.original_context_length",
+             "beta_fast": "rope.scaling.yarn_beta_fast", "beta_slow": "rope.scaling.yarn_beta_slow"}
+
+
+def rope_scaling_keys(scaling: dict | None) -> dict:
+    """The ``{arch}.rope.scaling.*`` keys llama.cpp reads for HF's ``rope_scaling`` ({} without one);
+    RopeExportError (WS126) for a scaling they cannot carry: llama3 (llama.cpp keeps it as a
+    ``rope_freqs.weight`` tensor, not keys) or a YaRN with a non-default attention factor or truncation."""
+    if not scaling:
+        return {}
+    kind = scaling.get("rope_type", scaling.get("type"))
+    custom = [k for k in ("attention_factor", "mscale", "mscale_all_dim") if scaling.get(k) is not None]
+    if kind == "linear":
+        return {"rope.scaling.type": "linear", "rope.scaling.factor": float(scaling["factor"])}
+    if kind == "yarn" and not custom and scaling.get("truncate", True):
+        keys = {"rope.scaling.type": "yarn", "rope.scaling.factor": float(scaling["factor"]),
+                "rope.scaling.original_context_length": int(scaling["original_max_position_embeddings"])}
+        keys.update({YARN_KEYS[k]: float(scaling[k]) for k in ("beta_fast", "beta_slow") if scaling.get(k)})
+        return keys
+    raise RopeExportError(f"a GGUF cannot carry this model's rope scaling {scaling}",
+                          why="llama.cpp's GGUF keys hold linear and default YaRN scaling; it keeps llama3 scaling "
+                              "as a rope_freqs.weight tensor, which the exporter does not write",
+                          fix="export with --to hf or --to safetensors")
+
+
 def _rope_scaling(g: GGUFFile, key, theta: float, head_dim: int | None) -> dict | None:
     scaling = key("rope.scaling.type")
     if scaling and scaling != "none":
-        return {"rope_type": scaling, "factor": key("rope.scaling.factor", 1.0)}
+        params = {"rope_type": scaling, "factor": key("rope.scaling.factor", 1.0)}
+        if scaling == "yarn":
+            params.update({k: key(v) for k, v in YARN_KEYS.items() if key(v) is not None})
+            params.setdefault("original_max_position_embeddings", key("context_length"))  # llama.cpp's default
+        return params
     freqs = g.tensors.get("rope_freqs.weight")
     if freqs is None:
         return None

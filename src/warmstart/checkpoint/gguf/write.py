@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from warmstart.arch.config import ModelConfig
+from warmstart.checkpoint.gguf.hf import rope_scaling_keys
 from warmstart.checkpoint.gguf.names import block_map, hf_to_gguf, permute_rows, qk_heads
 from warmstart.checkpoint.gguf.parse import (
     ARRAY,
@@ -151,7 +152,7 @@ def _add_model_keys(w, cfg: ModelConfig, dtype: str) -> None:
     w.add_rope_freq_base(float(cfg.rope_theta))
     w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
     w.add_vocab_size(cfg.vocab_size)
-    for key, val in cfg.spec.gguf_keys(cfg).items():
+    for key, val in {**cfg.spec.gguf_keys(cfg), **rope_scaling_keys(cfg.rope_scaling)}.items():
         vtype = _value_type(val)
         sub = _value_type(val[0]) if vtype == ARRAY and val else None
         w.add_key_value(f"{cfg.spec.gguf_arch}.{key}", val, gguf.GGUFValueType(vtype),
@@ -231,10 +232,7 @@ def write_gguf(
 
     if dtype not in GGUF_DTYPES:
         raise UsageError(f"unknown GGUF dtype '{dtype}'", fix=f"use one of: {', '.join(GGUF_DTYPES)}")
-    if cfg.rope_scaling:
-        raise UsageError(f"GGUF export of a model with rope scaling ({cfg.rope_scaling.get('rope_type')}) is not "
-                         "implemented",
-                         fix="export to --to hf or --to safetensors instead")
+    rope_scaling_keys(cfg.rope_scaling)  # WS126 before anything is written
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_path) as tmp:

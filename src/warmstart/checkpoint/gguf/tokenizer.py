@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from warmstart.arch.config import ModelConfig
 from warmstart.checkpoint.gguf.parse import GGUFFile
-from warmstart.errors import UnreadableError, UsageError
+from warmstart.checkpoint.gguf.vocab import check_built, check_vocab, checked_merges
+from warmstart.errors import UnreadableError, UsageError, WarmstartError
 
 # tokenizer.ggml.model -> what warmstart calls it
 TOKENIZER_KINDS = {"gpt2": "byte-level BPE", "llama": "SentencePiece BPE with byte fallback"}
@@ -111,14 +113,24 @@ def gguf_tokenizer(g: GGUFFile):
             f"the GGUF tokenizer is of type '{kind}'; warmstart builds "
             + " and ".join(f"{v} ('{k}')" for k, v in TOKENIZER_KINDS.items()) + " tokenizers",
             fix="pass the model's tokenizer.json with --tokenizer", path=g.path)
-    tk = _byte_level(md) if style == "gpt2" else _sentencepiece(md, style, path=g.path)
-    _add_file_tokens(tk, md, byte_level=style == "gpt2")
-    _add_named_specials(tk, md, gemma=style == "gemma")
-    _set_post_processor(tk, md, default_bos=kind == "llama")
+    path = Path(g.path)
+    check_vocab(md, sentencepiece=style != "gpt2", path=path)
+    try:
+        tk = _byte_level(md, path=path) if style == "gpt2" else _sentencepiece(md, style, path=path)
+        _add_file_tokens(tk, md, byte_level=style == "gpt2")
+        _add_named_specials(tk, md, gemma=style == "gemma")
+        _set_post_processor(tk, md, default_bos=kind == "llama")
+    except WarmstartError:
+        raise
+    except Exception as err:  # noqa: BLE001 - tokenizers raises plain Exceptions; none may escape as WS999
+        raise UnreadableError(f"the GGUF tokenizer cannot be built ({type(err).__name__}: {str(err)[:200]})",
+                              fix="re-export the GGUF from the model's own tokenizer, or pass its tokenizer.json "
+                              "with --tokenizer", path=path) from None
+    check_built(tk, len(md["tokenizer.ggml.tokens"]), path=path)
     return tk
 
 
-def _byte_level(md: dict):
+def _byte_level(md: dict, *, path: Path):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     spelling = _bytes_to_unicode()
@@ -128,7 +140,7 @@ def _byte_level(md: dict):
         if not set(tok) <= alphabet:  # a token stored as raw text: spell it in the byte alphabet
             tok = "".join(spelling[b] for b in tok.encode("utf-8"))
         vocab.setdefault(tok, idx)
-    merges = [tuple(m.split(" ", 1)) for m in md.get("tokenizer.ggml.merges", [])]
+    merges = checked_merges(md.get("tokenizer.ggml.merges", []), vocab, path=path)
     bpe = models.BPE(vocab=vocab, merges=merges, dropout=None, unk_token=None, continuing_subword_prefix="",
                      end_of_word_suffix="", fuse_unk=False, byte_fallback=False)
     tk = Tokenizer(bpe)
@@ -175,7 +187,7 @@ def _spm_merges(md: dict, tokens: list[str], gemma: bool, path) -> list[tuple[st
     or its scores imply."""
     vocab = {t: i for i, t in enumerate(tokens)}
     if "tokenizer.ggml.merges" in md:
-        return [tuple(m.split(" ")) for m in md["tokenizer.ggml.merges"]]
+        return checked_merges(md["tokenizer.ggml.merges"], vocab, path=path)
     if gemma:
         return merges_from_scores(vocab, {t: -i for i, t in enumerate(tokens)})
     if isinstance(md.get("tokenizer.ggml.scores"), list):
@@ -237,7 +249,8 @@ def _add_named_specials(tk, md: dict, *, gemma: bool) -> None:
 
 def _set_post_processor(tk, md: dict, *, default_bos: bool) -> None:
     """BOS before / EOS after each sequence as ``add_bos_token`` / ``add_eos_token`` say (a SentencePiece
-    file that does not say adds BOS, as llama.cpp does)."""
+    file that does not say adds BOS, as llama.cpp does). The template is given as its JSON state, not in
+    the template string language, so that any token text (spaces, ':' or a leading '$') names itself."""
     from tokenizers import processors
 
     bos = _named_token(md, "bos") if md.get("tokenizer.ggml.add_bos_token", default_bos) else None
@@ -245,13 +258,16 @@ def _set_post_processor(tk, md: dict, *, default_bos: bool) -> None:
     if bos is None and eos is None:
         return
 
-    def template(seq: str, type_id: int) -> str:
-        around = [f"{bos[0]}:{type_id}"] if bos else []
-        return " ".join(around + [f"${seq}:{type_id}"] + ([f"{eos[0]}:{type_id}"] if eos else []))
+    def template(seq: str, type_id: int) -> list[dict]:
+        def special(t):
+            return [{"SpecialToken": {"id": t[0], "type_id": type_id}}] if t else []
+        return special(bos) + [{"Sequence": {"id": seq, "type_id": type_id}}] + special(eos)
 
-    tk.post_processor = processors.TemplateProcessing(
-        single=template("A", 0), pair=f"{template('A', 0)} {template('B', 1)}",
-        special_tokens=list(dict.fromkeys(t for t in (bos, eos) if t)))
+    specials = {t: {"id": t, "ids": [i], "tokens": [t]} for t, i in dict.fromkeys(t for t in (bos, eos) if t)}
+    post = processors.TemplateProcessing(single="$A:0")
+    post.__setstate__(json.dumps({"type": "TemplateProcessing", "single": template("A", 0),
+                                  "pair": template("A", 0) + template("B", 1), "special_tokens": specials}).encode())
+    tk.post_processor = post
 
 
 # ------------------------------------------------------------------- writing

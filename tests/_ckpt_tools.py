@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +68,20 @@ def ws(*args: str, cwd: Path, check: bool = True, timeout: float = 600) -> subpr
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
+
+
+def add_to_cache(cache: Path, repo_id: str, src: Path, commit: str, refs: tuple[str, ...] = ("main",)) -> Path:
+    """Put the files of ``src`` into ``cache`` the way huggingface_hub stores a download: content-addressed
+    blobs, a snapshot of relative symlinks per commit, and refs naming the commit."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir(exist_ok=True)
+    for f in sorted(p for p in src.iterdir() if p.is_file()):
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        shutil.copyfile(f, repo / "blobs" / digest)
+        (snapshot / f.name).symlink_to(Path("..") / ".." / "blobs" / digest)
+    (repo / "refs").mkdir(exist_ok=True)
+    for ref in refs:
+        (repo / "refs" / ref).write_text(commit)
+    return snapshot

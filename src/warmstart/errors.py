@@ -123,6 +123,12 @@ class OutsidePathError(UnreadableError, code="WS113"):
     """A path taken from inside a checkpoint (a shard in the index, a run's ``latest``) leads outside it."""
 
 
+class HubCacheError(UnreadableError, code="WS130"):
+    """The local Hugging Face cache is damaged where an ``ORG/NAME[@REVISION]`` id leads: the cache, the model's
+    directory or its snapshots not directories, a ref that does not hold a commit hash, a ref naming a commit
+    that has no snapshot."""
+
+
 class GateError(WarmstartError, code="WS1xx", exit_code=1):
     """A warm-start gate refused the checkpoint (exit 1)."""
 

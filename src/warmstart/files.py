@@ -4,7 +4,8 @@ Checkpoints, corpus files, tokenizers and configs are opened only when they are 
 would block ``open`` forever and a device (``/dev/zero``) reads without end, so both are refused by name
 (WS003) from ``stat`` alone. A path whose symbolic links lead in a circle is reported as a loop (WS004),
 not as a missing file. ``inside`` says whether a name taken from inside a checkpoint (a shard of the
-index, a run's ``latest``) stays inside it.
+index, a run's ``latest``) stays inside it; ``read_small`` reads a small file (a Hugging Face cache ref)
+through the same checks and a size bound.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-from warmstart.errors import NotRegularFileError, SymlinkLoopError
+from warmstart.errors import NotRegularFileError, SymlinkLoopError, UnreadableError
 
 _SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -56,6 +57,30 @@ def is_regular(path: str | os.PathLike, what: str = "file") -> bool:
     return st is not None and stat.S_ISREG(st.st_mode)
 
 
+def read_small(path: str | os.PathLike, limit: int, *, what: str, error: type[UnreadableError]) -> bytes | None:
+    """The bytes of a small regular file (a ref, a pointer), None when nothing is there. A loop (WS004) or a
+    special file (WS003) is refused before it is opened; anything else that is not a regular file, or one of
+    more than ``limit`` bytes, is ``error`` naming ``what``. The file is opened without blocking and asked
+    again what it is, so that one swapped for a FIFO meanwhile is refused too, never waited on."""
+    st = refuse_special(path, what)
+    if st is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
+        raise error(f"the {what} cannot be opened ({err.strerror})", path=path) from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"the {what} is {special_kind(st) or 'a directory'}, not a regular file", path=path,
+                        why="it should be a small file written by the tool that owns it")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise error(f"the {what} holds {st.st_size:,} bytes, more than the {limit} such a file ever holds",
+                    why="it is not the small file it should be; nothing of it is used", path=path)
+    return data
+
+
 def inside(root: str | os.PathLike, name: str) -> bool:
     """Whether ``name`` (as written inside a checkpoint) names a path under ``root``: relative, and no
     ``..`` leads above it."""
@@ -69,4 +94,4 @@ def inside(root: str | os.PathLike, name: str) -> bool:
     return depth > 0
 
 
-__all__ = ["inside", "is_regular", "path_stat", "refuse_special", "special_kind"]
+__all__ = ["inside", "is_regular", "path_stat", "read_small", "refuse_special", "special_kind"]

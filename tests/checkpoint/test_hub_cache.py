@@ -4,14 +4,13 @@ checkpoint; not cached: exit 2 with the download command; a local path always wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-from _ckpt_tools import ws
+from _ckpt_tools import add_to_cache, ws
 
 from warmstart.checkpoint import load_checkpoint, resolve_checkpoint_path
 from warmstart.checkpoint.hub import is_hub_id
@@ -19,23 +18,6 @@ from warmstart.errors import UnreadableError
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "fedcba9876543210fedcba9876543210fedcba98"
-
-
-def add_to_cache(cache: Path, repo_id: str, src: Path, commit: str, refs: tuple[str, ...] = ("main",)) -> Path:
-    """Put the files of ``src`` into ``cache`` the way huggingface_hub stores a download: content-addressed
-    blobs, a snapshot of relative symlinks per commit, and refs naming the commit."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir(exist_ok=True)
-    for f in sorted(p for p in src.iterdir() if p.is_file()):
-        digest = hashlib.sha256(f.read_bytes()).hexdigest()
-        shutil.copyfile(f, repo / "blobs" / digest)
-        (snapshot / f.name).symlink_to(Path("..") / ".." / "blobs" / digest)
-    (repo / "refs").mkdir(exist_ok=True)
-    for ref in refs:
-        (repo / "refs" / ref).write_text(commit)
-    return snapshot
 
 
 @pytest.fixture

@@ -5,6 +5,12 @@ downloads. The cache is ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else huggingfa
 A revision is a branch or tag the cache has a ref for (``refs/main`` by default) or a commit hash (a
 prefix of at least 7 characters will do). An id that is not cached is refused with the exact download
 command that would cache it.
+
+Only the one model's directory is read, never the whole cache (huggingface_hub's ``scan_cache_dir`` reads
+every ref and stats every blob of every model, so one damaged neighbour would stop any id). Every path read
+there goes through the checks a checkpoint's files go through (``warmstart.files``): a symlink loop is WS004,
+a FIFO or device WS003, and a ref is a small regular file holding a commit hash or it is refused (WS130), as
+is a directory of the layout that is a file, or a ref naming a commit without a snapshot.
 """
 
 from __future__ import annotations
@@ -12,12 +18,19 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import stat
 from pathlib import Path
 
-from warmstart.errors import UnreadableError
+from warmstart.errors import HubCacheError, UnreadableError, UsageError
+from warmstart.files import inside, read_small, refuse_special
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@\S+)?$")
 _WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".json")
+_COMMIT = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a git commit hash (SHA-1, or SHA-256)
+MAX_REF_BYTES = 1024  # a ref holds one commit hash; anything larger is not a ref
+_LAYOUT = ("huggingface_hub keeps models--ORG--NAME/{refs,snapshots,blobs}: directories, and refs that each hold "
+           "a commit hash naming a snapshot")
+_REPAIR = "download the model again (`hf download ORG/NAME`), which rewrites its refs and snapshot"
 
 
 def is_hub_id(text: str) -> bool:
@@ -44,24 +57,18 @@ def download_command(repo_id: str, revision: str | None) -> str:
 
 def hub_snapshot(hub_id: str) -> Path:
     """The snapshot directory of ``ORG/NAME[@REVISION]`` in the local cache; UnreadableError (exit 2) with
-    the download command when it is not there."""
-    from huggingface_hub import CacheNotFound, scan_cache_dir
-
+    the download command when it is not there, HubCacheError (WS130) where the cache is damaged."""
     repo_id, _, revision = hub_id.partition("@")
     cache = hub_cache_dir()
-    try:
-        repos = [r for r in scan_cache_dir(cache).repos if r.repo_type == "model"]
-    except CacheNotFound:
-        repos = []
-    repo = next((r for r in repos if r.repo_id == repo_id), None) or next(
-        (r for r in repos if r.repo_id.lower() == repo_id.lower()), None)
-    found = _revision(repo.revisions, revision or "main") if repo is not None else None
-    if found is not None:
-        return Path(found.snapshot_path)
-    have = ""
-    if repo is not None:
-        names = sorted(f"{', '.join(sorted(r.refs)) or 'no ref'} ({r.commit_hash[:12]})" for r in repo.revisions)
-        have = f"; the cache holds {repo.repo_id} at {'; '.join(names) or 'no revision'}"
+    repo = _repo_dir(cache, repo_id) if _directory(cache, f"Hugging Face cache ({cache})") else None
+    snapshots = repo / "snapshots" if repo is not None else None
+    if snapshots is not None and _directory(snapshots, f"snapshots directory of {repo_id}"):
+        found = _revision(repo, revision or "main")
+        if found is not None:
+            return found
+        have = f"; the cache holds {repo.name.removeprefix('models--').replace('--', '/', 1)} at {_held(repo)}"
+    else:
+        have = ""
     cmd = download_command(repo_id, revision or None)
     raise UnreadableError(
         f"'{hub_id}' is neither a file or directory nor a model in the local Hugging Face cache ({cache}){have}",
@@ -79,16 +86,91 @@ def hub_id_of(path: str | Path) -> str | None:
     return None
 
 
-def _revision(revisions, wanted: str):
-    """The cached revision a ref name or commit hash (or a unique prefix of >= 7 characters) names."""
-    for rev in revisions:
-        if wanted in rev.refs or rev.commit_hash == wanted:
-            return rev
-    if len(wanted) >= 7 and re.fullmatch(r"[0-9a-f]+", wanted):
-        hits = [r for r in revisions if r.commit_hash.startswith(wanted)]
-        if len(hits) == 1:
-            return hits[0]
+def _directory(path: Path, what: str) -> bool:
+    """Whether ``path`` is a directory (False: nothing there); a loop (WS004), a special file (WS003) or a
+    file where the cache layout has a directory (WS130) is refused."""
+    st = refuse_special(path, what)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        raise HubCacheError(f"the {what} is a file, not a directory", why=_LAYOUT,
+                            fix=_REPAIR + " (or point $HF_HUB_CACHE at the cache directory)", path=path)
+    return st is not None
+
+
+def _repo_dir(cache: Path, repo_id: str) -> Path | None:
+    """``models--ORG--NAME`` in the cache (the exact spelling, else the one that differs only in case)."""
+    name = "models--" + repo_id.replace("/", "--")
+    if not os.path.lexists(cache / name):
+        name = next((n for n in _names(cache) if n.lower() == name.lower()), None)
+    if name is None or not _directory(cache / name, f"cache directory of {repo_id}"):
+        return None
+    return cache / name
+
+
+def _revision(repo: Path, wanted: str) -> Path | None:
+    """The snapshot a ref (``refs/WANTED``), a commit hash or a unique prefix of >= 7 hex digits names."""
+    refs, snapshots = repo / "refs", repo / "snapshots"
+    if not inside(refs, wanted):
+        raise UsageError(f"the revision '{wanted}' is not a branch, tag or commit name",
+                         fix="name a branch or tag (main, v1.0, refs/pr/1) or a commit hash after '@'")
+    ref = refs / wanted
+    commit = _read_ref(ref, repo) if _directory(refs, "refs directory") and not ref.is_dir() else None
+    if commit is not None:
+        if not _directory(snapshots / commit, f"snapshot of {wanted}"):
+            raise HubCacheError(f"refs/{wanted} names commit {commit}, which has no snapshot in the cache",
+                                why="the download that wrote the ref did not finish, or the snapshot was removed",
+                                fix=_REPAIR, path=refs / wanted)
+        return snapshots / commit
+    if _COMMIT.match(wanted) and _directory(snapshots / wanted, f"snapshot {wanted}"):
+        return snapshots / wanted
+    if re.fullmatch(r"[0-9a-f]{7,63}", wanted):
+        hits = [c for c in _snapshot_names(snapshots) if c.startswith(wanted)]
+        if len(hits) == 1 and _directory(snapshots / hits[0], f"snapshot {hits[0]}"):
+            return snapshots / hits[0]
     return None
+
+
+def _read_ref(path: Path, repo: Path) -> str | None:
+    """The commit hash a ref file holds (None when there is no such ref); anything else is WS130."""
+    data = read_small(path, MAX_REF_BYTES, what=f"ref {path.relative_to(repo)}", error=HubCacheError)
+    if data is None:
+        return None
+    text = data.decode("ascii", errors="replace").strip()
+    if not _COMMIT.match(text):
+        raise HubCacheError(f"the ref holds {_shown(data)}, not a commit hash", why=_LAYOUT, fix=_REPAIR, path=path)
+    return text
+
+
+def _names(directory: Path) -> list[str]:
+    """The entries of a directory of the cache, sorted; one that cannot be listed is WS130."""
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(e.name for e in entries)
+    except OSError as err:
+        raise HubCacheError(f"the directory cannot be listed ({err.strerror})", fix="check its permissions",
+                            path=directory) from None
+
+
+def _snapshot_names(snapshots: Path) -> list[str]:
+    return [n for n in _names(snapshots) if _COMMIT.match(n)]
+
+
+def _held(repo: Path) -> str:
+    """``main, v2 (0123456789ab); no ref (fedcba987654)``: the revisions cached, for the not-cached message."""
+    by_commit: dict[str, list[str]] = {c: [] for c in _snapshot_names(repo / "snapshots")}
+    refs = repo / "refs"
+    if _directory(refs, "refs directory"):
+        for dirpath, _, files in os.walk(refs):
+            for name in files:
+                ref = Path(dirpath) / name
+                commit = _read_ref(ref, repo)
+                by_commit.setdefault(commit, []).append(ref.relative_to(refs).as_posix())
+    names = sorted(f"{', '.join(sorted(r)) or 'no ref'} ({c[:12]})" for c, r in by_commit.items())
+    return "; ".join(names) or "no revision"
+
+
+def _shown(data: bytes) -> str:
+    text = repr(data[:40])
+    return text + ("..." if len(data) > 40 else "")
 
 
 __all__ = ["download_command", "hub_cache_dir", "hub_id_of", "hub_snapshot", "is_hub_id"]

@@ -205,5 +205,18 @@ class DamagedCacheError(TrainingError, code="WS207", exit_code=2):
     """A prepared token cache given as ``--data`` is damaged (a cache entry warmstart manages is rebuilt)."""
 
 
+class Fp8DeviceError(UsageError, code="WS220"):
+    """``--fp8`` on a device without float8 matmuls (a CPU, a GPU below compute capability 8.9)."""
+
+
+class Fp8ShapeError(UsageError, code="WS221"):
+    """``--fp8``: a decoder-block matmul dimension (or the tokens of a micro-batch) not a multiple of 16."""
+
+
+class OptimizerPlacementError(UsageError, code="WS222"):
+    """``--optimizer adamw-8bit`` where its block-quantised state cannot live: under a process group
+    (DDP, FSDP2) or with ``--cpu-offload``."""
+
+
 class CheckFailedError(WarmstartError, code="WS300", exit_code=1):
     """A release check (validate/qa/publish-check/stamp/export) said no."""

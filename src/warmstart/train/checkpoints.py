@@ -41,6 +41,7 @@ from warmstart.checkpoint.write import (
 from warmstart.errors import DamagedStateError, ResumeError, WarmstartError
 from warmstart.files import is_regular
 from warmstart.train import dist_checkpoint as dc
+from warmstart.train import lowbit
 from warmstart.train.distributed import agree_ok, decide_on_main
 
 STATE_FORMAT = "warmstart-trainer-state-v1"
@@ -79,10 +80,9 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
                 continue
             entry = {}
             for k, v in st.items():
-                if torch.is_tensor(v):
-                    key = f"{name}::{k}"
-                    tensors[key] = v.detach().to("cpu").contiguous()
-                    entry[k] = key
+                if torch.is_tensor(v):  # an 8-bit moment: its parts (train/lowbit.py)
+                    entry[k], parts = lowbit.encode(f"{name}::{k}", v)
+                    tensors.update(parts)
                 else:
                     entry[k] = {"value": v}
             index["state"][name] = entry
@@ -100,7 +100,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     for name, entry in index["state"].items():
         st = {}
         for k, v in entry.items():
-            st[k] = tensors[v] if isinstance(v, str) else v["value"]
+            st[k] = v["value"] if isinstance(v, dict) and "value" in v else lowbit.decode(v, tensors)
         state[name_to_pid[name]] = st
     groups = [{**g_cur, **dc.saved_group_values(g_saved)}
               for g_saved, g_cur in zip(index["param_groups"], cur["param_groups"])]
@@ -337,6 +337,7 @@ def restore_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer, trai
     check_same_data(state, train_state.data_fingerprint, ckpt_dir)
     ts, run_dir = ckpt_dir / "trainer_state", ckpt_dir.parent.parent
     index = _json_file(run_dir, ts / "optimizer.json", ckpt_dir)
+    lowbit.check_same_kind(index, optimizer, ckpt_dir)
     sharded = (ts / dc.OPTIMIZER_DIR).is_dir()
     try:
         if sharded or (par is not None and par.dist.group):

@@ -26,6 +26,8 @@ from warmstart.choices import DEVICES, Choices
 from warmstart.errors import ResumeError, UsageError
 
 SCHEDULES = Choices(("cosine", "wsd", "constant"))  # optim.lr_at implements each
+FP8_RECIPES = Choices(("none", "tensorwise", "rowwise"))  # train/fp8.py
+OPTIMIZERS = Choices(("adamw", "adamw-bf16", "adamw-8bit"))  # optim.build_optimizer, train/lowbit.py
 EVAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SCRATCH_LR = 2e-3  # default peak learning rate from scratch
 INIT_LR = 5e-5  # default peak learning rate with --init: continued pretraining wants a far smaller step
@@ -107,6 +109,16 @@ class TrainConfig:
     activation_checkpointing: bool = option(
         False, help="Recompute layer activations in backward.",
         flags=("--activation-checkpointing/--no-activation-checkpointing",))
+    fp8: str = option("none", help="Float8 matmuls in the decoder blocks' linear layers (torchao's float8 training; "
+                      "the embedding and LM head stay bf16): none | tensorwise (one scale per tensor) | rowwise (one "
+                      "per row). A compute choice: checkpoints are as without it and a run resumes with or without "
+                      "it. Needs a GPU of compute capability 8.9 or later, torchao (pip install 'warmstart[fp8]') and "
+                      "dimensions that are multiples of 16; use it with --compile "
+                      "(docs/large-models.md).", choices=FP8_RECIPES)
+    optimizer: str = option("adamw", help="adamw (fp32 moments: 16 bytes a parameter with weight and gradient) | "
+                            "adamw-bf16 (bf16 moments: 12) | adamw-8bit (torchao's 8-bit block-quantised moments: "
+                            "about 10; one process). The low-memory ones need torchao and fit larger models on one "
+                            "GPU; a resumed run keeps its optimizer (docs/large-models.md).", choices=OPTIMIZERS)
     parallel: str = option("auto", help="Data parallelism over the ranks torchrun starts: auto (one rank: none; "
                            "on GPUs ddp when 16 bytes a parameter fit an eighth of one GPU, else fsdp; on CPU "
                            "fsdp) | none | ddp | fsdp.", choices=("auto", "none", "ddp", "fsdp"))

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from warmstart.checkpoint.write import fsync_file, write_json_durable
 from warmstart.errors import ResumeError
+from warmstart.train.fp8 import plain
 
 OPTIMIZER_DIR = "optimizer"
 DCP_FORMAT = "warmstart-optimizer-dcp-v1"
@@ -41,12 +42,13 @@ def full_model_state(par) -> dict[str, torch.Tensor]:
             sd.pop("lm_head.weight", None)
     else:
         sd = model.canonical_state_dict() if dist.is_main else {}
-    return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()} if dist.is_main else {}
+    return {k: plain(v.detach()).to("cpu").contiguous() for k, v in sd.items()} if dist.is_main else {}
 
 
 def group_json(group: dict) -> dict:
-    """A param group as JSON (tuples as lists, without the parameter ids)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k != "params"}
+    """A param group as JSON (tuples as lists, a tensor learning rate as a number, without the parameter ids)."""
+    return {k: (list(v) if isinstance(v, tuple) else float(v) if torch.is_tensor(v) else v)
+            for k, v in group.items() if k != "params"}
 
 
 def saved_group_values(saved: dict) -> dict:

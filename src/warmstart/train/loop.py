@@ -43,6 +43,7 @@ from warmstart.train import checkpoints as ck
 from warmstart.train.budget import Budget, StopSignal
 from warmstart.train.config import TrainConfig, dump_yaml
 from warmstart.train.distributed import Dist, decide_on_main, local_error, setup_distributed
+from warmstart.train import fp8, lowbit
 from warmstart.train.evaluate import (
     AmpFactory, eval_metrics, evaluate_sets, forgetting, forgetting_lines, load_eval_sets, step0_eval_lines,
 )
@@ -172,12 +173,13 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
     shard = (lambda m: shard_model(m, cfg, dist)) if mode == "fsdp" else None
     model = build_model(source, mcfg, cfg, dist.device, shard=shard)
     model.packing = Packing(cfg.attention, cfg.positions, separator=ds.eos_id)  # training and every evaluation
-    out.print(_describe(model, mcfg, dist, amp, mode))
+    out.print(_describe(model, mcfg, dist, amp, mode) + "".join(
+        f", {k} {v}" for k, v in (("fp8", cfg.fp8), ("optimizer", cfg.optimizer)) if v not in ("none", "adamw")))
     par = parallelize(model, cfg, dist, mode)
     first_val, first_evals = _step0_evaluation(par, source, ds, evals, cfg, amp, out.print)  # --init: gate 7
 
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
-                                eps=cfg.eps, device=par.optimizer_device)
+                                eps=cfg.eps, device=par.optimizer_device, kind=cfg.optimizer)
     global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
     budget = Budget(cfg, tokens_per_step=global_batch * cfg.seq_len, signal_=stop,
                     agree=dist.any if dist.several else None)
@@ -198,7 +200,7 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
         out.close()
         out = Reporter(budget.total_steps, start_step=state.step, quiet=quiet)
     guard = DivergenceGuard(dist.device, state, run_dir=run_dir, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                            on_device=dist.device.type == "cuda" and not cfg.cpu_offload, dist=dist)
+                            on_device=bool(optimizer.defaults.get("fused")), dist=dist)  # found_inf: fused AdamW
     run = Run(cfg=cfg, run_dir=run_dir, device=dist.device, amp=amp, source=source, ds=ds, mcfg=mcfg, model=model,
               par=par, loss_fn=compile_loss(par, cfg), optimizer=optimizer, state=state, budget=budget, guard=guard,
               log=log, out=out, first_step=FirstStepClock(started), evals=evals)
@@ -334,6 +336,8 @@ def provenance(run: Run) -> dict:
 
 
 def _runtime(device: torch.device, cfg: TrainConfig) -> AmpFactory:
+    fp8.check_device(cfg.fp8, device)  # before any data is read or model built
+    lowbit.check_available(cfg.optimizer)
     if device.type == "cuda":  # (setup_distributed has made it the current device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -382,6 +386,8 @@ def _settings(cfg: TrainConfig, source: ModelSource, ds: TokenDataset, mcfg: Mod
     world = dist.world_size
     _within_positions(cfg, mcfg)
     mode = parallel_mode(cfg, world, params=mcfg.num_parameters(), device=dist.device)
+    fp8.check_model(cfg.fp8, mcfg, cfg.seq_len)
+    lowbit.check_placement(cfg.optimizer, mode, cfg.cpu_offload)
     if source.resume_dir is None:
         return cfg, mode
     saved = ck.read_trainer_state(source.resume_dir)

@@ -50,9 +50,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas: tuple[float, float],
-                    eps: float = 1e-8, device: torch.device | str = "cpu") -> torch.optim.AdamW:
-    """AdamW; the fused CUDA kernel on CUDA (which also honours ``optimizer.found_inf``)."""
+                    eps: float = 1e-8, device: torch.device | str = "cpu",
+                    kind: str = "adamw") -> torch.optim.Optimizer:
+    """``--optimizer kind``: AdamW, the fused CUDA kernel on CUDA (which also honours ``optimizer.found_inf``);
+    ``adamw-bf16`` / ``adamw-8bit``: torchao's update with low-memory moments (``train/lowbit.py``)."""
     groups = param_groups(model, weight_decay)
+    if kind != "adamw":
+        from warmstart.train import lowbit
+
+        return lowbit.build(kind, groups, lr=lr, betas=betas, eps=eps)
     on_cuda = torch.device(device).type == "cuda"
     kwargs = {"fused": True} if on_cuda else {"foreach": True}
     opt = torch.optim.AdamW([{k: v for k, v in g.items()} for g in groups], lr=lr, betas=betas, eps=eps,
@@ -114,4 +120,7 @@ class Schedule:
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if torch.is_tensor(group["lr"]):  # torchao's optimizers take it as a tensor
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr

@@ -35,6 +35,7 @@ from torch import nn
 
 from warmstart.arch import CausalLM
 from warmstart.errors import UsageError
+from warmstart.train import fp8
 from warmstart.train.compile import compile_blocks
 from warmstart.train.config import TrainConfig
 from warmstart.train.distributed import Dist
@@ -81,6 +82,8 @@ def shard_model(model: CausalLM, cfg: TrainConfig, dist: Dist) -> CausalLM:
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard, \
         register_fsdp_forward_method
 
+    fp8.convert_blocks(model, cfg.fp8, dist.device,
+                       fsdp_float8_all_gather=fp8.float8_all_gather(cfg.fp8, "fsdp", dist.world_size))
     kw: dict = {}
     if dist.device.type == "cuda" and cfg.dtype != "fp32":
         kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -119,6 +122,7 @@ class Parallel:
     loss_fn: LossFn  # the training loss: model.loss, or the DDP module around it
     dist: Dist = field(default_factory=Dist)
     offload: bool = False  # FSDP --cpu-offload: parameters and optimizer state on the host
+    after_step: Callable[[], None] | None = None  # after each optimizer step (FSDP2 float8 all-gather: the scales)
 
     def micro_batch(self, last: bool) -> contextlib.AbstractContextManager:
         """Around one micro-batch's forward and backward: DDP syncs gradients only on the last."""
@@ -156,6 +160,8 @@ def parallelize(model: CausalLM, cfg: TrainConfig, dist: Dist | None = None, mod
     ``mode`` (default: ``parallel_mode`` of the config, ``auto`` deciding without the model's size)."""
     dist = dist or Dist()
     mode = mode or parallel_mode(cfg, dist.world_size)
+    if mode != "fsdp":  # (FSDP: shard_model converted the blocks before sharding them)
+        fp8.convert_blocks(model, cfg.fp8, dist.device)
     if mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -164,7 +170,8 @@ def parallelize(model: CausalLM, cfg: TrainConfig, dist: Dist | None = None, mod
             warnings.simplefilter("ignore", FutureWarning)
             ddp = DDP(_Loss(model), device_ids=ids, broadcast_buffers=False)  # the rotary buffers are not state
         return Parallel("ddp", model, ddp, dist)
-    return Parallel(mode, model, model.loss, dist, offload=bool(cfg.cpu_offload))
+    scales = (lambda: fp8.precompute_scales(model)) if fp8.float8_all_gather(cfg.fp8, mode, dist.world_size) else None
+    return Parallel(mode, model, model.loss, dist, offload=bool(cfg.cpu_offload), after_step=scales)
 
 
 def compile_loss(par: Parallel, cfg: TrainConfig) -> LossFn:

@@ -145,6 +145,8 @@ def train_step(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], op
     guard.observe(step_loss, gnorm, optimizer)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    if par is not None and par.after_step is not None:
+        par.after_step()
     return step_loss, gnorm
 
 

@@ -20,7 +20,8 @@ from _corpus import make_corpus
 from warmstart.arch import CausalLM, get_preset
 from warmstart.errors import Fp8DeviceError, Fp8ShapeError, UsageError
 from warmstart.train import fp8
-from warmstart.train.config import TrainConfig, load_yaml, normalize_keys, resolve_config
+from warmstart.checkpoint.run import read_yaml
+from warmstart.train.config import TrainConfig, normalize_keys, resolve_config
 
 pytest.importorskip("torchao")
 EMULATE = {fp8.CPU_TEST_ENV: "1"}
@@ -67,7 +68,7 @@ def test_fp8_and_optimizer_from_the_command_line_yaml_and_their_refusals(tmp_pat
     (tmp_path / "run.yaml").write_text("fp8: tensorwise\noptimizer: adamw-bf16\n")
     cfg = resolve_config({}, str(tmp_path / "run.yaml"))
     assert (cfg.fp8, cfg.optimizer) == ("tensorwise", "adamw-bf16")
-    assert normalize_keys(load_yaml(tmp_path / "run.yaml")) == {"fp8": "tensorwise", "optimizer": "adamw-bf16"}
+    assert normalize_keys(read_yaml(tmp_path / "run.yaml")) == {"fp8": "tensorwise", "optimizer": "adamw-bf16"}
     for bad in ({"fp8": "e4m3"}, {"optimizer": "sgd"}, {"fp8": True}):
         with pytest.raises(UsageError) as err:
             resolve_config(bad)

@@ -59,9 +59,11 @@ def rewrite_tensors(ckpt_dir: Path, fn) -> None:
     save_file(tensors, str(p), metadata={"format": "pt"})
 
 
-def ws(*args: str, cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `python -m warmstart ARGS` in ``cwd`` with a private token cache; never a traceback."""
-    env = dict(os.environ, WARMSTART_CACHE=str(cwd / "cache"), PYTHONUNBUFFERED="1")
+def ws(*args: str, cwd: Path, check: bool = True, timeout: float = 600,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m warmstart ARGS` in ``cwd`` with a private token cache (``env``: more variables); never a
+    traceback."""
+    env = dict(os.environ, WARMSTART_CACHE=str(cwd / "cache"), PYTHONUNBUFFERED="1", **(env or {}))
     proc = subprocess.run([sys.executable, "-m", "warmstart", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
     assert "Traceback" not in proc.stderr, proc.stderr

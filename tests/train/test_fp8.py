@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from _ckpt_tools import ws
 from _corpus import make_corpus
 from warmstart.arch import CausalLM, get_preset
 from warmstart.errors import Fp8DeviceError, Fp8ShapeError, UsageError
@@ -27,14 +28,8 @@ pytest.importorskip("torchao")
 EMULATE = {fp8.CPU_TEST_ENV: "1"}
 
 
-def ws(*args, env=None, check=True, timeout=300) -> subprocess.CompletedProcess:
-    e = {**os.environ, **(env or {})}
-    e.pop("WARMSTART_DEBUG", None)
-    p = subprocess.run([sys.executable, "-m", "warmstart", *map(str, args)], capture_output=True, text=True, env=e,
-                       timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
+def cli(cwd: Path, *args, **kw):
+    return ws(*map(str, args), cwd=cwd, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +68,7 @@ def test_fp8_and_optimizer_from_the_command_line_yaml_and_their_refusals(tmp_pat
         with pytest.raises(UsageError) as err:
             resolve_config(bad)
         assert err.value.code == "WS002"
-    help_text = ws("pretrain", "--help").stdout
+    help_text = cli(tmp_path, "pretrain", "--help").stdout
     assert "--fp8" in help_text and "--optimizer" in help_text
 
 
@@ -109,8 +104,8 @@ def test_dimensions_not_multiples_of_16_are_named_from_the_real_modules():
 
 
 def test_cpu_is_refused_before_any_data_is_read(tmp_path, corpus):
-    p = ws(*tiny(corpus, tmp_path / "cache", tmp_path / "run", "--device", "cpu", "--fp8", "tensorwise"),
-           check=False)
+    p = cli(tmp_path, *tiny(corpus, tmp_path / "cache", tmp_path / "run", "--device", "cpu", "--fp8", "tensorwise"),
+            check=False)
     assert p.returncode == 2 and "[WS220]" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
@@ -134,8 +129,8 @@ def test_torchao_missing_is_named_with_the_install_line(tmp_path, corpus, flag):
 
 def test_fp8_writes_the_same_checkpoint_and_resumes_with_and_without_it(tmp_path, corpus):
     cache = tmp_path / "cache"
-    ws(*tiny(corpus, cache, tmp_path / "bf", "--max-steps", 4), env=EMULATE)
-    ws(*tiny(corpus, cache, tmp_path / "f8", "--max-steps", 4, "--fp8", "tensorwise"), env=EMULATE)
+    cli(tmp_path, *tiny(corpus, cache, tmp_path / "bf", "--max-steps", 4), env=EMULATE)
+    cli(tmp_path, *tiny(corpus, cache, tmp_path / "f8", "--max-steps", 4, "--fp8", "tensorwise"), env=EMULATE)
     a, b = tmp_path / "bf" / "checkpoints" / "step-000004", tmp_path / "f8" / "checkpoints" / "step-000004"
     assert tensors(a / "model.safetensors") == tensors(b / "model.safetensors")
     assert {n: v for n, v in tensors(a / "model.safetensors").items() if "proj" in n}  # block weights, fp32
@@ -147,7 +142,7 @@ def test_fp8_writes_the_same_checkpoint_and_resumes_with_and_without_it(tmp_path
     for run, flag in ((tmp_path / "f8", "none"), (tmp_path / "bf", "tensorwise")):
         shutil.rmtree(run / "checkpoints" / "step-000004")
         (run / "checkpoints" / "latest").write_text("step-000002\n")
-        ws("pretrain", "--resume", run, "--max-steps", 4, "--fp8", flag, "--quiet", env=EMULATE)
+        cli(tmp_path, "pretrain", "--resume", run, "--max-steps", 4, "--fp8", flag, "--quiet", env=EMULATE)
         assert (run / "checkpoints" / "latest").read_text().strip() == "step-000004"
         assert f"fp8: {flag}" in (run / "config.yaml").read_text()
     # bf16 steps 3-4 after an fp8 half (and the reverse) stay within the gap between the two runs
@@ -158,10 +153,11 @@ def test_fsdp2_on_two_ranks_all_gathers_float8_and_checkpoints_plain_tensors(tmp
     assert fp8.float8_all_gather("tensorwise", "fsdp", 2) and not fp8.float8_all_gather("tensorwise", "fsdp", 1)
     assert not fp8.float8_all_gather("rowwise", "fsdp", 2) and not fp8.float8_all_gather("tensorwise", "ddp", 2)
     run = tmp_path / "fsdp"
-    ws(*tiny(corpus, tmp_path / "cache", run, "--max-steps", 2, "--fp8", "tensorwise", "--parallel", "fsdp",
-             "--nproc-per-node", 2, "--batch-size", 2), env=EMULATE, timeout=400)
+    cli(tmp_path, *tiny(corpus, tmp_path / "cache", run, "--max-steps", 2, "--fp8", "tensorwise", "--parallel", "fsdp",
+                        "--nproc-per-node", 2, "--batch-size", 2), env=EMULATE, timeout=400)
     ck = run / "checkpoints" / "step-000002"
     assert (ck / "trainer_state" / "optimizer").is_dir()
     assert {dt for dt, _ in tensors(ck / "model.safetensors").values()} == {"F32"}
-    ws("pretrain", "--resume", run, "--max-steps", 3, "--fp8", "none", "--parallel", "none", "--quiet", env=EMULATE)
+    cli(tmp_path, "pretrain", "--resume", run, "--max-steps", 3, "--fp8", "none", "--parallel", "none", "--quiet",
+        env=EMULATE)
     assert sorted(losses(run)) == [1, 2, 3]

@@ -23,6 +23,8 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 DOCUMENTED = set(re.findall(r"^\| (WS\d{3}) \|", DOCS.read_text(encoding="utf-8"), flags=re.M))
 LIMIT_S = 10.0
+# the settings of the tiny scratch runs the suite makes (hostile/conftest.py ``tiny_run``)
+TINY_RUN = ("--vocab-size", 300, "--seq-len", 16, "--batch-size", 2, "--eval-tokens", 32, "--eval-every", 0)
 
 
 @dataclass

@@ -201,6 +201,11 @@ class DamagedStateError(ResumeError, code="WS206"):
     """A file of a run (trainer state, ``checkpoints/latest``) is damaged; the message names it."""
 
 
+class RunFileError(TrainingError, code="WS208", exit_code=2):
+    """A file or directory warmstart writes in a run directory is a symlink, a special file or of the wrong kind
+    (a file where ``checkpoints/`` belongs, a lock another user owns): refused before anything is written."""
+
+
 class DamagedCacheError(TrainingError, code="WS207", exit_code=2):
     """A prepared token cache given as ``--data`` is damaged (a cache entry warmstart manages is rebuilt)."""
 

@@ -59,3 +59,25 @@ def text(tmp_path):
     return p
 
 
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A scratch run of 2 steps with a checkpoint at each, and its corpus and token cache (made once; cases
+    copy the run before damaging it)."""
+    from _corpus import make_corpus
+    from _hostile import TINY_RUN, cli
+
+    root = tmp_path_factory.mktemp("hostile-tiny-run")
+    corpus = make_corpus(root / "corpus", ["textwrap.py", "string.py", "heapq.py", "bisect.py"])
+    o = cli("pretrain", "--preset", "llama-tiny", "--data", corpus, *TINY_RUN, "--max-steps", 2, "--save-every", 1,
+            "--keep-last", 2, "--out", root / "run", "--cache-dir", root / "cache", "--quiet")
+    assert o.exit == 0, o.text
+    return root
+
+
+@pytest.fixture
+def resumable(tiny_run, tmp_path):
+    """A private copy of ``tiny_run``'s run directory."""
+    shutil.copytree(tiny_run / "run", tmp_path / "run", symlinks=True)
+    return tmp_path / "run"

@@ -21,6 +21,12 @@ already holds a run's checkpoints, a directory holding a ``config.yaml``, ``toke
 ``MARKER``), or one another ``warmstart pretrain`` holds. A directory left by a run that stopped before
 its first checkpoint (its ``config.yaml`` is warmstart's, it has no checkpoint) is taken over.
 
+Nothing warmstart writes in a run is written through a link: ``check_layout`` refuses (WS208) a symlink, a
+FIFO, a device or an entry of the wrong kind among the names a run writes (``ENTRIES``) when the directory
+is claimed, and the files a run opens in place (the lock, ``metrics.jsonl``) are opened with ``O_NOFOLLOW``
+and checked to be regular files of this user (``open_run_file``); every other file is written under a
+temporary name and renamed over the old one (``checkpoint/write.py``), which replaces a link, never its target.
+
 ``RunLock`` is an advisory ``fcntl.flock`` on ``RUN/.warmstart.lock``, holding the owner's pid: taken by
 rank 0 when a new run creates the directory, or at the start of ``--resume``; released (and the file
 removed) when the run ends, and dropped by the kernel when the process dies however it dies (a killed
@@ -34,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +50,18 @@ import yaml
 
 from warmstart.checkpoint.write import atomic_write_text
 from warmstart.errors import (
-    OutsidePathError, ResumeError, RunLockedError, UnreadableError, UsageError, WarmstartError,
+    OutsidePathError, ResumeError, RunFileError, RunLockedError, UnreadableError, UsageError, WarmstartError,
 )
-from warmstart.files import is_regular, refuse_special
+from warmstart.files import is_regular, refuse_special, special_kind
 
 MARKER = "# warmstart run config: written by `warmstart pretrain` (--resume reads it)\n"
 LOCK_NAME = ".warmstart.lock"
 RUN_FILES = ("config.yaml", "tokenizer.json", "metrics.jsonl", "summary.json")  # a new run writes these
 STEP_RE = re.compile(r"^step-(\d{6,})$")
+# What a run writes directly in its directory, and the kind each must be when it is there: never a link (a write
+# through it would land outside the run), never a FIFO or a device (an open would block or read without end).
+ENTRIES = {**dict.fromkeys((*RUN_FILES, LOCK_NAME), "a regular file"), "checkpoints": "a directory", "tb": "a directory"}
+_KIND_TESTS = {"a regular file": stat.S_ISREG, "a directory": stat.S_ISDIR}
 _POINTER_FIX = "point at one of the step-* directories under checkpoints/"
 
 # (what was found, whether it leads out of checkpoints/) -> the error a caller raises for a bad pointer
@@ -150,7 +161,9 @@ class RunDir:
             return False
 
     def require_config(self) -> None:
-        """A run directory to resume holds its ``config.yaml`` (ResumeError, WS203, otherwise)."""
+        """A run directory to resume holds its ``config.yaml`` (ResumeError, WS203, otherwise) and nothing a
+        write would follow out of it (``check_layout``)."""
+        self.check_layout()
         if not is_regular(self.config_path, "config.yaml"):
             raise ResumeError(f"'{self.path}' is not a warmstart run directory (no config.yaml)",
                               fix="pass the --out directory of an earlier `warmstart pretrain` run", path=self.path)
@@ -160,9 +173,54 @@ class RunDir:
         self.require_config()
         return read_yaml(self.config_path)
 
+    def check_layout(self) -> None:
+        """Every entry the run writes here (``ENTRIES``) is, when present, of its kind and not a symlink
+        (RunFileError, WS208, naming it): checked when the directory is claimed, before any work."""
+        for name, kind in ENTRIES.items():
+            p = self.path / name
+            try:
+                st = os.lstat(p)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if stat.S_ISLNK(st.st_mode) or not _KIND_TESTS[kind](st.st_mode):
+                raise RunFileError(f"{name} in the run directory is {_kind_of(p, st)}, where warmstart keeps {kind}",
+                                   why="a run writes only its own files inside its directory, never through a link "
+                                   "or into a pipe or device", fix="remove it (or pass another --out)", path=p)
+
     def metrics(self, skipped: list[int] | None = None) -> list[dict]:
         """The records of ``metrics.jsonl`` (``read_metrics``); [] when the run has none."""
         return read_metrics(self.metrics_path, skipped) if is_regular(self.metrics_path, "metrics.jsonl") else []
+
+
+def _kind_of(path: Path, st: os.stat_result) -> str:
+    if stat.S_ISLNK(st.st_mode):
+        return f"a symbolic link (to {os.readlink(path)[:200]})"
+    return special_kind(st) or ("a directory" if stat.S_ISDIR(st.st_mode) else "a regular file")
+
+
+def open_run_file(path: Path, flags: int) -> int:
+    """A file descriptor on ``path``, a run's own file, opened without following a link and never blocking on a
+    FIFO (``O_NOFOLLOW | O_NONBLOCK``), then checked to be a regular file this user owns (RunFileError, WS208)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as err:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            raise err from None
+        raise _not_ours(path, _kind_of(path, st)) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        os.close(fd)
+        raise _not_ours(path, _kind_of(path, st) if not stat.S_ISREG(st.st_mode) else "a file another user owns")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _not_ours(path: Path, found: str) -> RunFileError:
+    return RunFileError(f"{path.name} in the run directory is {found}, not a regular file of this run",
+                        why="a run writes only its own files inside its directory, never through a link",
+                        fix="remove it (or pass another --out)", path=path)
 
 
 def find_run(path: str | os.PathLike) -> RunDir | None:
@@ -201,7 +259,7 @@ def read_metrics(path: Path, skipped: list[int] | None = None) -> list[dict]:
     last line, bytes that are not UTF-8, a record without ``step``) are left out, their numbers (from 1)
     added to ``skipped``."""
     out = []
-    with open(path, "rb") as fh:
+    with os.fdopen(open_run_file(Path(path), os.O_RDONLY), "rb") as fh:
         for n, raw in enumerate(fh, 1):
             try:
                 rec = json.loads(raw.decode("utf-8"))
@@ -226,6 +284,8 @@ def choose_run_dir(out: str | None, resume: str | None, *, probe: bool = True) -
     if st is not None and not run_dir.is_dir():
         raise UsageError(f"--out {run_dir} is an existing file, not a directory", path=run_dir,
                          fix="pass a new or empty directory with --out")
+    if st is not None and not resume:
+        RunDir(run_dir).check_layout()
     if resume:
         RunDir(run_dir).require_config()
     elif st is not None:
@@ -280,8 +340,9 @@ def remove_unfinished(run_dir: Path, *, created: bool) -> None:
 
 def _holder(path: Path) -> str:
     try:
-        pid = path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
+        with os.fdopen(open_run_file(path, os.O_RDONLY), "rb") as fh:
+            pid = fh.read(64).decode("utf-8", errors="replace").strip()
+    except (OSError, RunFileError):
         return "another process"
     return f"process {pid}" if pid.isdigit() else "another process"
 
@@ -295,12 +356,9 @@ def _locked_error(run_dir: Path) -> RunLockedError:
 def probe_lock(run_dir: Path) -> None:
     """Refuse now when another process holds the run's lock (nothing is created)."""
     lock = run_dir / LOCK_NAME
-    if not lock.is_file():
+    if not os.path.lexists(lock):
         return
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return
+    fd = open_run_file(lock, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -320,7 +378,7 @@ class RunLock:
         """Take the lock (RunLockedError naming the holder when another process has it) and write our pid."""
         while self.fd is None:
             path = run_dir / LOCK_NAME
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_run_file(path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -347,6 +405,6 @@ class RunLock:
             self.fd = None
 
 
-__all__ = ["LOCK_NAME", "MARKER", "RUN_FILES", "RunDir", "RunLock", "STEP_RE", "choose_run_dir",
-           "discard_leftovers", "find_run", "probe_lock", "read_metrics", "read_yaml",
+__all__ = ["ENTRIES", "LOCK_NAME", "MARKER", "RUN_FILES", "RunDir", "RunLock", "STEP_RE", "choose_run_dir",
+           "discard_leftovers", "find_run", "open_run_file", "probe_lock", "read_metrics", "read_yaml",
            "remove_unfinished", "step_name"]

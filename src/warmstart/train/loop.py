@@ -474,6 +474,7 @@ def _open_run_dir(run_dir: Path, cfg: TrainConfig, ds: TokenDataset, state: Trai
     of a run that stopped before its first checkpoint."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lock.acquire(run_dir)  # RunLockedError when another run took the directory meanwhile
+    RunDir(run_dir).check_layout()  # under the lock: still nothing a write would follow out of the run
     if not resuming:
         choose_run_dir(str(run_dir), None, probe=False)  # under the lock: still no other run's files
         discard_leftovers(run_dir)

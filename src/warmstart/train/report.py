@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from warmstart.checkpoint.run import read_metrics
+from warmstart.checkpoint.run import open_run_file, read_metrics
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -21,17 +22,18 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 class MetricsLog:
-    """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint step are dropped first."""
+    """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint step are dropped first. Opened as a
+    regular file of the run, never through a link (``open_run_file``)."""
 
     def __init__(self, path: Path, *, truncate_after_step: int | None = None) -> None:
         self.path = Path(path)
-        if truncate_after_step is not None and self.path.exists():
+        if truncate_after_step is not None and os.path.lexists(self.path):
             # the records up to the checkpoint's step; a torn last line or a damaged one goes
             keep = [json.dumps(r) for r in read_metrics(self.path) if r["step"] <= truncate_after_step]
             from warmstart.checkpoint.write import atomic_write_text
 
             atomic_write_text(self.path, "".join(k + "\n" for k in keep))
-        self.fh = open(self.path, "a", encoding="utf-8")
+        self.fh = os.fdopen(open_run_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8")
 
     def write(self, rec: dict[str, Any]) -> None:
         self.fh.write(json.dumps(rec) + "\n")

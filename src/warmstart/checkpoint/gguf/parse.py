@@ -56,6 +56,7 @@ class GGUFTensor:
 MAX_COUNT = 1 << 20  # tensors, metadata entries
 MAX_STRING = 1 << 30  # bytes in one string
 MAX_ARRAY = 1 << 28  # elements in one metadata array
+MAX_NESTING = 8  # arrays inside arrays (llama.cpp writes none; a deeper file is refused, not recursed into)
 
 
 class SkippedStrings(int):
@@ -111,7 +112,7 @@ class _Cursor:
                 raise self.corrupt(f"{what} at offset {self.pos - n} is not UTF-8") from None
             return raw.decode("utf-8", errors="replace")
 
-    def value(self, vtype: int, what: str) -> Any:
+    def value(self, vtype: int, what: str, depth: int = 0) -> Any:
         if vtype in SCALAR_FORMATS:
             return self.scalar(SCALAR_FORMATS[vtype], what)
         if vtype == STRING:
@@ -121,6 +122,8 @@ class _Cursor:
             count = self.scalar("<Q", what + " element count")
             if count > MAX_ARRAY:
                 raise self.corrupt(f"{what} declares {count} elements")
+            if etype == ARRAY and depth >= MAX_NESTING:
+                raise self.corrupt(f"{what} nests arrays more than {MAX_NESTING} deep")
             if etype in _NP_SCALAR:
                 dt = np.dtype(_NP_SCALAR[etype])
                 self.need(count * dt.itemsize, what)
@@ -136,7 +139,7 @@ class _Cursor:
             if etype == STRING:
                 return [self.string(f"{what}[{i}]", strict=False) for i in range(count)]
             if etype == ARRAY:
-                return [self.value(ARRAY, f"{what}[{i}]") for i in range(count)]
+                return [self.value(ARRAY, f"{what}[{i}]", depth + 1) for i in range(count)]
             raise UnreadableError(f"GGUF metadata {what} has unknown array element type {etype}",
                                   fix="re-export the file with a current llama.cpp", path=self.path)
         raise UnreadableError(f"GGUF metadata {what} has unknown value type {vtype}",

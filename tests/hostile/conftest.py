@@ -81,3 +81,21 @@ def resumable(tiny_run, tmp_path):
     """A private copy of ``tiny_run``'s run directory."""
     shutil.copytree(tiny_run / "run", tmp_path / "run", symlinks=True)
     return tmp_path / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_mixture_run(tiny_run, tmp_path_factory):
+    """Like ``tiny_run``, of a weighted mixture of two sources (the corpus split in two)."""
+    from _hostile import TINY_RUN, cli
+
+    root = tmp_path_factory.mktemp("hostile-tiny-mixture")
+    halves = [root / "a", root / "b"]
+    for i, half in enumerate(halves):
+        half.mkdir()
+        for f in sorted((tiny_run / "corpus").iterdir())[i::2]:
+            shutil.copy(f, half / f.name)
+    o = cli("pretrain", "--preset", "llama-tiny", "--data", f"{halves[0]}:0.5", "--data", f"{halves[1]}:0.5",
+            *TINY_RUN, "--max-steps", 2, "--save-every", 1, "--keep-last", 2, "--out", root / "run",
+            "--cache-dir", root / "cache", "--quiet")
+    assert o.exit == 0, o.text
+    return root

@@ -25,6 +25,8 @@ OPTION_CASES = _options.OPTION_CASES
 CACHE_CASES, OUTPUT_CASES, RESUME_CASES = _runs.CACHE_CASES, _runs.OUTPUT_CASES, _runs.RESUME_CASES
 _run_files = _module("test_run_files")
 RUN_FILE_CASES = {**_run_files.RUN_FILE_CASES, **_run_files.NESTING_CASES}  # links / FIFOs in a run, GGUF nesting
+_resume_state = _module("test_resume_state")
+RESUME_STATE_CASES = {**_resume_state.CASES, **_resume_state.MIXTURE_CASES}  # state.json field by field
 
 COMMANDS = {"inspect", "validate", "eval", "generate", "init", "export", "stamp", "qa", "card", "publish-check",
             "prepare", "plot"}
@@ -35,7 +37,7 @@ def test_at_least_a_hundred_cases_over_every_command_and_category():
     option_commands = {case.split("-")[0] for case in OPTION_CASES}  # prepare-..., plot-..., eval-..., generate-...
     assert COMMANDS <= checkpoint_commands | option_commands
     assert len(PARAMS) + len(OPTION_CASES) + len(RESUME_CASES) + len(CACHE_CASES) + len(OUTPUT_CASES) >= 100
-    assert len(RUN_FILE_CASES) >= 25
+    assert len(RUN_FILE_CASES) >= 25 and len(RESUME_STATE_CASES) >= 35
     assert RESUME_CASES and CACHE_CASES and OUTPUT_CASES  # resume, cache, output (concurrency: test_runs.py)
 
 

@@ -43,6 +43,7 @@ from warmstart.files import is_regular
 from warmstart.train import dist_checkpoint as dc
 from warmstart.train import lowbit
 from warmstart.train.distributed import agree_ok, decide_on_main
+from warmstart.train.state import STATE_RULES, state_defects
 
 STATE_FORMAT = "warmstart-trainer-state-v1"
 SLOW_SAVE_ENV = "WARMSTART_TEST_SLOW_SAVE"  # seconds to pause inside a save (tests widen the crash window)
@@ -259,15 +260,6 @@ def find_resume_checkpoint(run_dir: Path) -> Path:
     return latest
 
 
-# state.json field -> (types it may hold, what it must be)
-_STATE_FIELDS = {"step": ((int,), "an integer >= 0"), "tokens_seen": ((int,), "an integer >= 0"),
-                 "sampler": ((dict,), "an object (the data cursor)"), "data_fingerprint": ((str,), "a string"),
-                 "elapsed": ((int, float), "a number"), "rng": ((dict,), "an object")}
-_OPTIONAL_FIELDS = {"val_loss": ((int, float, type(None)), "a number or null"),
-                    "best": ((dict, type(None)), "an object or null"), "world_size": ((int,), "an integer >= 1"),
-                    "global_batch": ((int, type(None)), "an integer or null")}
-
-
 def _json_file(run_dir: Path, path: Path, ckpt_dir: Path) -> dict:
     try:
         obj = json.loads(path.read_text(encoding="utf-8")) if is_regular(path) else None
@@ -293,30 +285,37 @@ def _tensors_file(run_dir: Path, path: Path, ckpt_dir: Path) -> dict[str, torch.
         raise _damaged(run_dir, path, f"{path.name} is damaged: {found}", ckpt_dir) from None
 
 
-def _check_fields(run_dir: Path, path: Path, state: dict, ckpt_dir: Path) -> None:
-    bad = [f"{k} ({'missing' if k not in state else repr(state[k])[:40]}; expected {what})"
-           for k, (types, what) in _STATE_FIELDS.items()
-           if not isinstance(state.get(k), types) or isinstance(state.get(k), bool) or
-           (k in ("step", "tokens_seen") and state[k] < 0)]
-    bad += [f"{k} ({repr(state[k])[:40]}; expected {what})" for k, (types, what) in _OPTIONAL_FIELDS.items()
-            if k in state and (not isinstance(state[k], types) or isinstance(state[k], bool))]
+def read_state_json(ckpt_dir: Path) -> dict:
+    """``trainer_state/state.json`` of a run checkpoint (the shape of ``TrainState.state_dict()``, rank 0's
+    generators), every field checked for its type and range at the edge (``train.state.state_defects``):
+    read once per resume, before anything is built from it. A damaged file is DamagedStateError (WS206)
+    naming the file and each field."""
+    path = ckpt_dir / "trainer_state" / "state.json"
+    state = _json_file(ckpt_dir.parent.parent, path, ckpt_dir)
+    bad = state_defects(state)
     if bad:
-        raise _damaged(run_dir, path, f"state.json has a missing or mistyped {', '.join(bad)}", ckpt_dir)
-
-
-def read_trainer_state(ckpt_dir: Path, rank: int = 0) -> dict:
-    """``state.json`` of a run checkpoint in the shape of ``TrainState.state_dict()``, every field checked;
-    its ``rng`` is rank ``rank``'s when the checkpoint has one for that rank, else rank 0's. A damaged
-    file is DamagedStateError (WS206) naming it."""
-    ts = ckpt_dir / "trainer_state"
-    run_dir = ckpt_dir.parent.parent
-    state = _json_file(run_dir, ts / "state.json", ckpt_dir)
-    _check_fields(run_dir, ts / "state.json", state, ckpt_dir)
-    own = dc.rank_rng_files(ts, rank)  # ranks above 0 of a checkpoint written by as many ranks
-    rng_json, rng_tensors = own or (None, ts / "rng.safetensors")
-    rng = _json_file(run_dir, rng_json, ckpt_dir) if rng_json else state["rng"]
-    state["rng"] = {**rng, "tensors": _tensors_file(run_dir, rng_tensors, ckpt_dir)}
+        shown = "; ".join(f"{k} = {_shown(v)} (expected {what})" for k, v, what in bad[:4])
+        raise _damaged(ckpt_dir.parent.parent, path, f"state.json: {shown}" + ("; ..." if len(bad) > 4 else ""),
+                       ckpt_dir)
     return state
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def rank_rng(ckpt_dir: Path, state: dict, rank: int) -> dict:
+    """Rank ``rank``'s generators: its own files when the checkpoint has them (it was written by that many
+    ranks), else rank 0's from ``state`` (``state.json``) and ``rng.safetensors``; each file checked."""
+    ts, run_dir = ckpt_dir / "trainer_state", ckpt_dir.parent.parent
+    rng_json, rng_tensors = dc.rank_rng_files(ts, rank) or (None, ts / "rng.safetensors")
+    rng = state["rng"]
+    if rng_json is not None:
+        rng = _json_file(run_dir, rng_json, ckpt_dir)
+        if not STATE_RULES["rng"][0](rng):
+            raise _damaged(run_dir, rng_json, f"{rng_json.name} does not hold {STATE_RULES['rng'][1]}", ckpt_dir)
+    return {**rng, "tensors": _tensors_file(run_dir, rng_tensors, ckpt_dir)}
 
 
 def check_same_data(state: dict, fingerprint: str, ckpt_dir: Path) -> None:
@@ -328,12 +327,15 @@ def check_same_data(state: dict, fingerprint: str, ckpt_dir: Path) -> None:
             fix="resume with the same corpus files, tokenizer and --seq-len", path=ckpt_dir)
 
 
-def restore_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer, train_state, par=None) -> None:
+def restore_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer, train_state, par=None, *,
+                          saved: dict | None = None) -> None:
     """Load a run checkpoint's optimizer and ``TrainState`` (data cursor, counters, RNG), refusing
-    when the data changed since it was written. Either optimizer layout loads at any world size.
+    when the data changed since it was written; ``saved``: its ``state.json`` as ``read_state_json``
+    read it (read here when not given). Either optimizer layout loads at any world size.
     A damaged file is DamagedStateError (WS206) naming it."""
     rank = par.dist.rank if par is not None else 0
-    state = read_trainer_state(ckpt_dir, rank)
+    state = dict(saved if saved is not None else read_state_json(ckpt_dir))
+    state["rng"] = rank_rng(ckpt_dir, state, rank)
     check_same_data(state, train_state.data_fingerprint, ckpt_dir)
     ts, run_dir = ckpt_dir / "trainer_state", ckpt_dir.parent.parent
     index = _json_file(run_dir, ts / "optimizer.json", ckpt_dir)

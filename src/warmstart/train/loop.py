@@ -190,7 +190,7 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
                        first_eval_losses=first_evals, eval_losses=dict(first_evals), world_size=dist.world_size,
                        global_batch=global_batch)
     if source.resume_dir is not None:
-        _resume(run_dir, source.resume_dir, optimizer, state, par, out.print)
+        _resume(run_dir, source, optimizer, state, par, out.print)
 
     resuming = source.resume_dir is not None
     created = not run_dir.exists()
@@ -390,9 +390,8 @@ def _settings(cfg: TrainConfig, source: ModelSource, ds: TokenDataset, mcfg: Mod
     lowbit.check_placement(cfg.optimizer, mode, cfg.cpu_offload)
     if source.resume_dir is None:
         return cfg, mode
-    saved = ck.read_trainer_state(source.resume_dir)
-    ck.check_same_data(saved, ds.fingerprint, source.resume_dir)
-    return _keep_global_batch(cfg, saved, world, source.resume_dir, say), mode
+    ck.check_same_data(source.state, ds.fingerprint, source.resume_dir)
+    return _keep_global_batch(cfg, source.state, world, source.resume_dir, say), mode
 
 
 def _within_positions(cfg: TrainConfig, mcfg: ModelConfig) -> None:
@@ -459,9 +458,9 @@ def _step0_evaluation(par: Parallel, source: ModelSource, ds: TokenDataset, eval
     return val, extra
 
 
-def _resume(run_dir: Path, ckpt_dir: Path, optimizer: torch.optim.Optimizer, state: TrainState, par: Parallel,
-            say: Callable[[str], None]) -> None:
-    ck.restore_trainer_state(ckpt_dir, optimizer, state, par)
+def _resume(run_dir: Path, source: ModelSource, optimizer: torch.optim.Optimizer, state: TrainState,
+            par: Parallel, say: Callable[[str], None]) -> None:
+    ck.restore_trainer_state(source.resume_dir, optimizer, state, par, saved=source.state)
     if par.dist.is_main:
         ck.clean_partials(run_dir)
     say(f"resumed at step {state.step}, {state.tokens_seen:,} tokens seen, val_loss {state.val_loss}")

@@ -38,6 +38,7 @@ class ModelSource:
     warm: Any = None  # --init: the WarmStart (gates 1-6 passed, model populated)
     checkpoint: Checkpoint | None = None  # --resume: the run's latest checkpoint, opened once
     resume_dir: Path | None = None  # --resume: that checkpoint's directory (holds trainer_state/)
+    state: dict | None = None  # --resume: its trainer_state/state.json, read and checked once
     context: dict | None = None  # the context extension of this run (arch/context.py context_change), if any
 
     def portable(self) -> "ModelSource":
@@ -89,13 +90,14 @@ def _resolve(cfg: TrainConfig, run_dir: Path, device: torch.device, say: Callabl
 
 def _resume_source(run_dir: Path, say: Callable[[str], None]) -> ModelSource:
     ckpt_dir = ck.find_resume_checkpoint(run_dir)
+    state = ck.read_state_json(ckpt_dir)  # every field checked before anything is built
     ckpt = load_checkpoint(ckpt_dir)
     if ckpt.tokenizer is None:
         raise ResumeError(f"checkpoint {ckpt_dir.name} has no tokenizer.json", path=ckpt_dir,
                           fix="resume from a checkpoint written by `warmstart pretrain`")
     say(f"resuming {run_dir} from {ckpt_dir.name}")
     return ModelSource(RESUME, tokenizer=ckpt.tokenizer, config=ckpt.model_config(), parent=ckpt.parent,
-                       checkpoint=ckpt, resume_dir=ckpt_dir, context=ckpt.metadata.get("context_extension"))
+                       checkpoint=ckpt, resume_dir=ckpt_dir, state=state, context=ckpt.metadata.get("context_extension"))
 
 
 def _init_source(cfg: TrainConfig, device: torch.device, say: Callable[[str], None], *,

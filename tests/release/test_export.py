@@ -8,7 +8,7 @@ import torch
 from warmstart.checkpoint import load_checkpoint
 from warmstart.errors import UsageError
 from warmstart.checkpoint import read_structure
-from warmstart.init.gates import build_model
+from warmstart.init.gates import inference_model
 from warmstart.release._report import probe_ids
 from warmstart.release.export import export_checkpoint
 
@@ -20,7 +20,7 @@ TOL = {"f32": 1e-5, "f16": 5e-3, "bf16": 3e-2, "q8_0": 5e-2}
 def _logits(path, ids):
     ck = load_checkpoint(path)
     try:
-        return build_model(ck, allow_unused=True)(ids).detach()
+        return inference_model(ck, allow_unused=True)(ids).detach()
     finally:
         ck.close()
 

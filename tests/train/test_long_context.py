@@ -47,9 +47,9 @@ def test_warm_start_with_document_attention_and_a_longer_context(tiny_hf_dir, co
     assert "attention: document (positions: document)" in text
 
     from warmstart.checkpoint import load_checkpoint
-    from warmstart.init import build_model
+    from warmstart.init import inference_model
 
-    ours = build_model(load_checkpoint(step))
+    ours = inference_model(load_checkpoint(step))
     hf = transformers.AutoModelForCausalLM.from_pretrained(step, attn_implementation="eager").eval()
     ids = torch.randint(1, 500, (1, 900), generator=torch.Generator().manual_seed(0))  # past the old 512
     with torch.no_grad():

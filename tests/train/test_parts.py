@@ -21,7 +21,7 @@ from warmstart.train import loop as loop_mod
 from warmstart.train.budget import Budget
 from warmstart.train.optim import Schedule, build_optimizer, param_groups
 from warmstart.train.parallel import auto_mode, parallel_mode, parallelize
-from warmstart.train.source import RESUME, resolve_source
+from warmstart.train.source import Resume, resolve_source
 from warmstart.train.step import DivergenceGuard, clip_gradients, train_step
 
 STATE_KEYS = {"step", "tokens_seen", "scheduler", "sampler", "data_fingerprint", "val_loss", "first_val_loss",
@@ -261,6 +261,6 @@ def test_parallelize_is_called_once_and_is_the_identity(corpus, cache, tmp_path,
     # The resumed run's source comes from its latest checkpoint, read once.
     rcfg = resolve_config({"resume": str(run), "max_steps": 3})
     src = resolve_source(rcfg, run, device=torch.device("cpu"), say=lambda s: None)
-    assert src.kind == RESUME and src.resume_dir == run / "checkpoints" / "step-000002"
-    assert src.config.vocab_size == src.tokenizer.get_vocab_size() and src.parent is None and src.warm is None
+    assert isinstance(src, Resume) and src.step_dir == run / "checkpoints" / "step-000002"
+    assert src.config.vocab_size == src.tokenizer.get_vocab_size() and src.parent is None
     assert src.checkpoint is not None and src.checkpoint.metadata["step"] == 2

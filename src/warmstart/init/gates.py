@@ -43,7 +43,7 @@ from warmstart.errors import (
 from warmstart.files import is_regular
 from warmstart.init.evidence import infer_family_from_names
 from warmstart.checkpoint.declared import SHAPE_KEYS
-from warmstart.init.population import populate_model, verify_tensors
+from warmstart.init.population import build_model, verify_tensors
 
 REQUIRED_CONFIG_KEYS = SHAPE_KEYS  # what a model config needs, as declared values are checked
 
@@ -203,9 +203,9 @@ def _model_config(ckpt, family: str | None, path: str) -> ModelConfig:
     return ModelConfig.from_hf_config(cfg, source=path)
 
 
-def load_tokenizer(tokenizer_path: str | Path | None, ckpt, path: str):
-    """``(tokenizer or None, where it came from)``: ``tokenizer_path`` (a tokenizer.json or its
-    directory) when given, else the checkpoint's own."""
+def tokenizer_for(tokenizer_path: str | Path | None, ckpt, path: str):
+    """``(tokenizer or None, where it came from)`` of a model: ``tokenizer_path`` (a tokenizer.json or its
+    directory, ``--tokenizer``) when given, else the checkpoint's own."""
     if tokenizer_path is None:
         return ckpt.tokenizer, "from the checkpoint"
     from tokenizers import Tokenizer
@@ -262,12 +262,12 @@ def check_tokenizer(tokenizer, rows: int, cfg: ModelConfig, *, path: str, source
                       f"special ids {specials or 'none declared'} in range")
 
 
-def build_model(ckpt, cfg: ModelConfig | None = None, *, allow_unused: bool = False,
-                device: str | torch.device = "cpu", check_finite: bool = False):
-    """An fp32 ``CausalLM`` populated strictly from ``ckpt`` (gate 6; with ``check_finite`` gate 5
-    first), in eval mode: the model ``eval``, ``generate``, ``qa`` and ``export`` run."""
-    return populate_model(ckpt, cfg, allow_unused=allow_unused, check_finite=check_finite, dtype=torch.float32,
-                          device=device).eval()
+def inference_model(ckpt, cfg: ModelConfig | None = None, *, allow_unused: bool = False,
+                    device: str | torch.device = "cpu", check_finite: bool = False):
+    """The model ``eval``, ``generate``, ``qa`` and ``export`` run: ``build_model`` from ``ckpt`` (gate 6;
+    with ``check_finite`` gate 5 in the same pass), in eval mode."""
+    return build_model(ckpt, cfg or ckpt.model_config(), allow_unused=allow_unused, check_finite=check_finite,
+                       device=device).eval()
 
 
 def load_for_inference(ckpt, *, tokenizer_path: str | Path | None = None, allow_unused: bool = False,
@@ -275,10 +275,10 @@ def load_for_inference(ckpt, *, tokenizer_path: str | Path | None = None, allow_
     """``(model, tokenizer)`` for ``eval`` and ``generate``: gate 4 (the tokenizer, the checkpoint's or
     ``tokenizer_path``, fits the embedding), then gate 5 (no NaN/Inf) as gate 6 populates the model."""
     path = str(ckpt.path)
-    tokenizer, source = load_tokenizer(tokenizer_path, ckpt, path)
+    tokenizer, source = tokenizer_for(tokenizer_path, ckpt, path)
     cfg = ckpt.model_config()
-    check_tokenizer(tokenizer, cfg.vocab_size, cfg, path=path, source=source)
-    return build_model(ckpt, cfg, allow_unused=allow_unused, device=device, check_finite=True), tokenizer
+    check_tokenizer(tokenizer, embedding_rows(ckpt, cfg), cfg, path=path, source=source)
+    return inference_model(ckpt, cfg, allow_unused=allow_unused, device=device, check_finite=True), tokenizer
 
 
 def prepare_warm_start(
@@ -315,12 +315,12 @@ def prepare_warm_start(
     family = declared or (inferred if inferred and FAMILIES[inferred].kind == SUPPORTED_DECODER else None)
     cfg = _model_config(ckpt, family, path)
     # 4. Tokenizer
-    tokenizer, source = load_tokenizer(tokenizer_path, ckpt, path)
+    tokenizer, source = tokenizer_for(tokenizer_path, ckpt, path)
     report.append(check_tokenizer(tokenizer, embedding_rows(ckpt, cfg), cfg, path=path, source=source))
     # 5 + 6. Values and population, one pass over the tensors.
     if populate:
-        model = populate_model(ckpt, cfg, allow_unused=allow_unused_tensors, check_finite=True,
-                               allow_zero=allow_zero_tensors, device=device)
+        model = build_model(ckpt, cfg, allow_unused=allow_unused_tensors, check_finite=True,
+                            allow_zero=allow_zero_tensors, device=device)
         shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     else:
         model, shapes = None, verify_tensors(ckpt, cfg, allow_unused=allow_unused_tensors,
@@ -357,8 +357,9 @@ def step0_gate(
     allow_untrained_init: bool = False,
     tolerance: float = 0.10,
     context: dict | None = None,
-) -> str:
-    """Gate 7. Returns the line to print; raises when the loss says the weights are not trained.
+) -> Check:
+    """Gate 7. Returns its check (``detail``: the line to print); raises when the loss says the weights are
+    not trained.
 
     ``context``: the run's context extension (``arch.context.context_change``): the recorded loss was
     measured with the checkpoint's own positions and windows, so it is not compared."""
@@ -376,8 +377,7 @@ def step0_gate(
                 "--quality`); pass --allow-untrained-init only if the checkpoint is really untrained",
                 path=path,
             )
-        warm.report.append(Check("step-0", SKIP, f"{line}; allowed by --allow-untrained-init"))
-        return line
+        return Check("step-0", SKIP, f"{line}; allowed by --allow-untrained-init")
     rec = warm.recorded_val_loss
     same_windows = warm.recorded_val_windows is None or warm.recorded_val_windows == val_windows
     same_data = (rec is not None and data_fingerprint and data_fingerprint == warm.recorded_data_fingerprint
@@ -405,5 +405,4 @@ def step0_gate(
         detail = f"{line}; recorded {rec:.4f} on {other}, not compared"
     else:
         detail = f"{line}; no recorded val_loss to compare"
-    warm.report.append(Check("step-0", PASS, detail))
-    return detail if context else line
+    return Check("step-0", PASS, detail)

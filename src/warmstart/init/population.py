@@ -296,3 +296,35 @@ def populate_shards(model: CausalLM, ckpt, cfg: ModelConfig, *, allow_unused: bo
                 local.copy_(src)
                 del src
     return model
+
+
+def build_model(ckpt, cfg: ModelConfig, *, device: str | torch.device = "cpu", seed: int = 0,
+                shard: Callable[[CausalLM], CausalLM] | None = None, home: torch.device | None = None,
+                allow_unused: bool = False, check_finite: bool = False, allow_zero: bool = True) -> CausalLM:
+    """The one place a model is built, fp32: every parameter from ``ckpt`` (strict population; with
+    ``check_finite`` gate 5 in the same pass), or without a checkpoint a fresh one seeded with ``seed``.
+
+    With ``shard`` (FSDP2's ``fully_shard``) the model is sharded while still on the meta device, then each
+    rank allocates only its own shards, on ``home`` (the host with ``--cpu-offload``, else ``device``), and
+    fills them: from the checkpoint's rows, or from scratch with the single-process init's values (every
+    rank draws each full tensor from the seeded generator, on the host, and keeps its rows)."""
+    if shard is None:
+        if ckpt is not None:
+            return populate_model(ckpt, cfg, allow_unused=allow_unused, check_finite=check_finite,
+                                  allow_zero=allow_zero, device=device)
+        model = CausalLM(cfg)
+        model.reset_parameters(seed)
+        return model.to(device=device, dtype=torch.float32)
+    from torch.distributed.tensor.experimental import implicit_replication
+
+    with torch.device("meta"):
+        model = CausalLM(cfg)
+    shard(model)
+    home = home or torch.device(device)
+    if ckpt is not None:
+        materialize(model, device=home, buffer_device=device)
+        return populate_shards(model, ckpt, cfg, allow_unused=allow_unused)
+    materialize(model, device="cpu", buffer_device=device)
+    with implicit_replication():
+        model.reset_parameters(seed)
+    return model.to(home) if home.type != "cpu" else model

@@ -25,7 +25,7 @@ from warmstart.checkpoint.locate import FORMAT_HF_DIR
 from warmstart.checkpoint.write import clean_stale, owner_tag
 from warmstart.errors import CheckFailedError, UsageError
 from warmstart.checkpoint.gguf.write import GGUF_DTYPES, gguf_tensor_type, roundtrip_value, write_gguf
-from warmstart.init.gates import build_model
+from warmstart.init.gates import inference_model
 from warmstart.release._report import PROBE_TEXT, probe_ids
 
 TARGETS = Choices(("hf", "safetensors", "gguf"), fold_case=True)
@@ -61,7 +61,7 @@ def export_checkpoint(
     _refuse_own_input(ckpt, Path(src), out)
     cfg = ckpt.model_config()
     if model is None:
-        model = build_model(ckpt, cfg, allow_unused=True, check_finite=True)  # NaN/Inf: the values refusal
+        model = inference_model(ckpt, cfg, allow_unused=True, check_finite=True)  # NaN/Inf: the values refusal
     sd = model.canonical_state_dict()
     prov = provenance(ckpt)
     prov.update({"architecture": cfg.family, "hf_architecture": cfg.hf_architecture, "model_type": cfg.model_type})
@@ -235,7 +235,7 @@ def verify_roundtrip(model, cfg, out: Path, types: dict[str, str], tok=None) -> 
                 "the exported config reads back differently: "
                 + ", ".join(f"{k} {getattr(cfg, k)} -> {getattr(cfg2, k)}" for k in diffs),
                 why="the export was removed", path=out, fix="report this as a bug")
-        m2 = build_model(back, cfg2, allow_unused=True)
+        m2 = inference_model(back, cfg2, allow_unused=True)
         ids = probe_ids(tok, cfg.vocab_size)
         ref_model = _rounded_copy(model, cfg, types)
         ref = ref_model(ids).float()

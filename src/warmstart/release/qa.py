@@ -25,7 +25,7 @@ import torch
 
 from warmstart.checks import FAIL, PASS, SKIP, Check
 from warmstart.errors import WarmstartError
-from warmstart.init.gates import build_model
+from warmstart.init.gates import inference_model
 from warmstart.release._report import PROBE_TEXT, PROMPT_TEXT, render_gates, verdict
 from warmstart.release.validate import public, validate
 
@@ -53,7 +53,7 @@ class QAContext:
                 self._model_error = "the checkpoint has no usable model config"
             else:
                 try:
-                    self._model = build_model(self.ckpt, self.cfg, allow_unused=True)
+                    self._model = inference_model(self.ckpt, self.cfg, allow_unused=True)
                 except WarmstartError as err:
                     self._model_error = err.paragraph()
         return self._model

@@ -51,7 +51,7 @@ from warmstart.train.optim import Schedule, build_optimizer, set_lr
 from warmstart.train.parallel import LossFn, Parallel, compile_loss, parallel_mode, parallelize, shard_model
 from warmstart.train.perf import FirstStepClock, flops_budget
 from warmstart.train.report import IntervalMeter, NullLog, Reporter, RunLog, fmt_duration
-from warmstart.train.source import ModelSource, build_model, resolve_source
+from warmstart.train.source import ModelSource, Resume, WarmStartSource, resolve_source, training_model
 from warmstart.train.state import TrainState, seed_all, utc_now
 from warmstart.train.step import DivergenceGuard, TrainBatches, clip_value, train_step
 
@@ -99,6 +99,7 @@ class Run:
     source: ModelSource
     ds: TokenDataset
     mcfg: ModelConfig
+    context: dict | None  # the context extension of this run (arch/context.py context_change), if any
     model: CausalLM
     par: Parallel
     loss_fn: LossFn
@@ -168,10 +169,10 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
         decide_on_main(dist, lambda: _within_positions(cfg, source.config))
     ds = _load_data(cfg, source, out.print, dist)
     evals = _rank0_first(dist, lambda: load_eval_sets(cfg, ds.tokenizer, out.print), _fingerprints, "--eval-data")
-    mcfg = source.model_config(cfg, ds)
+    mcfg, context = source.model_config(cfg, ds)
     cfg, mode = decide_on_main(dist, lambda: _settings(cfg, source, ds, mcfg, dist, out.print))
     shard = (lambda m: shard_model(m, cfg, dist)) if mode == "fsdp" else None
-    model = build_model(source, mcfg, cfg, dist.device, shard=shard)
+    model = training_model(source, mcfg, cfg, dist.device, shard=shard)
     model.packing = Packing(cfg.attention, cfg.positions, separator=ds.eos_id)  # training and every evaluation
     out.print(_describe(model, mcfg, dist, amp, mode) + "".join(
         f", {k} {v}" for k, v in (("fp8", cfg.fp8), ("optimizer", cfg.optimizer)) if v not in ("none", "adamw")))
@@ -189,10 +190,10 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
                        started=started, first_val_loss=first_val, val_loss=first_val,
                        first_eval_losses=first_evals, eval_losses=dict(first_evals), world_size=dist.world_size,
                        global_batch=global_batch)
-    if source.resume_dir is not None:
+    resuming = isinstance(source, Resume)
+    if resuming:
         _resume(run_dir, source, optimizer, state, par, out.print)
 
-    resuming = source.resume_dir is not None
     created = not run_dir.exists()
     log = decide_on_main(dist, lambda: _open_run_dir(run_dir, cfg, ds, state, lock, resuming=resuming),
                          share=lambda _log: None, adopt=lambda _none: NullLog())  # every gate passed
@@ -201,7 +202,8 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
         out = Reporter(budget.total_steps, start_step=state.step, quiet=quiet)
     guard = DivergenceGuard(dist.device, state, run_dir=run_dir, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                             on_device=bool(optimizer.defaults.get("fused")), dist=dist)  # found_inf: fused AdamW
-    run = Run(cfg=cfg, run_dir=run_dir, device=dist.device, amp=amp, source=source, ds=ds, mcfg=mcfg, model=model,
+    run = Run(cfg=cfg, run_dir=run_dir, device=dist.device, amp=amp, source=source, ds=ds, mcfg=mcfg, context=context,
+              model=model,
               par=par, loss_fn=compile_loss(par, cfg), optimizer=optimizer, state=state, budget=budget, guard=guard,
               log=log, out=out, first_step=FirstStepClock(started), evals=evals)
     try:
@@ -326,7 +328,7 @@ def provenance(run: Run) -> dict:
         "val_loss": state.val_loss, "data_fingerprint": ds.fingerprint,
         "val_windows": len(ds.val_window_indices(cfg.eval_tokens)), "warmstart_version": __version__,
         "created": utc_now(), "attention": cfg.attention, "positions": cfg.positions,
-        **({"context_extension": run.source.context} if run.source.context else {}),
+        **({"context_extension": run.context} if run.context else {}),
         **({"data_mixture": mixture} if mixture else {}),
         **({"eval_sets": eval_sets} if eval_sets else {}),
     }
@@ -388,10 +390,10 @@ def _settings(cfg: TrainConfig, source: ModelSource, ds: TokenDataset, mcfg: Mod
     mode = parallel_mode(cfg, world, params=mcfg.num_parameters(), device=dist.device)
     fp8.check_model(cfg.fp8, mcfg, cfg.seq_len)
     lowbit.check_placement(cfg.optimizer, mode, cfg.cpu_offload)
-    if source.resume_dir is None:
+    if not isinstance(source, Resume):
         return cfg, mode
-    ck.check_same_data(source.state, ds.fingerprint, source.resume_dir)
-    return _keep_global_batch(cfg, source.state, world, source.resume_dir, say), mode
+    ck.check_same_data(source.state, ds.fingerprint, source.step_dir)
+    return _keep_global_batch(cfg, source.state, world, source.step_dir, say), mode
 
 
 def _within_positions(cfg: TrainConfig, mcfg: ModelConfig) -> None:
@@ -436,22 +438,23 @@ def _step0_evaluation(par: Parallel, source: ModelSource, ds: TokenDataset, eval
                       amp: AmpFactory, say: Callable[[str], None]) -> tuple[float | None, dict[str, float]]:
     """The validation losses before any step (None and {} when resuming): the held-out split's and each
     --eval-data set's; for ``--init`` they pass gate 7, which rank 0 decides for every rank."""
-    if source.resume_dir is not None:
+    if isinstance(source, Resume):
         return None, {}
     device = par.dist.device
     val = par.evaluate(ds, cfg.eval_tokens, cfg.batch_size, device, amp)
-    if source.warm is None:
+    warm = source.warm if isinstance(source, WarmStartSource) else None
+    if warm is None:
         say(f"step 0 val_loss {val:.4f} (random init ≈ ln V = {math.log(ds.vocab_size):.4f})")
     else:
         from warmstart.init import step0_gate
 
         say(decide_on_main(par.dist, lambda: step0_gate(
-            source.warm, val_loss=val, data_fingerprint=ds.fingerprint,
+            warm, val_loss=val, data_fingerprint=ds.fingerprint,
             val_windows=len(ds.val_window_indices(cfg.eval_tokens)), allow_untrained_init=cfg.allow_untrained_init,
-            tolerance=cfg.init_loss_tolerance, context=source.context)))
+            tolerance=cfg.init_loss_tolerance, context=source.context).detail))
     extra = evaluate_sets(par.evaluate, evals, cfg.eval_tokens, cfg.batch_size, device, amp)
-    lnv = source.warm.random_init_loss if source.warm is not None else math.log(ds.vocab_size)
-    lines = decide_on_main(par.dist, lambda: step0_eval_lines(extra, random_init_loss=lnv, warm=source.warm,
+    lnv = warm.random_init_loss if warm is not None else math.log(ds.vocab_size)
+    lines = decide_on_main(par.dist, lambda: step0_eval_lines(extra, random_init_loss=lnv, warm=warm,
                                                               allow_untrained_init=cfg.allow_untrained_init))
     for line in lines:
         say(line)
@@ -460,7 +463,7 @@ def _step0_evaluation(par: Parallel, source: ModelSource, ds: TokenDataset, eval
 
 def _resume(run_dir: Path, source: ModelSource, optimizer: torch.optim.Optimizer, state: TrainState,
             par: Parallel, say: Callable[[str], None]) -> None:
-    ck.restore_trainer_state(source.resume_dir, optimizer, state, par, saved=source.state)
+    ck.restore_trainer_state(source.step_dir, optimizer, state, par, saved=source.state)
     if par.dist.is_main:
         ck.clean_partials(run_dir)
     say(f"resumed at step {state.step}, {state.tokens_seen:,} tokens seen, val_loss {state.val_loss}")
@@ -498,7 +501,7 @@ def _finish(run: Run, stopped_by: str, print_summary: bool) -> RunSummary:
         best_val_loss=best["val_loss"] if best else None,
         best_checkpoint=str(RunDir(run_dir).checkpoints / best["dir"]) if best else None,
         last_checkpoint=str(state.last_checkpoint) if state.last_checkpoint else None, stopped_by=stopped_by,
-        resumed_from=str(run.source.resume_dir) if run.source.resume_dir else None,
+        resumed_from=str(run.source.step_dir) if isinstance(run.source, Resume) else None,
         data_mixture=run.ds.drawn(state.sampler),
         eval_sets=forgetting(state.first_eval_losses, state.eval_losses) or None,
         first_step_seconds=run.first_step.seconds,

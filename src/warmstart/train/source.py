@@ -1,18 +1,21 @@
-"""Where the model comes from, resolved once: scratch, ``--init`` (a gated warm start) or ``--resume``.
+"""Where the model comes from, resolved once: a closed set of kinds, ``Scratch``, ``WarmStartSource``
+(``--init``, gated) or ``Resume``; code dispatches on the type.
 
 ``resolve_source`` runs before the data is read (the tokenizer comes from the source, except for
 scratch without ``--tokenizer``, where the data step trains a BPE); ``model_config`` and
-``build_model`` finish the job once the data is known. Every trained weight reaches the model
-through ``init.population.populate_model`` (strict: nothing random-initialised): for ``--init``
-inside the warm-start gates, for ``--resume`` from the run checkpoint opened here, once.
+``training_model`` finish the job once the data is known. Every model is built by
+``init.population.build_model`` (strict population: nothing random-initialised from a checkpoint):
+for ``--init`` inside the warm-start gates (one process) or here (every rank its shards), for
+``--resume`` from the run checkpoint opened here, once, with its trainer state read once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import torch
 
@@ -21,49 +24,95 @@ from warmstart.arch.context import context_change, describe_change, extend_conte
 from warmstart.checkpoint import Checkpoint, load_checkpoint
 from warmstart.data import load_tokenizer
 from warmstart.errors import ResumeError
-from warmstart.init.population import materialize, populate_model, populate_shards
+from warmstart.init.population import build_model
 from warmstart.train import checkpoints as ck
 from warmstart.train.config import TrainConfig
 from warmstart.train.distributed import Dist, decide_on_main
 
-SCRATCH, INIT, RESUME = "scratch", "init", "resume"
+@dataclass(frozen=True)
+class Scratch:
+    """A run from random weights (``--preset``), seeded with ``--seed``."""
 
+    tokenizer: Any  # --tokenizer, or None: the data step trains a BPE on the corpus
+    config = None  # the preset is sized to the data's vocabulary (``model_config``)
+    parent = None
+    context = None
+    checkpoint = None
 
-@dataclass
-class ModelSource:
-    kind: str  # SCRATCH | INIT | RESUME
-    tokenizer: Any  # tokenizers.Tokenizer, or None: scratch without --tokenizer (the data step trains one)
-    config: ModelConfig | None  # None for scratch: the preset is sized to the data's vocabulary
-    parent: dict | None  # the lineage record every checkpoint of this run carries in warmstart.json
-    warm: Any = None  # --init: the WarmStart (gates 1-6 passed, model populated)
-    checkpoint: Checkpoint | None = None  # --resume: the run's latest checkpoint, opened once
-    resume_dir: Path | None = None  # --resume: that checkpoint's directory (holds trainer_state/)
-    state: dict | None = None  # --resume: its trainer_state/state.json, read and checked once
-    context: dict | None = None  # the context extension of this run (arch/context.py context_change), if any
-
-    def portable(self) -> "ModelSource":
-        """What another rank needs to rebuild this source (no open checkpoint, no model)."""
-        warm = self.warm.portable() if self.warm is not None else None
-        return dataclasses.replace(self, warm=warm, checkpoint=None)
-
-    def reopen(self, trust_pickle: bool = False) -> "ModelSource":
-        """A portable source with its checkpoint opened again (headers only)."""
-        if self.warm is not None:
-            self.warm.reopen(trust_pickle)
-        if self.resume_dir is not None and self.checkpoint is None:
-            self.checkpoint = load_checkpoint(self.resume_dir)
-        return self
-
-    def model_config(self, cfg: TrainConfig, ds) -> ModelConfig:
-        if self.config is not None:
-            return self.config
+    def model_config(self, cfg: TrainConfig, ds) -> tuple[ModelConfig, dict | None]:
+        """The preset sized to the data (its vocabulary, special ids, ``--seq-len``), context options applied."""
         base = get_preset(cfg.preset)
         sized = base.replace(vocab_size=ds.vocab_size, bos_token_id=ds.eos_id, eos_token_id=ds.eos_id,
                              pad_token_id=ds.eos_id,
                              max_position_embeddings=max(base.max_position_embeddings, cfg.seq_len))
-        self.config = _extended(sized, cfg, source=None)
-        self.context = context_change(sized, self.config)
-        return self.config
+        config = _extended(sized, cfg, source=None)
+        return config, context_change(sized, config)
+
+    def portable(self) -> "Scratch":
+        return self
+
+    def reopen(self, trust_pickle: bool = False) -> "Scratch":
+        return self
+
+
+@dataclass(frozen=True)
+class WarmStartSource:
+    """``--init``: a checkpoint that passed warm-start gates 1-6 (gate 7 follows on the data)."""
+
+    warm: Any  # the WarmStart: config, tokenizer, report, parent; its model when the gates built it
+    context: dict | None = None  # the context extension of this run (arch/context.py context_change), if any
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.warm.tokenizer
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.warm.config
+
+    @property
+    def parent(self) -> dict:
+        return self.warm.provenance_parent
+
+    @property
+    def checkpoint(self) -> Checkpoint | None:
+        return self.warm.checkpoint
+
+    def model_config(self, cfg: TrainConfig, ds) -> tuple[ModelConfig, dict | None]:
+        return self.config, self.context
+
+    def portable(self) -> "WarmStartSource":
+        """What another rank needs (no open checkpoint, no model)."""
+        return dataclasses.replace(self, warm=self.warm.portable())
+
+    def reopen(self, trust_pickle: bool = False) -> "WarmStartSource":
+        return dataclasses.replace(self, warm=self.warm.reopen(trust_pickle))
+
+
+@dataclass(frozen=True)
+class Resume:
+    """``--resume``: the run's latest checkpoint and its trainer state, each read once."""
+
+    step_dir: Path  # the checkpoint's directory (holds trainer_state/)
+    state: dict  # its trainer_state/state.json, checked field by field (``checkpoints.read_state_json``)
+    tokenizer: Any
+    config: ModelConfig
+    parent: dict | None  # the lineage record the run's checkpoints carry
+    context: dict | None = None
+    checkpoint: Checkpoint | None = None  # opened once (headers; tensors stay lazy)
+
+    def model_config(self, cfg: TrainConfig, ds) -> tuple[ModelConfig, dict | None]:
+        return self.config, self.context
+
+    def portable(self) -> "Resume":
+        return dataclasses.replace(self, checkpoint=None)
+
+    def reopen(self, trust_pickle: bool = False) -> "Resume":
+        return self if self.checkpoint is not None else dataclasses.replace(self, checkpoint=load_checkpoint(
+            self.step_dir))
+
+
+ModelSource = Union[Scratch, WarmStartSource, Resume]
 
 
 def resolve_source(cfg: TrainConfig, run_dir: Path, *, device: torch.device,
@@ -75,7 +124,7 @@ def resolve_source(cfg: TrainConfig, run_dir: Path, *, device: torch.device,
     if dist is None or not dist.group:
         return _resolve(cfg, run_dir, device, say, populate=True)
     return decide_on_main(dist, lambda: _resolve(cfg, run_dir, device, say, populate=False),
-                          share=ModelSource.portable, adopt=lambda src: src.reopen(cfg.trust_pickle))
+                          share=lambda src: src.portable(), adopt=lambda src: src.reopen(cfg.trust_pickle))
 
 
 def _resolve(cfg: TrainConfig, run_dir: Path, device: torch.device, say: Callable[[str], None], *,
@@ -84,8 +133,7 @@ def _resolve(cfg: TrainConfig, run_dir: Path, device: torch.device, say: Callabl
         return _resume_source(run_dir, say)
     if cfg.init:
         return _init_source(cfg, device, say, populate=populate)
-    tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
-    return ModelSource(SCRATCH, tokenizer=tokenizer, config=None, parent=None)
+    return Scratch(tokenizer=load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None)
 
 
 def _resume_source(run_dir: Path, say: Callable[[str], None]) -> ModelSource:
@@ -96,8 +144,8 @@ def _resume_source(run_dir: Path, say: Callable[[str], None]) -> ModelSource:
         raise ResumeError(f"checkpoint {ckpt_dir.name} has no tokenizer.json", path=ckpt_dir,
                           fix="resume from a checkpoint written by `warmstart pretrain`")
     say(f"resuming {run_dir} from {ckpt_dir.name}")
-    return ModelSource(RESUME, tokenizer=ckpt.tokenizer, config=ckpt.model_config(), parent=ckpt.parent,
-                       checkpoint=ckpt, resume_dir=ckpt_dir, state=state, context=ckpt.metadata.get("context_extension"))
+    return Resume(step_dir=ckpt_dir, state=state, tokenizer=ckpt.tokenizer, config=ckpt.model_config(),
+                  parent=ckpt.parent, context=ckpt.metadata.get("context_extension"), checkpoint=ckpt)
 
 
 def _init_source(cfg: TrainConfig, device: torch.device, say: Callable[[str], None], *,
@@ -117,8 +165,7 @@ def _init_source(cfg: TrainConfig, device: torch.device, say: Callable[[str], No
         if warm.model is not None:  # the populated model takes the new RoPE (its buffers only)
             warm.model.cfg = extended
             warm.model.reset_rope(device=warm.model.inv_freq.device)
-    return ModelSource(INIT, tokenizer=warm.tokenizer, config=warm.config, parent=warm.provenance_parent, warm=warm,
-                       context=change)
+    return WarmStartSource(warm=warm, context=change)
 
 
 def _extended(mcfg: ModelConfig, cfg: TrainConfig, *, source: str | None) -> ModelConfig:
@@ -127,47 +174,20 @@ def _extended(mcfg: ModelConfig, cfg: TrainConfig, *, source: str | None) -> Mod
                           rope_scaling=cfg.rope_scaling, source=source)
 
 
-def build_model(source: ModelSource, mcfg: ModelConfig, cfg: TrainConfig, device: torch.device, *,
-                shard: Callable[[CausalLM], CausalLM] | None = None) -> CausalLM:
-    """The model in fp32 on ``device``, in training mode: the warm start's, the resumed checkpoint's
-    (populated strictly, as for ``--init``) or a fresh one seeded with ``--seed``.
-
-    With ``shard`` (FSDP's ``fully_shard``) the model is sharded while still on the meta device, then
-    each rank allocates and fills only its own shards (``_build_sharded``)."""
-    ckpt = source.warm.checkpoint if source.warm is not None else source.checkpoint
-    if shard is not None:
-        model = _build_sharded(ckpt, source, mcfg, cfg, device, shard)
-    elif source.warm is not None and source.warm.model is not None:
+def training_model(source: ModelSource, mcfg: ModelConfig, cfg: TrainConfig, device: torch.device, *,
+                   shard: Callable[[CausalLM], CausalLM] | None = None) -> CausalLM:
+    """The model the run trains, fp32 on ``device``, in training mode: the one the warm-start gates built, or
+    ``init.population.build_model``'s from the source's checkpoint (the warm start's or the resumed one,
+    populated strictly) or, from scratch, seeded with ``--seed``. With ``shard`` (FSDP's ``fully_shard``)
+    every rank allocates and fills only its own shards."""
+    if isinstance(source, WarmStartSource) and source.warm.model is not None and shard is None:
         model = source.warm.model
-    elif ckpt is not None:
-        with ckpt:
-            model = populate_model(ckpt, mcfg, allow_unused=source.warm is not None and cfg.allow_unused_tensors)
     else:
-        model = CausalLM(mcfg)
-        model.reset_parameters(cfg.seed)
-    model = model.to(device=device, dtype=torch.float32) if shard is None else model
+        ckpt = source.checkpoint
+        allow_unused = isinstance(source, WarmStartSource) and cfg.allow_unused_tensors
+        with ckpt if ckpt is not None else contextlib.nullcontext():
+            model = build_model(ckpt, mcfg, device=device, seed=cfg.seed, shard=shard, allow_unused=allow_unused,
+                                home=torch.device("cpu") if cfg.cpu_offload else device)
     model.activation_checkpointing = bool(cfg.activation_checkpointing)
     model.train()
     return model
-
-
-def _build_sharded(ckpt: Checkpoint | None, source: ModelSource, mcfg: ModelConfig, cfg: TrainConfig,
-                   device: torch.device, shard: Callable[[CausalLM], CausalLM]) -> CausalLM:
-    """Meta-device model -> ``shard`` -> local shards allocated -> filled from the checkpoint's rows
-    (or, from scratch, the single-process init's values: each rank draws every full tensor from the
-    seeded generator and keeps its rows, one tensor at a time)."""
-    from torch.distributed.tensor.experimental import implicit_replication
-
-    with torch.device("meta"):
-        model = CausalLM(mcfg)
-    shard(model)
-    home = torch.device("cpu") if cfg.cpu_offload else device
-    if ckpt is not None:
-        materialize(model, device=home, buffer_device=device)
-        with ckpt:
-            populate_shards(model, ckpt, mcfg, allow_unused=source.warm is not None and cfg.allow_unused_tensors)
-        return model
-    materialize(model, device="cpu", buffer_device=device)  # the generator draws on the host
-    with implicit_replication():
-        model.reset_parameters(cfg.seed)
-    return model.to(home) if home.type != "cpu" else model

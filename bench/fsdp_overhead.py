@@ -41,7 +41,7 @@ from warmstart.train.config import TrainConfig  # noqa: E402
 from warmstart.train.distributed import setup_distributed  # noqa: E402
 from warmstart.train.optim import Schedule, build_optimizer  # noqa: E402
 from warmstart.train.parallel import compile_loss, parallelize, shard_model  # noqa: E402
-from warmstart.train.source import ModelSource, build_model  # noqa: E402
+from warmstart.train.source import Scratch, training_model  # noqa: E402
 from warmstart.train.state import TrainState  # noqa: E402
 from warmstart.train.step import DivergenceGuard, train_step  # noqa: E402
 
@@ -58,9 +58,9 @@ def bench_one(preset: str, mode: str, *, device: str, seq_len: int, batch_size: 
     mcfg = get_preset(preset)
     if vocab_size:  # as pretrain sizes a preset's embedding to its tokenizer
         mcfg = dataclasses.replace(mcfg, vocab_size=vocab_size)
-    source = ModelSource("scratch", tokenizer=None, config=mcfg, parent=None)
+    source = Scratch(tokenizer=None)
     shard = (lambda m: shard_model(m, cfg, dist)) if mode == "fsdp" else None
-    model = build_model(source, mcfg, cfg, dist.device, shard=shard)
+    model = training_model(source, mcfg, cfg, dist.device, shard=shard)
     par = parallelize(model, cfg, dist)
     opt = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), device=par.optimizer_device)
     state = TrainState(sampler=BatchSampler(1), data_fingerprint="bench", schedule=Schedule(3e-4, 0, 10**6, 0.1))

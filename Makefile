@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test real-weights test-real-weights clean
+.PHONY: setup demo test real-weights test-real-weights llama-cpp test-llama-cpp clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,32 @@ real-weights: setup
 	$(BIN)/python -m pip install -q --no-deps $(REAL_WEIGHTS)
 	$(BIN)/python -c "from warmstart.checkpoint.aliases import resolve_checkpoint_path as r; \
 	[print(a, '->', r(a)) for a in ('gemma3-270m', 'qwen2.5-coder-0.5b-instruct')]"
+
+# A real llama.cpp for the tests marked llamacpp (they skip without it): llama-cpp-python built from its
+# PyPI sdist (CPU, CMake, no multimodal library) into .devpkgs/llama-cpp, once; the sdist's llama.cpp
+# vocabularies and their test vectors (models/ggml-vocab-*) are unpacked beside it. Build time and
+# the tests' run time: bench/results/cpu/llama_cpp.txt.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CPP_DIR := .devpkgs/llama-cpp
+LLAMA_CPP_SDIST := .devpkgs/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+
+$(LLAMA_CPP_SDIST):
+	mkdir -p .devpkgs
+	$(BIN)/python -m pip download -q --no-deps --no-binary :all: -d .devpkgs llama-cpp-python==$(LLAMA_CPP_VERSION)
+
+$(LLAMA_CPP_DIR)/.installed: $(LLAMA_CPP_SDIST) | setup
+	rm -rf $(LLAMA_CPP_DIR)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
+	CMAKE_BUILD_PARALLEL_LEVEL=2 nice -n 10 $(BIN)/python -m pip install -q --no-deps --target $(LLAMA_CPP_DIR) \
+		$(LLAMA_CPP_SDIST) diskcache==5.6.3
+	mkdir -p $(LLAMA_CPP_DIR)/vocab
+	tar xzf $(LLAMA_CPP_SDIST) -C $(LLAMA_CPP_DIR)/vocab --strip-components=4 --wildcards '*/vendor/llama.cpp/models/ggml-vocab-*'
+	touch $@
+
+llama-cpp: $(LLAMA_CPP_DIR)/.installed
+
+test-llama-cpp: llama-cpp
+	$(BIN)/python -m pytest -q -m llamacpp tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

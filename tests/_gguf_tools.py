@@ -14,7 +14,7 @@ from warmstart.checkpoint.gguf.names import block_map, hf_to_gguf, permute_rows
 
 
 def write_tiny_gguf(path, model, tokenizer=None, *, weight_type: str = "Q8_0", embed_type: str = "F16",
-                    name: str = "tiny", extra_tensors: dict[str, np.ndarray] | None = None, pre: str = "default",
+                    name: str = "tiny", extra_tensors: dict[str, np.ndarray] | None = None, pre: str = "gpt-2",
                     add_bos: bool = False, spm: SpmVocab | None = None, spm_flags: dict | None = None,
                     arch: str | None = None) -> dict[str, np.ndarray]:
     """Write ``model`` (a warmstart CausalLM) as GGUF; return the HF-layout float32 values a
@@ -119,11 +119,12 @@ GEMMA_SPECIALS = [("<pad>", 3), ("<eos>", 3), ("<bos>", 3), ("<unk>", 3), ("<mas
                   ("<start_of_turn>", 3), ("<end_of_turn>", 3), ("\n", 4), ("\n\n", 4), ("  ", 4), ("   ", 4)]
 
 
-def spm_vocab(texts: list[str], pieces: int = 220, *, gemma: bool = False) -> SpmVocab:
+def spm_vocab(texts: list[str], pieces: int = 220, *, gemma: bool = False, scrambled: bool = True) -> SpmVocab:
     """Learn a small SentencePiece-style BPE vocabulary from ``texts``: special tokens, the 256 byte-fallback
     tokens ``<0xNN>``, the merged pieces in merge order, then the single characters (only the commonest, so
     that accents, CJK and emoji fall back to bytes). Llama's spelling puts "▁" before words, Gemma's too
-    (its spaces are "▁" inside the text); Llama's scores rank the pieces, Gemma's do not (scrambled)."""
+    (its spaces are "▁" inside the text); Llama's scores rank the pieces, Gemma's do not (``scrambled``; the
+    real Gemma 3 file's scores do follow its order)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -143,7 +144,7 @@ def spm_vocab(texts: list[str], pieces: int = 220, *, gemma: bool = False) -> Sp
     tokens = fixed + learned
     types = [ty for _, ty in specials] + [6] * 256 + [1] * len(learned)
     if gemma:
-        scores = [-1000.0] * len(fixed) + [-float((7919 * i) % 997) for i in range(len(learned))]
+        scores = [-1000.0] * len(fixed) + [-float((7919 * i) % 997 if scrambled else i) for i in range(len(learned))]
         ids = {"bos": 2, "eos": 1, "unk": 3, "pad": 0}
     else:
         scores = [0.0] * len(fixed) + [-float(i) for i in range(len(learned))]

@@ -129,6 +129,12 @@ class HubCacheError(UnreadableError, code="WS130"):
     that has no snapshot."""
 
 
+class PreTokenizerError(UnreadableError, code="WS120"):
+    """A byte-level BPE tokenizer's pre-tokenizer and llama.cpp's names for them do not meet: a GGUF naming
+    one warmstart cannot build (``tokenizer.ggml.pre``), or an export whose tokenizer splits text in a way
+    no llama.cpp type reproduces."""
+
+
 class GateError(WarmstartError, code="WS1xx", exit_code=1):
     """A warm-start gate refused the checkpoint (exit 1)."""
 

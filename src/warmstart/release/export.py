@@ -125,7 +125,7 @@ def _set_aside(out: Path) -> Path:
 def _write_gguf(ckpt, cfg, sd: dict, out: Path, dtype: str, prov: dict) -> None:
     tok = ckpt.tokenizer
     kv = read_structure(ckpt.path).files[0].metadata if ckpt.format == FORMAT_GGUF else {}
-    pre = kv.get("tokenizer.ggml.pre") if ckpt.format == FORMAT_GGUF else _pre_from_tokenizer(tok)
+    pre = kv.get("tokenizer.ggml.pre")  # kept when the tokenizer splits as it says (checkpoint.gguf.pretok)
     write_gguf(out, cfg, list(sd), lambda n: sd[n], tokenizer=tok, dtype=dtype, provenance=prov,
                tokenizer_pre=pre, chat_template=_chat_template(ckpt, kv))
 
@@ -193,20 +193,6 @@ def _chat_template(ckpt, gguf_kv: dict) -> str | None:
     except (OSError, json.JSONDecodeError, AttributeError):
         return None
     return t if isinstance(t, str) else None
-
-
-def _pre_from_tokenizer(tok) -> str | None:
-    """llama.cpp's tokenizer.ggml.pre name for a tokenizer.json's split regex."""
-    if tok is None:
-        return None
-    from warmstart.checkpoint.gguf.tokenizer import PRE_TOKENIZER_SPLITS
-
-    text = json.dumps(json.loads(tok.to_str()).get("pre_tokenizer") or {})
-    for name in ("qwen2", "llama-bpe", "gpt-4o"):
-        pattern = PRE_TOKENIZER_SPLITS.get(name)
-        if pattern and json.dumps(pattern)[1:-1] in text:
-            return name
-    return "gpt2"
 
 
 def _same_numbers(a: dict | None, b: dict | None) -> bool:

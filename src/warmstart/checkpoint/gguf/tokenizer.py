@@ -1,16 +1,17 @@
 """GGUF tokenizers: rebuild a ``tokenizers.Tokenizer`` from a GGUF vocabulary, and embed one in a GGUF.
 
-Two kinds (``tokenizer.ggml.model``), in both directions. Reading gives the tokenizer transformers'
-own GGUF conversion gives (same ids, special tokens and BOS/EOS handling); writing follows llama.cpp's
-``convert_hf_to_gguf.py``:
+Reading gives the tokenization llama.cpp gives for the file (``src/llama-vocab.cpp``; llama.cpp's own
+``ggml-vocab-*.gguf`` test vectors are the check), with transformers' special tokens and BOS/EOS handling;
+writing follows llama.cpp's ``convert_hf_to_gguf.py``. Kinds (``tokenizer.ggml.model``):
 
-- ``"gpt2"``, byte-level BPE (GPT-2, Llama 3, Qwen, SmolLM): tokens and merges spelled in GPT-2's
-  byte alphabet, split with the regex ``tokenizer.ggml.pre`` names;
-- ``"llama"``, SentencePiece BPE (Llama 2, TinyLlama, Mistral, Gemma): "▁" for a space, ``<0xNN>``
+- ``"gpt2"``, byte-level BPE (GPT-2, Llama 3, Qwen, SmolLM, ...): tokens and merges spelled in GPT-2's
+  byte alphabet (user-defined tokens as raw text, matched whole), split as the llama.cpp type
+  ``tokenizer.ggml.pre`` names (``pretok``);
+- ``"llama"``, SentencePiece BPE (Llama 2, TinyLlama, Mistral, Gemma, Phi-3): "▁" for a space, ``<0xNN>``
   tokens for byte fallback, merges from the file or rebuilt from the token scores. Gemma's files
   (``general.architecture`` gemma, gemma2, gemma3) split at spaces with no prefix space, store runs
-  of spaces as spaces, and rank merges by file order instead of score; Phi-3's (``phi3``) prepend the
-  "▁" in the normalizer.
+  of spaces as spaces, and rank merges by file order instead of score;
+- ``"gemma4"`` (read only): Gemma 4's BPE over SentencePiece-spelled pieces.
 """
 
 from __future__ import annotations
@@ -22,37 +23,17 @@ from typing import Any
 
 from warmstart.arch.config import ModelConfig
 from warmstart.checkpoint.gguf.parse import GGUFFile
+from warmstart.checkpoint.gguf.pretok import build_pre_tokenizer, llama_cpp_pre_name, pre_tokenizer
 from warmstart.checkpoint.gguf.vocab import check_built, check_vocab, checked_merges
 from warmstart.errors import UnreadableError, UsageError, WarmstartError
 
 # tokenizer.ggml.model -> what warmstart calls it
-TOKENIZER_KINDS = {"gpt2": "byte-level BPE", "llama": "SentencePiece BPE with byte fallback"}
+TOKENIZER_KINDS = {"gpt2": "byte-level BPE", "llama": "SentencePiece BPE with byte fallback",
+                   "gemma4": "Gemma 4's BPE on SentencePiece pieces"}
 GEMMA_ARCHITECTURES = ("gemma", "gemma2", "gemma3")  # SentencePiece files spelled the Gemma way
 SPIECE = "\u2581"  # SentencePiece's space
 
 # ------------------------------------------------------------------- reading
-
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_GPT4O_SPLIT = (
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
-    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-# ``tokenizer.ggml.pre`` -> the split regex its merges were learned with (same table as
-# transformers' GGUF loader). Others ("smollm", "gpt2", "default", ...) use GPT-2's ByteLevel regex.
-PRE_TOKENIZER_SPLITS = {
-    **{k: _LLAMA3_SPLIT for k in ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
-                                  "midm-2.0", "lfm2", "dbrx", "smaug-bpe")},
-    **{k: _QWEN2_SPLIT for k in ("qwen2", "deepseek-r1-qwen", "megrez")},
-    **{k: _GPT4O_SPLIT for k in ("gpt-4o", "llama4", "minimax-m2")},
-}
 
 # llama.cpp token types (gguf.TokenType)
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
@@ -73,12 +54,10 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def tokenizer_style(architecture: str | None, kind: Any) -> str | None:
-    """How to build a file's tokenizer: "gpt2", "llama", "gemma" or "phi3" (SentencePiece spelled Gemma's or
-    Phi-3's way), or None for a kind warmstart cannot build."""
+    """How to build a file's tokenizer: "gpt2", "llama" or "gemma" (SentencePiece spelled Gemma's way), or
+    None for a kind warmstart cannot build."""
     if kind == "llama" and architecture in GEMMA_ARCHITECTURES:
         return "gemma"
-    if kind == "llama" and architecture == "phi3":
-        return "phi3"
     return kind if kind in TOKENIZER_KINDS else None
 
 
@@ -116,7 +95,10 @@ def gguf_tokenizer(g: GGUFFile):
     path = Path(g.path)
     check_vocab(md, sentencepiece=style != "gpt2", path=path)
     try:
-        tk = _byte_level(md, path=path) if style == "gpt2" else _sentencepiece(md, style, path=path)
+        if style == "gpt2":
+            tk = _byte_level(md, path=path)
+        else:
+            tk = _gemma4(md, path=path) if style == "gemma4" else _sentencepiece(md, style, path=path)
         _add_file_tokens(tk, md, byte_level=style == "gpt2")
         _add_named_specials(tk, md, gemma=style == "gemma")
         _set_post_processor(tk, md, default_bos=kind == "llama")
@@ -131,35 +113,46 @@ def gguf_tokenizer(g: GGUFFile):
 
 
 def _byte_level(md: dict, *, path: Path):
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    """Byte-level BPE split as llama.cpp's ``tokenizer.ggml.pre`` type says (``pretok``)."""
+    from tokenizers import Tokenizer, decoders, models
 
-    spelling = _bytes_to_unicode()
-    alphabet = set(spelling.values())
-    vocab: dict[str, int] = {}
-    for idx, tok in enumerate(md["tokenizer.ggml.tokens"]):
-        if not set(tok) <= alphabet:  # a token stored as raw text: spell it in the byte alphabet
-            tok = "".join(spelling[b] for b in tok.encode("utf-8"))
-        vocab.setdefault(tok, idx)
+    # every token as stored, a later duplicate winning (llama.cpp's token_to_id); a token stored as raw text
+    # (user-defined ones, convert_hf_to_gguf.py writes them so) is matched whole (_add_file_tokens)
+    vocab = {tok: idx for idx, tok in enumerate(md["tokenizer.ggml.tokens"])}
+    pre = pre_tokenizer(md.get("tokenizer.ggml.pre"), path=path)
     merges = checked_merges(md.get("tokenizer.ggml.merges", []), vocab, path=path)
     bpe = models.BPE(vocab=vocab, merges=merges, dropout=None, unk_token=None, continuing_subword_prefix="",
-                     end_of_word_suffix="", fuse_unk=False, byte_fallback=False)
+                     end_of_word_suffix="", fuse_unk=False, byte_fallback=False, ignore_merges=pre.ignore_merges)
     tk = Tokenizer(bpe)
-    split = PRE_TOKENIZER_SPLITS.get(md.get("tokenizer.ggml.pre"))
-    if split is not None:
-        tk.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(split), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
-    else:
-        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    tk.pre_tokenizer = build_pre_tokenizer(pre)
     tk.decoder = decoders.ByteLevel()
     return tk
 
 
+def _gemma4(md: dict, *, path):
+    """Gemma 4's BPE (``tokenizer.ggml.model = "gemma4"``, llama.cpp's gemma4 type): every space is "▁", the
+    text is cut into runs of newlines and runs of anything else, and the file's merges run over raw UTF-8
+    inside each, falling back to ``<0xNN>`` byte tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    if not isinstance(md.get("tokenizer.ggml.merges"), list):
+        raise UnreadableError("the GGUF's gemma4 tokenizer has no merges", why="llama.cpp refuses it too",
+                              fix="pass the model's tokenizer.json with --tokenizer", path=path)
+    vocab = {tok: idx for idx, tok in enumerate(md["tokenizer.ggml.tokens"])}
+    merges = checked_merges(md["tokenizer.ggml.merges"], vocab, path=path)
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True, fuse_unk=False, unk_token=None,
+                              dropout=None))
+    tk.normalizer = normalizers.Replace(" ", SPIECE)
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("[^\n]+|[\n]+"), behavior="isolated")
+    tk.decoder = decoders.Sequence([decoders.Replace(SPIECE, " "), decoders.ByteFallback(), decoders.Fuse()])
+    return tk
+
+
 def _sentencepiece(md: dict, style: str, *, path):
-    """SentencePiece BPE with byte fallback, in one of three spellings. Llama's: "▁" before the text when
-    the file says ``add_space_prefix`` (the default). Gemma's: every space is "▁", the text split after
-    each, no prefix. Phi-3's: a "▁" prepended by the normalizer, no pre-tokenizer."""
+    """SentencePiece BPE with byte fallback, in one of two spellings. Llama's: every space is "▁", and one
+    more "▁" goes before the text (each stretch of it between special tokens, as llama.cpp does) when the
+    file says ``add_space_prefix`` (the default), whether or not the text starts with a space. Gemma's:
+    every space is "▁", the text split after each, no prefix."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     gemma = style == "gemma"
@@ -172,11 +165,8 @@ def _sentencepiece(md: dict, style: str, *, path):
     if gemma:
         tk.normalizer = normalizers.Replace(" ", SPIECE)
         tk.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous", invert=False)
-    elif style == "phi3":
-        tk.normalizer = normalizers.Sequence([normalizers.Prepend(SPIECE), normalizers.Replace(" ", SPIECE)])
-    else:
-        tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE, prepend_scheme="first" if prefix else "never",
-                                                    split=False)
+    else:  # (Metaspace's prepend would not add the "▁" before a text that starts with a space)
+        tk.normalizer = normalizers.Sequence([normalizers.Prepend(SPIECE)] * prefix + [normalizers.Replace(" ", SPIECE)])
     steps = [decoders.Replace(SPIECE, " "), decoders.ByteFallback(), decoders.Fuse()]
     tk.decoder = decoders.Sequence(steps + ([decoders.Strip(content=" ", left=1, right=0)] if prefix else []))
     return tk
@@ -224,6 +214,10 @@ def _add_file_tokens(tk, md: dict, *, byte_level: bool) -> None:
     vocab = tk.get_vocab()
     user = [AddedToken(t, normalized=False, special=False) for t, ty in zip(tokens, types, strict=False)
             if ty == _USER_DEFINED and t in vocab]
+    # Gemma's runs of spaces, stored as spaces and kept as "▁" runs in the vocabulary: matched whole in the
+    # text (spaces already "▁"), longest first, before the merges, as llama.cpp matches user-defined tokens
+    user += [AddedToken(SPIECE * len(t), normalized=True, special=False) for t, ty in zip(tokens, types, strict=False)
+             if ty == _USER_DEFINED and t not in vocab and t and not t.strip(" ") and SPIECE * len(t) in vocab]
     if user:
         tk.add_tokens(user)
 
@@ -272,16 +266,6 @@ def _set_post_processor(tk, md: dict, *, default_bos: bool) -> None:
 
 # ------------------------------------------------------------------- writing
 
-def _pre_name(tok_json: dict) -> str:
-    """tokenizer.ggml.pre: llama.cpp's name for the pre-tokenizer regex."""
-    text = json.dumps(tok_json.get("pre_tokenizer") or {})
-    if "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+" in text:
-        return "qwen2"
-    if "\\\\p{N}" in text and "Digits" in text:
-        return "smollm"
-    return "gpt2"
-
-
 def tokenizer_kind(tokenizer) -> str | None:
     """The GGUF kind a ``tokenizers.Tokenizer`` is: "llama" (SentencePiece BPE: byte fallback), "gpt2"
     (byte-level BPE), or None (another model: WordPiece, Unigram, ...)."""
@@ -304,6 +288,8 @@ def _token_table(tokenizer, rows: int, kind: str, unk: str | None) -> tuple[list
             types.append(_UNUSED)
         elif i in added:
             types.append(_CONTROL if added[i].special else _USER_DEFINED)
+            if kind == "llama" and not added[i].special and t and not t.strip(SPIECE):
+                tokens[-1] = " " * len(t)  # a user-defined run of "▁" is stored as spaces (convert_hf_to_gguf.py)
         elif kind == "llama" and _BYTE_TOKEN.match(t):
             types.append(_BYTE)
         else:
@@ -339,7 +325,8 @@ def _prefix_space(tok_json: dict) -> bool:
 
 
 def add_tokenizer(writer, tokenizer, cfg: ModelConfig, vocab_rows: int, pre: str | None = None) -> None:
-    """Embed a byte-level BPE (llama.cpp "gpt2") or SentencePiece BPE (llama.cpp "llama") ``tokenizers.Tokenizer``."""
+    """Embed a byte-level BPE (llama.cpp "gpt2") or SentencePiece BPE (llama.cpp "llama") ``tokenizers.Tokenizer``.
+    ``pre``: the source GGUF's ``tokenizer.ggml.pre``, kept when the tokenizer splits text as it says."""
     tok_json = json.loads(tokenizer.to_str())
     model = tok_json.get("model") or {}
     kind = tokenizer_kind(tokenizer)
@@ -349,7 +336,7 @@ def add_tokenizer(writer, tokenizer, cfg: ModelConfig, vocab_rows: int, pre: str
     tokens, types = _token_table(tokenizer, vocab_rows, kind, model.get("unk_token"))
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
     writer.add_tokenizer_model(kind)
-    writer.add_tokenizer_pre((pre or _pre_name(tok_json)) if kind == "gpt2" else "default")  # SentencePiece: no regex
+    writer.add_tokenizer_pre(llama_cpp_pre_name(tokenizer, pre) if kind == "gpt2" else "default")  # SPM: no regex
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     if kind == "llama":
@@ -366,5 +353,5 @@ def add_tokenizer(writer, tokenizer, cfg: ModelConfig, vocab_rows: int, pre: str
     writer.add_add_eos_token(after is not None and after == ids["eos"])
 
 
-__all__ = ["GEMMA_ARCHITECTURES", "PRE_TOKENIZER_SPLITS", "TOKENIZER_KINDS", "add_tokenizer", "declared_tokenizer",
+__all__ = ["GEMMA_ARCHITECTURES", "TOKENIZER_KINDS", "add_tokenizer", "declared_tokenizer",
            "gguf_tokenizer", "merges_from_scores", "tokenizer_kind", "tokenizer_style"]

@@ -89,7 +89,7 @@ def byte_level_gguf(tmp_path_factory):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     texts = [inspect.getsource(textwrap), inspect.getsource(json)] + (PROBE + [CASE_PROBE]) * 5
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=4000, special_tokens=["<|endoftext|>"],
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=4000, special_tokens=["<|endoftext|>"], max_token_length=48,
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                                        show_progress=False))
     cfg = get_preset("llama-tiny").replace(vocab_size=tok.get_vocab_size(), bos_token_id=0, eos_token_id=0)

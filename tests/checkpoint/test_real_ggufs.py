@@ -56,8 +56,13 @@ def test_tokenizer_ids_equal_transformers_on_a_mixed_probe(alias):
     for line in text.splitlines(keepends=True):  # each piece alone too (BOS, prefixes, boundaries)
         assert ours.encode(line).ids == theirs(line)["input_ids"], line
     assert ours.decode(ids, skip_special_tokens=False) == theirs.decode(ids)
-    if alias == "gemma3-270m":  # the whole tokenizer, added tokens and templates included
-        assert json.loads(ours.to_str()) == json.loads(theirs.backend_tokenizer.to_str())
+    if alias == "gemma3-270m":  # the whole tokenizer, added tokens and templates included, but for the runs
+        # of 2-31 spaces, which warmstart matches whole before the merges as llama.cpp does (test_llama_cpp.py)
+        ours_json = json.loads(ours.to_str())
+        runs = [a for a in ours_json["added_tokens"] if set(a["content"]) == {"\u2581"}]
+        assert len(runs) == 30 and all(a["normalized"] for a in runs)
+        ours_json["added_tokens"] = [a for a in ours_json["added_tokens"] if a not in runs]
+        assert ours_json == json.loads(theirs.backend_tokenizer.to_str())
         assert ids[0] == 2 and ours.token_to_id("<start_of_turn>") == 105
 
 

@@ -229,5 +229,34 @@ class OptimizerPlacementError(UsageError, code="WS222"):
     (DDP, FSDP2) or with ``--cpu-offload``."""
 
 
+class CacheBusyError(TrainingError, code="WS210", exit_code=2):
+    """Another ``warmstart prepare`` holds the token cache entry's lock."""
+
+
+class BadInputError(TrainingError, code="WS211", exit_code=2):
+    """A corpus record is not usable: a JSON Lines line that is not JSON, a text field that is not a string,
+    text that is not UTF-8 in the middle of a named file."""
+
+
+class DamagedStreamError(BadInputError, code="WS212"):
+    """A compressed corpus file (gzip, zstd, bzip2, xz) is truncated or corrupt."""
+
+
+class DamagedTableError(BadInputError, code="WS213"):
+    """A Parquet or Arrow corpus file cannot be read."""
+
+
+class RecordTooLargeError(BadInputError, code="WS214"):
+    """One record (a JSON Lines line, a JSON array item) is larger than warmstart reads at once."""
+
+
+class SourceChangedError(BadInputError, code="WS215"):
+    """A corpus file changed while it was read."""
+
+
+class CacheWriteError(TrainingError, code="WS216", exit_code=1):
+    """The token cache could not be written (no space left, quota, an I/O error); what was complete is kept."""
+
+
 class CheckFailedError(WarmstartError, code="WS300", exit_code=1):
     """A release check (validate/qa/publish-check/stamp/export) said no."""

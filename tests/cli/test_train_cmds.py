@@ -104,13 +104,15 @@ def test_prepare_then_pretrain_on_the_cache(corpus, tmp_path):
     cache = tmp_path / "cache"
     p = ws("prepare", "--data", corpus, "--vocab-size", 400, "--seq-len", 32, "--cache-dir", cache)
     path = [line.split("cache: ", 1)[1] for line in p.stdout.splitlines() if line.startswith("cache: ")][0]
-    assert (Path(path) / "train.bin").is_file() and (Path(path) / "tokenizer.json").is_file()
+    assert (Path(path) / "manifest.json").is_file() and (Path(path) / "tokenizer.json").is_file()
+    assert list((Path(path) / "shards").glob("*.bin"))
+    printed = p.stdout.split("fingerprint ", 1)[1].split()[0]
     run = tmp_path / "run"
     r = ws("pretrain", "--data", path, "--preset", "llama-tiny", "--seq-len", 32, "--batch-size", 2,
            "--max-steps", 1, "--eval-tokens", 64, "--out", run)
     assert "using prepared token cache" in r.stdout
     prov = json.loads((run / "checkpoints" / "step-000001" / "warmstart.json").read_text())
-    assert prov["data_fingerprint"] == Path(path).name
+    assert prov["data_fingerprint"] == printed
 
 
 def test_errors_are_one_paragraph(corpus, tmp_path):
@@ -231,8 +233,10 @@ def test_every_trainconfig_field_is_a_generated_option():
     # prepare reuses the corpus declarations (three with their own wording)
     prep = {p.name: p for p in commands["prepare"].params}
     assert set(prep) == {"data", "include", "text_field", "tokenizer", "vocab_size", "seq_len", "val_fraction",
-                         "max_corpus_bytes", "cache_dir", "rebuild"}
-    for name in ("include", "text_field", "vocab_size", "val_fraction", "max_corpus_bytes", "cache_dir"):
+                         "max_corpus_bytes", "cache_dir", "workers", "skip_bad_records", "rebuild", "list_", "clean",
+                         "quiet"}
+    for name in ("include", "text_field", "vocab_size", "val_fraction", "max_corpus_bytes", "cache_dir", "workers",
+                 "skip_bad_records"):
         assert (prep[name].help, prep[name].default) == (params[name].help, params[name].default), name
     assert prep["seq_len"].default == 128 and prep["seq_len"].help != params["seq_len"].help
 

@@ -14,14 +14,14 @@ from warmstart.data import BatchSampler, build_dataset, load_tokenizer, resolve_
 from warmstart.data.dataset import _doc_hash
 from warmstart.errors import EmptyCorpusError, UsageError
 
-KW = dict(vocab_size_=400, seq_len=32)
+KW = dict(vocab_size=400, seq_len=32)
 
 
 def test_pack_split_and_eos(corpus, cache):
     ds = build_dataset([str(corpus)], cache_dir=cache, **KW)
     tok, eos = ds.tokenizer, ds.eos_id
     assert tok.id_to_token(eos) == "<|endoftext|>"
-    assert ds.train.dtype == np.uint16 and isinstance(ds.train, np.memmap)
+    assert ds.train.dtype == np.uint16 and ds.train.memmapped  # shards of the cache, memory-mapped
     # Every document is in exactly one split, tokenized and followed by one EOS.
     files = sorted(p for p in corpus.rglob("*.py"))
     val_keys = [p.relative_to(corpus).as_posix() for p in files]
@@ -64,7 +64,7 @@ def test_cache_hit_and_fingerprint(corpus, cache):
     assert any("cache hit" in s for s in logs) and not any("trained" in s for s in logs)
     assert b.fingerprint == a.fingerprint and b.cache_path == a.cache_path
     # settings change -> new entry
-    c = build_dataset([str(corpus)], cache_dir=cache, vocab_size_=400, seq_len=48)
+    c = build_dataset([str(corpus)], cache_dir=cache, vocab_size=400, seq_len=48)
     assert c.fingerprint != a.fingerprint
     # a file changes (size and mtime) -> new fingerprint, new tokenizer
     f = corpus / "heapq.py"
@@ -120,7 +120,7 @@ def test_too_small_corpus(tmp_path):
     (d / "a.py").write_text("x = 1\n")
     (d / "b.py").write_text("y = 2\n")
     with pytest.raises(EmptyCorpusError, match="too small"):
-        build_dataset([str(d)], cache_dir=tmp_path / "cache", vocab_size_=300, seq_len=64)
+        build_dataset([str(d)], cache_dir=tmp_path / "cache", vocab_size=300, seq_len=64)
 
 
 def test_jsonl_and_text_field(tmp_path, corpus):
@@ -139,19 +139,6 @@ def test_single_text_file_is_split_into_parts(tmp_path, corpus):
     p.write_text("".join(f.read_text() for f in sorted(corpus.rglob("*.py"))) * 3)
     ds = build_dataset([str(p)], cache_dir=tmp_path / "cache", **KW)
     assert ds.meta["train_docs"] >= 2 and ds.meta["val_docs"] >= 1
-
-
-def test_parquet_without_pyarrow_is_a_clear_error(tmp_path):
-    pytest.importorskip("tokenizers")
-    try:
-        import pyarrow  # noqa: F401
-        pytest.skip("pyarrow is installed")
-    except ImportError:
-        pass
-    p = tmp_path / "d.parquet"
-    p.write_bytes(b"PAR1" + b"\x00" * 16 + b"PAR1")
-    with pytest.raises(UsageError, match="pyarrow"):
-        build_dataset([str(p)], cache_dir=tmp_path / "cache", **KW)
 
 
 def test_default_corpus_is_the_stdlib_without_tests():

@@ -14,7 +14,7 @@ from warmstart.data import (
 from warmstart.data.mixture import parse_data_spec, part_seed
 from warmstart.errors import EmptyCorpusError, ResumeError, UsageError
 
-KW = dict(vocab_size_=400, seq_len=32)
+KW = dict(vocab_size=400, seq_len=32)
 CODE = ["textwrap.py", "string.py", "heapq.py", "bisect.py", "queue.py", "shlex.py"]
 REPLAY = ["json/decoder.py", "json/encoder.py", "colorsys.py", "fnmatch.py", "keyword.py", "glob.py"]
 

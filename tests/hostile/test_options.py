@@ -139,11 +139,14 @@ def test_a_huge_sparse_corpus_file_is_not_read_whole(tmp_path):
 
 def test_a_byte_budget_bounds_reading_within_a_file(tmp_path):
     """--max-corpus-bytes stops inside a large text file: its first bytes are read, not all of it."""
-    from warmstart.data.sources import SourceStats, iter_documents, resolve_files
+    from warmstart.data.readers import ReadOptions, read_pieces, sniff
+    from warmstart.data.sources import SourceStats, resolve_files
 
     big = tmp_path / "big.txt"
     big.write_bytes(("héllo wörld " * 1000 + "\n").encode() * 2000)  # ~26 MB
     files, _ = resolve_files([str(big)])
+    sniff(files[0])
     stats = SourceStats()
-    docs = list(iter_documents(files, stats=stats, max_bytes=100_001))
+    docs = list(read_pieces(files[0], ReadOptions(budget=lambda: 100_001), stats))
+    stats.bytes = sum(d.nbytes for d in docs)
     assert stats.bytes <= 100_001 and sum(len(d.text.encode()) for d in docs) == stats.bytes > 90_000

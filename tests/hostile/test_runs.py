@@ -116,25 +116,32 @@ def test_resume_changing_what_is_trained_is_refused(run, tmp_path):
 # ------------------------------------------------------------------ token caches
 
 
-def _meta(cache: Path, **changes) -> None:
-    p = cache / "meta.json"
-    meta = json.loads(p.read_text())
-    meta.update(changes)
-    p.write_text(json.dumps(meta))
+def _manifest(cache: Path, **changes) -> None:
+    p = cache / "manifest.json"
+    m = json.loads(p.read_text())
+    m.update(changes)
+    p.write_text(json.dumps(m))
+
+
+def _shard(cache: Path, ext: str = ".bin") -> Path:
+    """The first shard file of a prepared cache (its name from the manifest)."""
+    m = json.loads((cache / "manifest.json").read_text())
+    return cache / "shards" / (m["units"][0]["shards"][0]["name"] + ext)
 
 
 def _ids_past_vocab(cache: Path) -> None:
-    arr = np.fromfile(cache / "train.bin", dtype=np.uint16)
+    arr = np.fromfile(_shard(cache), dtype=np.uint16)
     arr[5] = 65000
-    arr.tofile(cache / "train.bin")
+    arr.tofile(_shard(cache))
 
 
 CACHE_CASES = {
-    "bin-truncated": (lambda c: _truncate(c / "train.bin", 31), "train.bin"),
-    "bin-missing": (lambda c: (c / "val.bin").unlink(), "val.bin"),
+    "bin-truncated": (lambda c: _truncate(_shard(c), 31), ".bin holds 31 bytes"),
+    "bin-missing": (lambda c: _shard(c).unlink(), ".bin holds no bytes"),
+    "idx-truncated": (lambda c: _truncate(_shard(c, ".idx"), 40), ".idx holds 40 bytes"),
     "ids-past-vocab": (_ids_past_vocab, "65000"),
-    "unknown-dtype": (lambda c: _meta(c, dtype="float64"), "float64"),
-    "meta-missing-key": (lambda c: _meta(c, train_tokens=None), "train_tokens"),
+    "unknown-dtype": (lambda c: _manifest(c, dtype="float64"), "float64"),
+    "meta-missing-key": (lambda c: _manifest(c, units=None), "units"),
     "tokenizer-damaged": (lambda c: (c / "tokenizer.json").write_text("{"), "tokenizer.json"),
 }
 
@@ -158,7 +165,7 @@ def test_a_damaged_cache_entry_warmstart_manages_is_rebuilt(corpus_dir, tmp_path
     again = cli(*args)
     assert_clean(again)
     assert again.exit == 0 and "is damaged" in again.out and "rebuilding" in again.out, again.text
-    assert int(np.fromfile(entry / "train.bin", dtype=np.uint16).max()) < 300
+    assert int(np.fromfile(_shard(entry), dtype=np.uint16).max()) < 300
 
 
 # ------------------------------------------------------------------ outputs

@@ -94,9 +94,11 @@ def pretrain_cmd(ctx: typer.Context, **values) -> None:
 
 
 _PREPARE_OPTIONS = ("data", "include", "text_field", "tokenizer", "vocab_size", "seq_len", "val_fraction",
-                    "max_corpus_bytes", "cache_dir")
+                    "max_corpus_bytes", "cache_dir", "workers", "skip_bad_records")
 _PREPARE_HELP = {
-    "data": "Text file, directory, .jsonl or .parquet (repeatable). Default: the Python stdlib.",
+    "data": "Text file, directory (files taken by content), JSON Lines / JSON / Parquet / Arrow file (also .gz, "
+            ".zst, .bz2, .xz) or datasets folder (repeatable; PATH:WEIGHT on each makes a mixture). Default: the "
+            "Python stdlib.",
     "tokenizer": "tokenizer.json (default: train a byte-level BPE).",
     "seq_len": "Sequence length the cache is checked against.",
 }
@@ -105,33 +107,53 @@ _PREPARE_HELP = {
 @app.command("prepare")
 @with_params(
     *config_params(_PREPARE_OPTIONS, _PREPARE_HELP),
-    option("rebuild", bool, False, "--rebuild", help="Rebuild even if a cache entry exists."),
+    option("rebuild", bool, False, "--rebuild", help="Tokenize every file again."),
+    option("list_", bool, False, "--list", help="List the cache directory's entries (sizes, sources) and stop."),
+    option("clean", bool, False, "--clean", help="Remove what no entry references (old shards, leftovers of killed "
+                                                 "runs, unused tokenizers) and stop."),
+    option("quiet", bool, False, "--quiet", "-q", help="No progress bar (the summary only)."),
 )
 def prepare_cmd(**values) -> None:
-    """Tokenize a corpus once into a reusable token cache; prints its path.
+    """Tokenize a corpus once into a reusable, sharded token cache; prints its path.
+
+    Streams any corpus size in bounded memory on every core; a killed run continues where it stopped,
+    and adding or changing files tokenizes only those.
 
     Examples:
 
       warmstart prepare
 
-      warmstart prepare --data ./corpus --include '*.py' --vocab-size 16384
+      warmstart prepare --data ./corpus --tokenizer tok.json --workers 8
 
-      warmstart prepare --data data.jsonl --text-field content --tokenizer tok.json
+      warmstart prepare --data data.jsonl.zst --text-field content --tokenizer tok.json
+
+      warmstart prepare --data code/:0.9 --data replay/:0.1 --tokenizer tok.json
+
+      warmstart prepare --list           # entries, sizes, sources
 
     Then train on it with: warmstart pretrain --data <printed path> (--tokenizer is read from it).
     """
     from warmstart.data import build_dataset
+    from warmstart.data.housekeeping import clean, list_lines
+    from warmstart.data.mixture import MixtureDataset, write_mixture
     from warmstart.train.config import TrainConfig
 
     v = values
-    given = {k: v[k] for k in _PREPARE_OPTIONS if v[k] is not None}
-    TrainConfig.from_dict(given, source="command line").validate()  # every value in range before any work
-    ds = build_dataset(v["data"] or None, include=v["include"] or None, text_field=v["text_field"],
-                       tokenizer_path=v["tokenizer"], vocab_size_=v["vocab_size"], seq_len=v["seq_len"],
-                       val_fraction=v["val_fraction"], max_corpus_bytes=v["max_corpus_bytes"],
-                       cache_dir=v["cache_dir"], rebuild=v["rebuild"], log=lambda s: print(s, flush=True))
+    cfg = TrainConfig.from_dict({k: v[k] for k in _PREPARE_OPTIONS if v[k] is not None}, source="command line")
+    cfg.validate()  # every value in range before any work
+    s = cfg.data_settings(rebuild=v["rebuild"])
+    if v["list_"] or v["clean"]:
+        for line in (clean if v["clean"] else list_lines)(s.cache_root):
+            print(line)
+        return
+    ds = build_dataset(cfg.data or None, s, tokenizer_path=cfg.tokenizer, log=lambda t: print(t, flush=True),
+                       quiet=v["quiet"], refuse_busy=True)
     print(ds.summary())
-    print(f"cache: {ds.cache_path}")
+    if isinstance(ds, MixtureDataset) and not Path(ds.cache_path, "mixture.json").is_file():
+        out = write_mixture(s.cache_root, [p.cache_path for p in ds.parts], ds.weights, ds.names)
+        print(f"cache: {out}")
+    else:
+        print(f"cache: {ds.cache_path}")
 
 
 @app.command("plot")

@@ -5,8 +5,13 @@ Spelling (``parse_data_spec``): an argument that names an existing file or direc
 whatever characters it holds; otherwise a final ``:NUMBER`` (a positive decimal such as ``0.9``,
 ``1`` or ``2.5e-1``) is the weight and what precedes it is the path. So ``data:v2/`` is a path when
 it exists, and ``run:3/corpus.jsonl:0.1`` is the file ``run:3/corpus.jsonl`` at weight 0.1. Every
-source has a weight or none does; weights are normalised to sum to 1. Without weights ``--data``
-is one pooled corpus, exactly as before mixtures existed.
+source has a weight or none does; a weight is finite, positive and at most ``MAX_WEIGHT`` (so their
+sum is finite and every share positive), and weights are normalised to sum to 1. Without weights
+``--data`` is one pooled corpus, exactly as before mixtures existed.
+
+A prepared mixture (``warmstart prepare`` with weights) is a directory holding ``mixture.json``: the
+format, and per source its entry (a path relative to the directory, so the cache root can move as a
+whole), its weight and its name. ``--data DIR`` of one is the same mixture as the weighted list.
 
 Sampling (``MixtureSampler``): weights are shares of training tokens. Every window holds
 ``seq_len`` tokens, so a source's share of windows is its share of tokens. Draw number ``k`` (0, 1,
@@ -30,13 +35,32 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from warmstart.data.sampler import BatchSampler
-from warmstart.errors import ResumeError, UsageError
+from warmstart.errors import DamagedCacheError, ResumeError, UsageError
+
+MAX_WEIGHT = 1e12
+MIXTURE, MIXTURE_FORMAT = "mixture.json", "warmstart-mixture-v1"
+
+
+def check_weight(spec: str, weight: float) -> float:
+    if not math.isfinite(weight) or weight <= 0 or weight > MAX_WEIGHT:
+        raise UsageError(f"--data {spec}: the weight {weight!r} must be a positive number of at most {MAX_WEIGHT:g}",
+                         why="weights are shares of the training tokens: each must be positive and their sum finite",
+                         fix="give each source a positive weight, e.g. --data code/:0.9 --data replay.jsonl:0.1")
+    return weight
+
+
+def shares(weights: Sequence[float]) -> list[float]:
+    """Weights normalised to sum to 1 (each checked: ``check_weight``)."""
+    ws = [check_weight(str(w), float(w)) for w in weights]
+    total = math.fsum(ws)
+    return [w / total for w in ws]
 
 
 def parse_data_spec(spec: str) -> tuple[str, float | None]:
@@ -48,10 +72,7 @@ def parse_data_spec(spec: str) -> tuple[str, float | None]:
         weight = float(tail)
     except ValueError:
         return spec, None
-    if not math.isfinite(weight) or weight <= 0:
-        raise UsageError(f"--data {spec}: the weight {tail} must be a positive number",
-                         fix="give each source a positive weight, e.g. --data code/:0.9 --data replay.jsonl:0.1")
-    return head, weight
+    return head, check_weight(spec, weight)
 
 
 def parse_data_specs(data: Sequence[str] | None) -> list[tuple[str, float | None]]:
@@ -96,7 +117,7 @@ class MixtureSampler:
         if len(n_windows) != len(weights) or not n_windows:
             raise ValueError("MixtureSampler needs one weight per source")
         self.seed = int(seed)
-        self.weights = np.asarray(weights, dtype=np.float64) / float(sum(weights))
+        self.weights = np.asarray(shares(weights), dtype=np.float64)
         self.parts = [BatchSampler(n, seed=part_seed(seed, i)) for i, n in enumerate(n_windows)]
         self.offsets = _offsets(n_windows)
         self.phase = np.random.Generator(np.random.PCG64([self.seed, len(n_windows)])).random(len(n_windows))
@@ -149,11 +170,12 @@ class MixtureSampler:
 class MixtureDataset:
     """The training data of a weighted ``--data`` list: one cached ``TokenDataset`` per source."""
 
-    def __init__(self, parts: list, weights: Sequence[float], names: Sequence[str]) -> None:
+    def __init__(self, parts: list, weights: Sequence[float], names: Sequence[str],
+                 cache_path: Path | None = None) -> None:
         self.parts = list(parts)
-        total = float(sum(weights))
-        self.weights = [float(w) / total for w in weights]
+        self.weights = shares(weights)
         self.names = [str(n) for n in names]
+        self._cache_path = cache_path
         self._train_offsets = _offsets([p.n_train_windows for p in self.parts])
         self._val_offsets = _offsets([p.n_val_windows for p in self.parts])
         key = json.dumps([[p.fingerprint, w] for p, w in zip(self.parts, self.weights)])
@@ -173,8 +195,9 @@ class MixtureDataset:
 
     @property
     def cache_path(self) -> Path:
-        """The cache root the sources' entries sit in (each part's ``cache_path`` is its own entry)."""
-        return Path(self.parts[0].cache_path).parent
+        """The prepared mixture's directory, else the cache root the sources' entries sit in (each part's
+        ``cache_path`` is its own entry)."""
+        return self._cache_path or Path(self.parts[0].cache_path).parent
 
     def train_windows(self, indices: np.ndarray) -> np.ndarray:
         return _gather_parts(indices, self._train_offsets, [p.train_windows for p in self.parts], self.seq_len)
@@ -206,6 +229,38 @@ class MixtureDataset:
         return "\n".join(lines)
 
 
+def write_mixture(root: Path, entries: Sequence[Path], weights: Sequence[float], names: Sequence[str]) -> Path:
+    """A prepared mixture of ``entries`` under ``root/mixtures/`` (its directory)."""
+    from warmstart.checkpoint.write import atomic_write_json
+
+    parts = [{"entry": os.path.relpath(e, root / "mixtures" / "x"), "weight": w, "source": Path(n).name or n}
+             for e, w, n in zip(entries, shares(weights), names)]
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+    out = root / "mixtures" / key
+    atomic_write_json(out / MIXTURE, {"format": MIXTURE_FORMAT, "parts": parts})
+    return out
+
+
+def is_prepared_mixture(path: str | Path) -> bool:
+    return (Path(path) / MIXTURE).is_file()
+
+
+def read_mixture(path: str | Path) -> list[tuple[Path, float, str]]:
+    """``[(entry, weight, source), ...]`` of a prepared mixture (DamagedCacheError, WS207, when the file
+    or an entry it names is not what it should be)."""
+    p = Path(path) / MIXTURE
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+        parts = m["parts"] if isinstance(m, dict) and m.get("format") == MIXTURE_FORMAT else None
+        out = [(Path(path) / str(x["entry"]), float(x["weight"]), str(x["source"])) for x in parts]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        out = []
+    if not out or not all(math.isfinite(w) and w > 0 for _, w, _ in out):
+        raise DamagedCacheError("the prepared mixture's mixture.json is not a list of entries with positive weights",
+                                fix="run `warmstart prepare` with the weighted --data again", path=p)
+    return out
+
+
 def mixture_lines(drawn: list[dict] | None) -> list[str]:
     """Summary lines for the tokens drawn from each source of a mixture (none for one corpus)."""
     if not drawn:
@@ -214,4 +269,5 @@ def mixture_lines(drawn: list[dict] | None) -> list[str]:
         f"{d['source']} {d['weight']:.3f} -> {d['share']:.3f} ({d['tokens_drawn']:,} tokens)" for d in drawn)]
 
 
-__all__ = ["MixtureDataset", "MixtureSampler", "mixture_lines", "parse_data_spec", "parse_data_specs", "part_seed"]
+__all__ = ["MAX_WEIGHT", "MixtureDataset", "MixtureSampler", "is_prepared_mixture", "mixture_lines", "parse_data_spec",
+           "parse_data_specs", "part_seed", "read_mixture", "shares", "write_mixture"]

@@ -1,293 +1,207 @@
-"""Corpus sources: text files, directories (``--include`` globs), JSONL, Parquet, and the
-default corpus (the Python standard library's own ``.py`` files).
+"""Corpus sources: which files a ``--data`` list names, and what each file holds, by content.
 
-A source yields ``Document(key, text)``; ``key`` is a stable relative name (relative path,
-plus ``#line-N`` / ``#row-N`` / ``#part-N`` for records inside one file). The train/val split
-hashes ``key``, so it does not depend on where the corpus sits on disk.
+``resolve_files`` lists the files: a named file, every file under a directory (hidden ones and
+those not matching ``--include`` left out and counted), a ``datasets`` ``save_to_disk`` folder (its
+Arrow files, in the order its ``state.json`` lists them; of a ``DatasetDict`` the ``train`` split),
+or, with no ``--data``, the Python standard library's own ``.py`` files. Each file has a stable key,
+its path relative to the source (``I:`` before it when several sources are pooled), which the
+train/val split hashes, so the split does not depend on where the corpus sits on disk.
 
-``describe_files`` gives the (relative path, size, mtime) list that the cache fingerprint
-hashes; it is computed from ``stat`` alone, before any file is read.
+``sniff`` says what a file holds from its first bytes, never from its name: a compression (gzip,
+zstd, bzip2, xz: the inner bytes are sniffed in turn), Parquet, Arrow IPC, JSON Lines (a first line
+that is a JSON object; a ``.json`` of JSON Lines is read as records), a JSON array of objects, or
+text. Binary, empty, undecodable and unsupported files (archives, compressed Parquet) are skipped
+and counted by reason (``SourceStats``); a damaged compressed stream is refused (WS212).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
+import stat
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from warmstart.errors import UsageError
-from warmstart.files import is_regular, refuse_special
+from warmstart.files import path_stat, refuse_special
 
-DEFAULT_INCLUDE = ("*.py", "*.txt", "*.md", "*.rst")
 STDLIB_EXCLUDE_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__",
                        "lib2to3", "turtledemo"}
-TEXT_CHUNK_BYTES = 64 * 1024  # a single plain-text file is split into ~64 KiB pseudo-documents
-
-
-@dataclass
-class Document:
-    key: str
-    text: str
-
-
-@dataclass
-class SourceStats:
-    files: int = 0
-    documents: int = 0
-    bytes: int = 0
-    skipped_binary: int = 0
-    skipped_empty: int = 0
-    skipped_undecodable: int = 0
-    skipped_examples: list[str] = field(default_factory=list)
-
-    def skip(self, kind: str, key: str) -> None:
-        setattr(self, f"skipped_{kind}", getattr(self, f"skipped_{kind}") + 1)
-        if len(self.skipped_examples) < 5:
-            self.skipped_examples.append(f"{key} ({kind})")
-
-    @property
-    def skipped(self) -> int:
-        return self.skipped_binary + self.skipped_empty + self.skipped_undecodable
-
-    def to_dict(self) -> dict:
-        return {"files": self.files, "documents": self.documents, "bytes": self.bytes,
-                "skipped_binary": self.skipped_binary, "skipped_empty": self.skipped_empty,
-                "skipped_undecodable": self.skipped_undecodable,
-                "skipped_examples": list(self.skipped_examples)}
+SNIFF = 8192  # bytes looked at for a NUL: a file holding one there is binary
+FIRST_LINE = 1 << 20  # bytes of a first line read to tell JSON Lines from text
+CODECS = {b"\x1f\x8b": "gz", b"\x28\xb5\x2f\xfd": "zst", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
+RECORD_KINDS = ("jsonl", "json", "parquet", "arrow")
+TEXT, SKIP = "text", "skip"
+SKIP_REASONS = ("binary", "empty", "undecodable", "unsupported", "damaged", "no text field", "bad record", "too large",
+                "hidden", "excluded by --include", "not a regular file", "dataset metadata", "other split",
+                "past --max-corpus-bytes")
 
 
 @dataclass
 class FileEntry:
     path: Path  # absolute
-    key: str  # relative name, used for the split hash
-    kind: str  # "text" | "jsonl" | "parquet"
+    key: str  # relative name, hashed for the split
     size: int
     mtime_ns: int
+    named: bool = False  # given as --data itself (a text file then splits into 64 KiB documents)
+    kind: str | None = None  # text | jsonl | json | parquet | arrow | skip (set by sniff)
+    codec: str = ""  # gz | zst | bz2 | xz | "" (set by sniff)
+    reason: str = ""  # why a skipped file is skipped
+
+    @property
+    def stat_key(self) -> tuple[int, int]:
+        return self.size, self.mtime_ns
+
+
+@dataclass
+class SourceStats:
+    """Files and documents read and what was skipped, by reason (``examples``: the first few names)."""
+
+    files: int = 0
+    documents: int = 0
+    bytes: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str, key: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+        if len(self.examples) < 5:
+            self.examples.append(f"{key} ({reason})")
+
+    def merge(self, other: "SourceStats | dict") -> None:
+        d = other.to_dict() if isinstance(other, SourceStats) else other
+        self.files += d.get("files", 0)
+        self.documents += d.get("documents", 0)
+        self.bytes += d.get("bytes", 0)
+        for reason, n in d.get("skipped", {}).items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + n
+        self.examples.extend(d.get("examples", [])[: 5 - len(self.examples)])
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def line(self) -> str:
+        """``3 binary, 1 empty`` (reasons in a fixed order), or ''."""
+        return ", ".join(f"{self.skipped[r]} {r}" for r in sorted(self.skipped, key=_reason_order) if self.skipped[r])
+
+    def to_dict(self) -> dict:
+        out = {"files": self.files, "documents": self.documents, "bytes": self.bytes,
+               "skipped": dict(sorted(self.skipped.items())), "examples": list(self.examples)}
+        for reason in ("binary", "empty", "undecodable"):
+            out[f"skipped_{reason}"] = self.skipped.get(reason, 0)
+        return out
+
+
+def _reason_order(reason: str) -> tuple[int, str]:
+    return (SKIP_REASONS.index(reason) if reason in SKIP_REASONS else len(SKIP_REASONS), reason)
+
+
+def doc_hash(key: str) -> int:
+    """The 64-bit hash of a document key that decides its split: held out when ``doc_hash / 2**64`` is
+    below ``val_fraction``."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8", errors="surrogateescape")).digest()[:8], "big")
 
 
 def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def _kind_of(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".jsonl") or name.endswith(".ndjson"):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    return "text"
+def _entry(path: Path, key: str, st: os.stat_result, named: bool = False) -> FileEntry:
+    return FileEntry(path, key, st.st_size, st.st_mtime_ns, named=named)
 
 
-def _entry(path: Path, key: str, kind: str | None = None) -> FileEntry:
-    st = path.stat()
-    return FileEntry(path, key, kind or _kind_of(path), st.st_size, st.st_mtime_ns)
+def _dataset_folder(root: Path, stats: SourceStats, prefix: str) -> list[FileEntry] | None:
+    """The Arrow files of a ``datasets`` ``save_to_disk`` folder, or None when ``root`` is not one."""
+    state, info, splits = root / "state.json", root / "dataset_info.json", root / "dataset_dict.json"
+    if splits.is_file():
+        names = _json_field(splits, "splits")
+        take = ["train"] if "train" in names else names
+        for other in (n for n in names if n not in take):
+            stats.skip("other split", f"{prefix}{other}")
+        return [f for name in take for f in (_dataset_folder(root / name, stats, f"{prefix}{name}/") or [])]
+    if not (state.is_file() and info.is_file()):
+        return None
+    out = []
+    for rec in _json_field(state, "_data_files"):
+        name = rec.get("filename") if isinstance(rec, dict) else None
+        p = root / str(name)
+        st = path_stat(p, "dataset file")
+        if not isinstance(name, str) or "/" in name or st is None or not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"the datasets folder lists a data file {name!r} that is not a file in it",
+                             fix="save the dataset again with save_to_disk", path=state)
+        out.append(_entry(p, f"{prefix}{name}", st))
+    stats.skip("dataset metadata", f"{prefix}state.json", 2)
+    return out
 
 
-def _walk(root: Path, include: tuple[str, ...], exclude_dirs: set[str] | None = None) -> list[FileEntry]:
+def _json_field(path: Path, name: str) -> list:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get(name)
+    except (OSError, ValueError, AttributeError):
+        value = None
+    if not isinstance(value, list):
+        raise UsageError(f"the datasets metadata file has no list '{name}'", fix="save the dataset again with "
+                         "save_to_disk, or pass its .arrow files", path=path)
+    return value
+
+
+def _walk(root: Path, include: tuple[str, ...], stats: SourceStats, prefix: str = "",
+          exclude_dirs: set[str] | None = None) -> list[FileEntry]:
+    """Every regular file under ``root`` (sorted), hidden names and globs left out and counted."""
+    found = _dataset_folder(root, stats, prefix)
+    if found is not None:
+        return found
     out: list[FileEntry] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames
-                             if not d.startswith(".") and not (exclude_dirs and d in exclude_dirs))
+        for d in [d for d in dirnames if d.startswith(".")]:
+            stats.skip("hidden", f"{prefix}{Path(dirpath, d).relative_to(root).as_posix()}/")
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (exclude_dirs and d in exclude_dirs))
         for fn in sorted(filenames):
-            if fn.startswith("."):
-                continue
             full = Path(dirpath) / fn
-            rel = full.relative_to(root).as_posix()
-            if not any(fnmatch.fnmatch(fn, pat) or fnmatch.fnmatch(rel, pat) for pat in include):
+            rel = prefix + full.relative_to(root).as_posix()
+            if fn.startswith("."):
+                stats.skip("hidden", rel)
                 continue
-            if not full.is_file():
+            if include and not any(fnmatch.fnmatch(fn, p) or fnmatch.fnmatch(rel[len(prefix):], p) for p in include):
+                stats.skip("excluded by --include", rel)
                 continue
-            out.append(_entry(full, rel))
+            st = path_stat(full, "corpus file")
+            if st is None or not stat.S_ISREG(st.st_mode):  # a FIFO, a device, a broken link: never opened
+                stats.skip("not a regular file", rel)
+                continue
+            out.append(_entry(full, rel, st))
     return out
 
 
 def resolve_files(data: list[str] | tuple[str, ...] | None, include: list[str] | tuple[str, ...] | None = None,
-                  ) -> tuple[list[FileEntry], list[str]]:
-    """The files of the corpus and human names of the sources (for provenance ``data_sources``)."""
-    inc = tuple(include) if include else DEFAULT_INCLUDE
+                  stats: SourceStats | None = None) -> tuple[list[FileEntry], list[str]]:
+    """The files of the corpus and the names of its sources (provenance ``data_sources``; a cache's
+    manifest keeps only their last component); what the listing leaves out is counted in ``stats``."""
+    stats = stats if stats is not None else SourceStats()
+    inc = tuple(include or ())
     if not data:
         root = stdlib_dir()
-        files = _walk(root, ("*.py",), STDLIB_EXCLUDE_DIRS)
-        return files, [f"python-stdlib:{root}"]
+        return _walk(root, ("*.py",), stats, exclude_dirs=STDLIB_EXCLUDE_DIRS), [f"python-stdlib:{root}"]
     files: list[FileEntry] = []
     names: list[str] = []
-    multi = len(data) > 1
     for i, spec in enumerate(data):
         p = Path(spec).expanduser()
-        if refuse_special(p, "data source") is None:  # a FIFO or a device is refused by name, never opened
+        st = refuse_special(p, "data source")  # a FIFO or a device is refused by name, never opened
+        if st is None:
             raise UsageError(f"data source '{spec}' does not exist",
-                             fix="pass a text file, a directory, a .jsonl/.parquet file, or a prepared "
-                                 "token cache to --data", path=spec)
-        prefix = f"{i}:" if multi else ""
-        if p.is_dir():
-            found = _walk(p, inc)
-            for f in found:
-                f.key = prefix + f.key
-            files.extend(found)
+                             fix="pass a text file, a directory, a .jsonl/.json/.parquet/.arrow file (compressed "
+                                 "or not), a datasets folder, or a prepared token cache to --data", path=spec)
+        prefix = f"{i}:" if len(data) > 1 else ""
+        if stat.S_ISDIR(st.st_mode):
+            files.extend(_walk(p, inc, stats, prefix))
         else:
-            files.append(_entry(p, prefix + p.name))
+            files.append(_entry(p, prefix + p.name, st, named=True))
         names.append(str(p.resolve()))
     return files, names
 
 
-SNIFF = 8192  # bytes looked at for a NUL: a file holding one there is binary
-
-
-def _open_regular(path: Path):
-    """``path`` opened for reading bytes; OSError for anything but a regular file (never opened)."""
-    if not is_regular(path, "corpus file"):
-        raise OSError(f"{path} is not a regular file")
-    return open(path, "rb")
-
-
-def _decode(raw: bytes) -> str | None:
-    if b"\x00" in raw[:SNIFF]:
-        return None  # binary
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return ""  # undecodable marker (distinct from None)
-
-
-def _split_text(text: str, key: str) -> Iterator[Document]:
-    if len(text) <= TEXT_CHUNK_BYTES:
-        yield Document(key, text)
-        return
-    part, start = 0, 0
-    while start < len(text):
-        end = min(len(text), start + TEXT_CHUNK_BYTES)
-        if end < len(text):
-            nl = text.rfind("\n", start, end)
-            if nl > start:
-                end = nl + 1
-        yield Document(f"{key}#part-{part}", text[start:end])
-        part += 1
-        start = end
-
-
-def iter_documents(files: list[FileEntry], *, text_field: str = "text", stats: SourceStats,
-                   max_bytes: int | None = None, split_single_text: bool = True) -> Iterator[Document]:
-    """Yield documents; binary / empty / undecodable inputs are skipped and counted in ``stats``."""
-    total = 0
-    for f in files:
-        if max_bytes is not None and total >= max_bytes:
-            break
-        stats.files += 1
-        if f.kind == "parquet":
-            docs = _parquet_docs(f, text_field, stats)
-        elif f.kind == "jsonl":
-            docs = _jsonl_docs(f, text_field, stats)
-        else:
-            try:
-                raw = read_bounded(f.path, f.size, None if max_bytes is None else max_bytes - total)
-            except OSError:
-                stats.skip("undecodable", f.key)
-                continue
-            raw = _whole_chars(raw) if len(raw) < f.size else raw
-            if not raw.strip():
-                stats.skip("empty", f.key)
-                continue
-            text = _decode(raw)
-            if text is None:
-                stats.skip("binary", f.key)
-                continue
-            if text == "":
-                stats.skip("undecodable", f.key)
-                continue
-            docs = _split_text(text, f.key) if (split_single_text and len(files) == 1) else iter(
-                [Document(f.key, text)])
-        for d in docs:
-            stats.documents += 1
-            n = len(d.text.encode("utf-8", errors="replace"))
-            stats.bytes += n
-            total += n
-            yield d
-            if max_bytes is not None and total >= max_bytes:
-                return  # the byte budget bounds reading within a file too
-
-
-def read_bounded(path: Path, size: int, budget: int | None = None) -> bytes:
-    """A regular file's bytes, at most the ``size`` it had when listed (a file that grows meanwhile is
-    not followed) and at most ``budget`` (the corpus byte budget left), never a special file. A file
-    whose first 8 KiB hold a NUL byte (binary, e.g. a huge sparse file) gives those 8 KiB only."""
-    limit = size if budget is None else max(0, min(size, budget))
-    with _open_regular(path) as fh:
-        head = fh.read(min(limit, SNIFF))
-        return head if b"\x00" in head else head + fh.read(limit - len(head))
-
-
-def _whole_chars(raw: bytes) -> bytes:
-    """Bytes cut at a budget with the partial UTF-8 character at their end dropped."""
-    for k in range(1, min(4, len(raw)) + 1):
-        lead = raw[-k]
-        if lead & 0xC0 != 0x80:  # ASCII or the lead byte of the last character
-            need = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
-            return raw if need <= k else raw[:-k]
-    return raw
-
-
-def _lines(fh, size: int) -> Iterator[bytes]:
-    """The lines of a file, read up to the ``size`` it had when listed (never past it)."""
-    left = size
-    while left > 0:
-        line = fh.readline(left)
-        if not line:
-            return
-        left -= len(line)
-        yield line
-
-
-def _jsonl_docs(f: FileEntry, text_field: str, stats: SourceStats) -> Iterator[Document]:
-    try:
-        fh = _open_regular(f.path)
-    except OSError:
-        stats.skip("undecodable", f.key)
-        return
-    with fh:
-        for n, line in enumerate(_lines(fh, f.size)):
-            if not line.strip():
-                continue
-            key = f"{f.key}#line-{n}"
-            try:
-                rec = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                stats.skip("undecodable", key)
-                continue
-            text = rec.get(text_field) if isinstance(rec, dict) else None
-            if not isinstance(text, str):
-                if isinstance(rec, dict) and text_field not in rec:
-                    raise UsageError(
-                        f"JSONL record {key} has no field '{text_field}' (fields: {', '.join(list(rec)[:8])})",
-                        fix="pass --text-field NAME naming the field that holds the text", path=f.path)
-                stats.skip("undecodable", key)
-                continue
-            if not text.strip():
-                stats.skip("empty", key)
-                continue
-            yield Document(key, text)
-
-
-def _parquet_docs(f: FileEntry, text_field: str, stats: SourceStats) -> Iterator[Document]:
-    try:
-        import pyarrow.parquet as pq  # type: ignore
-    except ImportError:
-        raise UsageError(f"{f.path} is a Parquet file but pyarrow is not installed",
-                         fix="pip install pyarrow (or 'warmstart[parquet]'), or convert the data to JSONL",
-                         path=f.path) from None
-    pf = pq.ParquetFile(f.path)
-    if text_field not in pf.schema_arrow.names:
-        raise UsageError(f"Parquet file has no column '{text_field}' (columns: {', '.join(pf.schema_arrow.names)})",
-                         fix="pass --text-field NAME", path=f.path)
-    row = 0
-    for batch in pf.iter_batches(columns=[text_field]):
-        for text in batch.column(0).to_pylist():
-            key = f"{f.key}#row-{row}"
-            row += 1
-            if not isinstance(text, str) or not text.strip():
-                stats.skip("empty", key)
-                continue
-            yield Document(key, text)
+__all__ = ["CODECS", "FileEntry", "RECORD_KINDS", "SourceStats", "doc_hash", "resolve_files", "stdlib_dir"]

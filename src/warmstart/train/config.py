@@ -23,6 +23,7 @@ import yaml
 from warmstart.arch.attention import ATTENTIONS, POSITIONS
 from warmstart.checkpoint.run import RunDir, read_yaml
 from warmstart.choices import DEVICES, Choices
+from warmstart.data.settings import DataSettings
 from warmstart.errors import ResumeError, UsageError
 
 SCHEDULES = Choices(("cosine", "wsd", "constant"))  # optim.lr_at implements each
@@ -31,6 +32,7 @@ OPTIMIZERS = Choices(("adamw", "adamw-bf16", "adamw-8bit"))  # optim.build_optim
 EVAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SCRATCH_LR = 2e-3  # default peak learning rate from scratch
 INIT_LR = 5e-5  # default peak learning rate with --init: continued pretraining wants a far smaller step
+DATA = DataSettings()  # the defaults of the data options (data/settings.py declares them once)
 
 
 def _sci(x: float) -> str:
@@ -54,22 +56,27 @@ class TrainConfig:
     preset: str = option("llama-small", help="Model shape for scratch runs (ignored with --init).")
     init: str | None = option(None, help="Checkpoint to continue pretraining from (warm start, gated).")
     tokenizer: str | None = option(None, help="tokenizer.json to use; default: train a BPE on the corpus.")
-    vocab_size: int = option(8192, help="Vocabulary of the byte-level BPE trained on the corpus (scratch).")
+    vocab_size: int = option(DATA.vocab_size, help="Vocabulary of the byte-level BPE trained on the corpus (scratch).")
     # data
-    data: list[str] = option(default_factory=list, help="Text file, directory, .jsonl, .parquet or prepared "
-                             "cache (repeatable). PATH:WEIGHT on every --data makes a mixture sampled by token "
-                             "share, e.g. --data code/:0.9 --data replay.jsonl:0.1 (an existing path is never "
+    data: list[str] = option(default_factory=list, help="Text file, directory (files taken by content), JSON "
+                             "Lines / JSON / Parquet / Arrow file (also .gz, .zst, .bz2, .xz), datasets folder, or "
+                             "prepared cache (repeatable). PATH:WEIGHT on every --data makes a mixture sampled by "
+                             "token share, e.g. --data code/:0.9 --data replay.jsonl:0.1 (an existing path is never "
                              "split at ':'). Default: the Python stdlib.")
     eval_data: list[str] = option(default_factory=list, help="NAME=PATH: an extra validation set (repeatable), "
                                   "evaluated beside val at step 0, at every evaluation and in the summary, e.g. "
                                   "--eval-data retain=old_corpus/.")
-    include: list[str] = option(default_factory=list, help="Glob for directory sources (repeatable), e.g. '*.py'.")
-    text_field: str = option("text", help="JSONL / Parquet field holding the text.")
-    max_corpus_bytes: int | None = option(None, help="Read at most this many bytes of text.")
-    val_fraction: float = option(0.02, help="Share of documents held out for validation.")
-    cache_dir: str | None = option(None, help="Token cache root (default $WARMSTART_CACHE or "
+    include: list[str] = option(default_factory=list, help="Glob for directory sources (repeatable), e.g. '*.py' "
+                                "(default: every file, by content).")
+    text_field: str = option(DATA.text_field, help="JSON / Parquet / Arrow field holding the text.")
+    max_corpus_bytes: int | None = option(DATA.max_corpus_bytes, help="Read at most this many bytes of text.")
+    val_fraction: float = option(DATA.val_fraction, help="Share of documents held out for validation.")
+    cache_dir: str | None = option(DATA.cache_dir, help="Token cache root (default $WARMSTART_CACHE or "
                                    "~/.cache/warmstart/tokens).")
-    seq_len: int = option(128, help="Tokens per training sequence.")
+    workers: int | None = option(DATA.workers, help="Cores tokenizing a raw corpus (default: all).")
+    skip_bad_records: bool = option(DATA.skip_bad_records, help="Count and skip corpus records that are not "
+                                    "JSON or not text, and damaged compressed files, instead of stopping.")
+    seq_len: int = option(DATA.seq_len, help="Tokens per training sequence.")
     batch_size: int = option(8, help="Sequences per micro-batch.")
     grad_accum: int = option(1, help="Micro-batches per optimizer step.", aliases=("accum", "gradient_accumulation"))
     # optimisation
@@ -153,6 +160,10 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def data_settings(self, **changes) -> DataSettings:
+        """The data settings this config holds (the one bridge into ``warmstart.data``)."""
+        return DataSettings.taken_from(self).replace(**changes)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> "TrainConfig":
         return cls(**normalize_keys(d, source=source))
@@ -188,7 +199,7 @@ class TrainConfig:
 
     def _ranges(self, need) -> None:
         """The ranges of the options ``validate`` does not check one by one."""
-        at_least_1 = ("max_corpus_bytes", "max_tokens", "lr_decay_steps")
+        at_least_1 = ("max_corpus_bytes", "max_tokens", "lr_decay_steps", "workers")
         for name in at_least_1:
             value = getattr(self, name)
             need(value is None or value >= 1, f"--{name.replace('_', '-')} {value} must be at least 1")

@@ -103,8 +103,7 @@ def load_eval_sets(cfg, tokenizer, say: Callable[[str], None]) -> dict[str, Any]
 
     sets = {}
     for name, path in cfg.eval_sets():
-        ds = build_eval_set(path, tokenizer=tokenizer, seq_len=cfg.seq_len, include=cfg.include or None,
-                            text_field=cfg.text_field, cache_dir=cfg.cache_dir, log=say)
+        ds = build_eval_set(path, tokenizer=tokenizer, settings=cfg.data_settings(), log=say)
         n = len(ds.val_window_indices(cfg.eval_tokens))
         say(f"eval set {name}: {ds.meta.get('val_docs', '?')} documents, {len(ds.val):,} tokens; "
             f"evaluated on {n} windows of {ds.seq_len}")

@@ -167,8 +167,9 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
     source = resolve_source(cfg, run_dir, device=dist.device, say=out.print, dist=dist)  # --init: gates 1-6
     if source.config is not None:  # before the data pass: the window must fit the model's positions
         decide_on_main(dist, lambda: _within_positions(cfg, source.config))
-    ds = _load_data(cfg, source, out.print, dist)
-    evals = _rank0_first(dist, lambda: load_eval_sets(cfg, ds.tokenizer, out.print), _fingerprints, "--eval-data")
+    ds = _load_data(cfg, source, out.print, dist, quiet or not dist.is_main)
+    evals = _every_rank_builds(dist, lambda: load_eval_sets(cfg, ds.tokenizer, out.print), _fingerprints,
+                               "--eval-data")
     mcfg, context = source.model_config(cfg, ds)
     cfg, mode = decide_on_main(dist, lambda: _settings(cfg, source, ds, mcfg, dist, out.print))
     shard = (lambda m: shard_model(m, cfg, dist)) if mode == "fsdp" else None
@@ -346,37 +347,45 @@ def _runtime(device: torch.device, cfg: TrainConfig) -> AmpFactory:
     return amp_context(device, cfg.dtype)
 
 
-def _load_data(cfg: TrainConfig, source: ModelSource, say: Callable[[str], None], dist: Dist) -> TokenDataset:
-    """The token dataset (one corpus or a weighted mixture). Under several ranks rank 0 builds it
-    (tokenizer training, token caches) first; the others then build the same, finding every cache
-    (``say`` prints on rank 0 alone)."""
+def _load_data(cfg: TrainConfig, source: ModelSource, say: Callable[[str], None], dist: Dist,
+               quiet: bool) -> TokenDataset:
+    """The token dataset (one corpus or a weighted mixture), built by every rank (``_every_rank_builds``)."""
     def build() -> TokenDataset:
-        ds = build_dataset(cfg.data or None, include=cfg.include or None, text_field=cfg.text_field,
-                           tokenizer=source.tokenizer, vocab_size_=cfg.vocab_size, seq_len=cfg.seq_len,
-                           val_fraction=cfg.val_fraction, max_corpus_bytes=cfg.max_corpus_bytes,
-                           cache_dir=cfg.cache_dir, log=say)
+        ds = build_dataset(cfg.data or None, cfg.data_settings(), tokenizer=source.tokenizer, log=say, quiet=quiet)
         say(ds.summary())
         return ds
 
-    return _rank0_first(dist, build, lambda ds: ds.fingerprint, "--data")
+    return _every_rank_builds(dist, build, lambda ds: ds.fingerprint, "--data")
 
 
 def _fingerprints(sets: dict) -> dict[str, str]:
     return {name: ds.fingerprint for name, ds in sets.items()}
 
 
-def _rank0_first(dist: Dist, build: Callable, fingerprint: Callable, what: str):
-    """``build()`` on rank 0 first (it tokenizes and fills the caches), then on the other ranks, which
-    find every cache; each checks that it holds the very data rank 0 holds (the same fingerprint)."""
+def _every_rank_builds(dist: Dist, build: Callable, fingerprint: Callable, what: str):
+    """``build()`` on every rank at once: the token cache's lock, not a collective, makes the ranks wait
+    for the one that tokenizes (polling the lock, printing its progress, however long it takes); then
+    each rank checks that it holds the very data rank 0 holds (the same fingerprint), and a failure on
+    rank 0 is every rank's."""
+    if not dist.several:
+        return build()
+    mine, err = None, None
+    if not dist.is_main:
+        try:
+            mine = build()
+        except Exception as e:  # reported after rank 0's verdict: rank 0's own failure comes first
+            err = e
+
     def adopt(expected):
-        got = build()
-        if fingerprint(got) != expected:
+        if err is not None:
+            raise local_error(err)
+        if fingerprint(mine) != expected:
             raise local_error(UsageError(
-                f"rank {dist.rank} built {what} with fingerprint {fingerprint(got)}, rank 0 with {expected}",
+                f"rank {dist.rank} built {what} with fingerprint {fingerprint(mine)}, rank 0 with {expected}",
                 why="every rank must train on the same tokens",
                 fix="put --cache-dir on a filesystem every node mounts, or `warmstart prepare` the corpus once "
                     "and pass the printed cache as --data"))
-        return got
+        return mine
 
     return decide_on_main(dist, build, share=fingerprint, adopt=adopt)
 

@@ -20,6 +20,7 @@ def _module(name: str):
 
 
 _checkpoints, _options, _runs = _module("test_checkpoints"), _module("test_options"), _module("test_runs")
+_data = _module("test_data")
 CASES, PARAMS = _checkpoints.CASES, _checkpoints.PARAMS
 OPTION_CASES = _options.OPTION_CASES
 CACHE_CASES, OUTPUT_CASES, RESUME_CASES = _runs.CACHE_CASES, _runs.OUTPUT_CASES, _runs.RESUME_CASES
@@ -39,6 +40,7 @@ def test_at_least_a_hundred_cases_over_every_command_and_category():
     assert len(PARAMS) + len(OPTION_CASES) + len(RESUME_CASES) + len(CACHE_CASES) + len(OUTPUT_CASES) >= 100
     assert len(RUN_FILE_CASES) >= 25 and len(RESUME_STATE_CASES) >= 35
     assert RESUME_CASES and CACHE_CASES and OUTPUT_CASES  # resume, cache, output (concurrency: test_runs.py)
+    assert len(_data.BAD_INPUT) + len(_data.MIXTURE_CASES) + len(_data.PREPARED_CASES) >= 30  # corpora, mixtures
 
 
 def test_every_code_warmstart_raises_is_documented():
@@ -48,4 +50,6 @@ def test_every_code_warmstart_raises_is_documented():
              if isinstance(cls, type) and issubclass(cls, errors.WarmstartError) and re.fullmatch(r"WS\d{3}", cls.code)}
     assert codes - {"WS000"} <= DOCUMENTED, sorted(codes - DOCUMENTED)
     asserted = {c.code for c in CASES} | {code for _, code in OPTION_CASES.values()}
+    asserted |= {code for cases in (_data.BAD_INPUT, _data.MIXTURE_CASES, _data.PREPARED_CASES)
+                 for _, code, _ in cases.values()}
     assert asserted <= DOCUMENTED

@@ -258,6 +258,11 @@ def read_mixture(path: str | Path) -> list[tuple[Path, float, str]]:
     if not out or not all(math.isfinite(w) and w > 0 for _, w, _ in out):
         raise DamagedCacheError("the prepared mixture's mixture.json is not a list of entries with positive weights",
                                 fix="run `warmstart prepare` with the weighted --data again", path=p)
+    for entry, _, name in out:
+        if not (entry / "manifest.json").is_file():
+            raise DamagedCacheError(f"the prepared mixture's source {name} names an entry with no manifest.json "
+                                    f"({entry.name})", why="the mixture's data is gone",
+                                    fix="run `warmstart prepare` with the weighted --data again", path=p)
     return out
 
 

@@ -20,6 +20,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -260,7 +261,9 @@ def run_units(specs: list[UnitSpec], tokenizer: Tokenizer, entry: Path, cores: i
     queue = ctx.SimpleQueue()
     drain = threading.Thread(target=_drain, args=(queue, progress), daemon=True)
     drain.start()
-    pool = ctx.Pool(procs, initializer=_init_worker, initargs=(str(entry / TOKENIZER), max(1, cores // procs), queue))
+    with _main_module_hidden():
+        pool = ctx.Pool(procs, initializer=_init_worker, initargs=(str(entry / TOKENIZER), max(1, cores // procs),
+                                                                   queue))
     try:
         by_id = {spec.id: spec for spec in specs}
         for uid, kind, payload in pool.imap_unordered(_work, specs, chunksize=1):
@@ -273,6 +276,22 @@ def run_units(specs: list[UnitSpec], tokenizer: Tokenizer, entry: Path, cores: i
         pool.join()
         queue.put(None)
         drain.join()
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Spawned workers need nothing of the caller's ``__main__`` (their functions live here), so it is not
+    named to them: a script without an ``if __name__ == "__main__"`` guard is then not run again in each."""
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if hasattr(main, k)}
+    try:
+        main.__spec__ = None
+        if "__file__" in saved:
+            del main.__file__
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
 
 
 @contextlib.contextmanager

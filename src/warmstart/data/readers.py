@@ -33,6 +33,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import zstandard
+
 from warmstart.data.sources import CODECS, SKIP, SNIFF, TEXT, FileEntry, SourceStats
 from warmstart.errors import (
     BadInputError, DamagedStreamError, DamagedTableError, RecordTooLargeError, SourceChangedError, UsageError,
@@ -104,14 +106,12 @@ class CountingReader(io.RawIOBase):
 
 
 def _zstd_reader(raw):
-    import zstandard
-
     return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), BLOCK)
 
 
 _OPENERS = {"gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"), "bz2": bz2.BZ2File, "xz": lzma.LZMAFile,
             "zst": _zstd_reader, "": lambda raw: io.BufferedReader(raw, BLOCK)}
-_STREAM_ERRORS = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, OSError, ValueError)
+_STREAM_ERRORS = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, zstandard.ZstdError, OSError, ValueError)
 
 
 def zstd_frames_end(fh, size: int) -> str | None:
@@ -181,20 +181,21 @@ def _classify(head: bytes, more: bool) -> tuple[str, str]:
     body = head.removeprefix(codecs.BOM_UTF8).lstrip()
     if not body and not more:
         return SKIP, "empty"
-    try:
-        codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=not more)
-    except UnicodeDecodeError:
-        return SKIP, "undecodable"
     if body.startswith(b"[") and body[1:].lstrip().startswith(b"{"):
-        return "json", ""
+        return "json", ""  # records: each is checked as it is read
     if body.startswith(b"{"):
         line, nl, _ = body.partition(b"\n")
         if not nl and more:
             return "jsonl", ""  # a first line longer than what was read: one long JSON record per line
         try:
-            return ("jsonl", "") if isinstance(json.loads(line), dict) else (TEXT, "")
-        except ValueError:
-            return TEXT, ""
+            if isinstance(json.loads(line), dict):
+                return "jsonl", ""
+        except (ValueError, RecursionError):
+            pass
+    try:
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=not more)
+    except UnicodeDecodeError:
+        return SKIP, "undecodable"
     return TEXT, ""
 
 
@@ -565,9 +566,19 @@ def _changed(entry: FileEntry, when: str) -> SourceChangedError | None:
 def read_pieces(entry: FileEntry, opts: ReadOptions, stats: SourceStats, start: int = 0,
                 digest: dict | None = None) -> Iterator[Piece | Abort]:
     """The pieces of the file from record ``start`` on; ``digest["sha256"]`` is its content's hash after
-    the last piece. The file must not change meanwhile (SourceChangedError, WS215)."""
+    the last piece. The file must not change meanwhile (SourceChangedError, WS215). A damaged file
+    (WS212, WS213) stops here, or under ``skip_bad`` ends with what was read before the damage."""
     if err := _changed(entry, "since it was listed"):
         raise err
+    try:
+        yield from _read(entry, opts, stats, start, digest)
+    except (DamagedStreamError, DamagedTableError):
+        if not opts.skip_bad:
+            raise
+        stats.skip("damaged", entry.key)
+
+
+def _read(entry: FileEntry, opts: ReadOptions, stats: SourceStats, start: int, digest: dict | None):
     if entry.kind in ("parquet", "arrow"):
         try:
             yield from _table_pieces(entry, opts, stats, start)

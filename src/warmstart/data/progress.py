@@ -24,6 +24,7 @@ from warmstart.errors import CacheBusyError
 LOCK, STATUS = ".lock", ".progress.json"
 STATUS_EVERY = 3.0  # seconds between status file writes
 LINE_EVERY = 30.0  # seconds between progress lines when stderr is not a terminal
+FIRST_WAIT_LINE = 5.0  # seconds a waiter waits before it says so
 POLL = 1.0  # seconds between a waiter's attempts at the lock
 
 
@@ -81,7 +82,7 @@ class EntryLock:
 
     def wait(self, exclusive: bool, say: Callable[[str], None], entry: Path) -> None:
         """Take the lock, waiting as long as the holder works; progress lines every ``LINE_EVERY`` s."""
-        last = time.monotonic()
+        last = time.monotonic() - LINE_EVERY + FIRST_WAIT_LINE
         while not self.take(exclusive):
             if time.monotonic() - last >= LINE_EVERY:
                 say(f"waiting for {self.holder()} preparing {entry}: {read_status(entry)}")

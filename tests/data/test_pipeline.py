@@ -277,3 +277,62 @@ def test_a_cache_moved_elsewhere_is_the_same_data_and_housekeeping(corpus, tmp_p
     assert cleaned.exit == 0 and "removed" in cleaned.out, cleaned.text
     assert "unreferenced" not in cli("prepare", "--list", "--cache-dir", tmp_path / "cache").out
     assert len(decoded_docs(prep([corpus], tmp_path / "cache", tiny_tokenizer))) == len(CORPUS_FILES)
+
+
+# ------------------------------------------------------------------ settings, sampler, mixtures
+
+
+def test_the_data_settings_cross_from_the_config_once():
+    import dataclasses
+
+    from warmstart.train.config import TrainConfig
+
+    cfg = TrainConfig(seq_len=64, include=["*.py"], workers=3, skip_bad_records=True, cache_dir="/c")
+    s = cfg.data_settings()
+    assert (s.seq_len, s.include, s.workers, s.skip_bad_records, s.cache_dir) == (64, ("*.py",), 3, True, "/c")
+    defaults, train = DataSettings(), TrainConfig()
+    for f in dataclasses.fields(DataSettings):  # one default for each setting both hold
+        if hasattr(train, f.name):
+            assert getattr(train, f.name) == (list(getattr(defaults, f.name)) if f.name == "include"
+                                              else getattr(defaults, f.name)), f.name
+
+
+def test_the_window_order_is_computed_per_index_and_resumes_exactly():
+    import tracemalloc
+
+    from warmstart.data import BatchSampler
+    from warmstart.data.sampler import permute
+
+    n = 7 * 10**10  # 70 billion windows: nothing of that size is ever built
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    s = BatchSampler(n, seed=3)
+    first = [s.next_indices(16) for _ in range(5)]
+    took, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert took < 1.0 and peak < 1 << 20 and all(((b >= 0) & (b < n)).all() for b in first)
+    state = json.loads(json.dumps(s.state_dict()))
+    rest = s.next_indices(32)
+    again = BatchSampler(n, seed=3)
+    again.load_state_dict(state)
+    assert np.array_equal(again.next_indices(32), rest)
+    for m in (1, 2, 3, 97, 4096, 5000):
+        assert sorted(permute(np.arange(m), m, 1, 0).tolist()) == list(range(m))
+
+
+def test_a_prepared_mixture_is_the_weighted_list(tmp_path, tiny_tokenizer):
+    from _hostile import cli
+
+    a, b = make_corpus(tmp_path / "a", CORPUS_FILES[:6]), make_corpus(tmp_path / "b", CORPUS_FILES[6:])
+    tok = tmp_path / "tok.json"
+    tiny_tokenizer.save(str(tok))
+    o = cli("prepare", "--data", f"{a}:3", "--data", f"{b}:1", "--tokenizer", tok, "--seq-len", 32, "--cache-dir",
+            tmp_path / "cache")
+    assert o.exit == 0, o.text
+    mix_dir = next(line.split("cache: ", 1)[1] for line in o.out.splitlines() if line.startswith("cache: "))
+    prepared = build_dataset([mix_dir], DataSettings(seq_len=32))
+    listed = build_dataset([f"{a}:3", f"{b}:1"], DataSettings(seq_len=32, cache_dir=str(tmp_path / "cache")),
+                           tokenizer=tiny_tokenizer)
+    assert prepared.fingerprint == listed.fingerprint and prepared.weights == listed.weights == [0.75, 0.25]
+    sa, sb = prepared.sampler(5), listed.sampler(5)
+    assert np.array_equal(prepared.train_windows(sa.next_indices(20)), listed.train_windows(sb.next_indices(20)))

@@ -40,13 +40,12 @@ from tokenizers import Tokenizer
 from warmstart.data.manifest import (
     FORMAT, MANIFEST, OLD_FORMATS, SHARDS, TOKENIZER, damaged, damaged_units, read_manifest,
 )
-from warmstart.data.mixture import MixtureDataset, parse_data_specs
 from warmstart.data.sampler import BatchSampler
-from warmstart.data.settings import DataSettings, default_cache_dir
+from warmstart.data.settings import DataSettings
 from warmstart.data.shards import doc_ends
 from warmstart.data.sources import SourceStats
 from warmstart.data.tokenizer import load_tokenizer, tokenizer_hash, vocab_size
-from warmstart.errors import DamagedCacheError, EmptyCorpusError, UsageError
+from warmstart.errors import EmptyCorpusError, UsageError
 
 HOLDOUT, EVAL = "holdout", "eval"  # the roles of a view
 Log = Callable[[str], None]
@@ -160,9 +159,9 @@ def _gather(stream: TokenStream, indices: np.ndarray, seq_len: int, vocab: int) 
         s = int(i) * seq_len
         out[row] = stream.read(s, s + seq_len + 1)
     if len(out) and int(out.max()) >= vocab:
-        row = int(np.argmax(out.max(axis=1)))
-        where = next(stream.shards.name(sh) for _, sh, _, _ in stream.pieces(int(indices[row]) * seq_len,
-                                                                              int(indices[row]) * seq_len + seq_len + 1))
+        start = int(indices[int(np.argmax(out.max(axis=1)))]) * seq_len
+        where = [stream.shards.name(sh) for _, sh, lo, hi in stream.pieces(start, start + seq_len + 1)
+                 if int(stream.shards.ids(sh)[lo:hi].max()) >= vocab][0]
         raise damaged(stream.shards.entry / where, f"{where} holds token id {int(out.max())}, past the tokenizer's "
                                                    f"{vocab} ids")
     return out

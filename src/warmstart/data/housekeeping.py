@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from warmstart.data.manifest import MANIFEST, OLD_FORMATS, SHARDS, TOKENIZER, read_manifest
+from warmstart.data.manifest import MANIFEST, OLD_FORMATS, SHARDS, read_manifest
 from warmstart.data.mixture import MIXTURE, read_mixture
 from warmstart.data.progress import LOCK, STATUS, EntryLock
 from warmstart.errors import DamagedCacheError

@@ -41,7 +41,7 @@ from warmstart.data.shards import TMP
 from warmstart.data.sources import SKIP, FileEntry, SourceStats, doc_hash, resolve_files, stdlib_dir
 from warmstart.data.tokenizer import eos_id, load_tokenizer, tokenizer_hash, vocab_size
 from warmstart.data.units import UnitSpec, UnitState, cache_write_error, run_unit
-from warmstart.errors import CacheWriteError, DamagedCacheError, EmptyCorpusError, WarmstartError
+from warmstart.errors import DamagedCacheError, EmptyCorpusError, WarmstartError
 
 Log = Callable[[str], None]
 

@@ -123,8 +123,8 @@ class ShardWriter:
         n = t.tokens + v.tokens
         ends = np.concatenate([t.ends.values, v.ends.values + t.tokens])
         hashes = np.concatenate([t.hashes.values, v.hashes.values])
-        record = {**header, "name": self.name, "dtype": self.dtype.name, "train_tokens": t.tokens, "val_tokens": v.tokens,
-                  "train_docs": t.ends.n, "val_docs": v.ends.n, **_content(t.path, self.dtype, n),
+        record = {**header, "name": self.name, "dtype": self.dtype.name, "train_tokens": t.tokens,
+                  "val_tokens": v.tokens, "train_docs": t.ends.n, "val_docs": v.ends.n, **_content(t.path, self.dtype, n),
                   "candidates": _candidates(t.ends.values, t.hashes.values)}
         os.replace(t.path, self.dir / f"{self.name}.bin")
         full = {**record, "resume": resume}

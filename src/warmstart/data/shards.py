@@ -32,6 +32,8 @@ TMP = ".tmp"
 
 
 def fsync_dir(path: Path) -> None:
+    """Make renames in ``path`` durable. (checkpoint/write.py has the same; importing it here would import
+    torch into every tokenizing worker.)"""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

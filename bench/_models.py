@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from warmstart.arch import CausalLM
 from warmstart.arch import loss as loss_mod
+from warmstart.train import fp8
 from warmstart.train.compile import compile_blocks
 
 # warmstart preset -> litgpt.config.Config.from_name
@@ -24,13 +25,33 @@ def logits_loss(forward):
     return loss
 
 
+FP8_VARIANTS = {"warmstart-fp8": "tensorwise", "warmstart-fp8-rowwise": "rowwise"}  # --fp8 as pretrain runs it
+
+
+@torch.no_grad()
+def init_on_device(model: CausalLM, seed: int) -> None:
+    """The scratch init's distribution (normal(0, initializer_range), norms the identity, biases zero) drawn on
+    the model's device: an 8B model's CPU init takes minutes; throughput does not depend on the values' seed."""
+    torch.manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("norm.weight"):
+            p.fill_(1.0 - model.cfg.norm_weight_offset)
+        elif name.endswith(".bias"):
+            p.zero_()
+        else:
+            p.normal_(0.0, model.cfg.initializer_range)
+
+
 def warmstart_model(variant: str, cfg, device, act_ckpt: bool, seed: int):
-    model = CausalLM(cfg)
-    model.reset_parameters(seed)
-    model = model.to(device=device, dtype=torch.float32).train()
+    with torch.device(device):
+        model = CausalLM(cfg)
+    init_on_device(model, seed)
+    model = model.to(dtype=torch.float32).train()
     model.activation_checkpointing = act_ckpt
-    if variant in ("warmstart", "warmstart-inductor-ce", "warmstart-eager"):
+    if variant in ("warmstart", "warmstart-inductor-ce", "warmstart-eager", *FP8_VARIANTS):
         kernel = "inductor" if variant == "warmstart-inductor-ce" else "triton"
+        if variant in FP8_VARIANTS:
+            fp8.convert_blocks(model, FP8_VARIANTS[variant], torch.device(device))
         if variant != "warmstart-eager":
             compile_blocks(model)
 

@@ -11,6 +11,8 @@ Variants (``--variants``, comma separated):
   warmstart            blocks compiled one by one (train/compile.py) + fused LM head/loss (arch/loss.py)
   warmstart-inductor-ce  the same with the loss's per-chunk arithmetic through torch.compile, not Triton
   warmstart-eager      no compilation, fused LM head/loss (the default CPU path)
+  warmstart-fp8        warmstart with --fp8 tensorwise: the blocks' linear layers through torchao's Float8Linear
+  warmstart-fp8-rowwise  the same with --fp8 rowwise
   warmstart-logits     the path before issue 12: torch.compile(whole loss), fp32 logits + F.cross_entropy
   warmstart-logits-eager  the same without compilation
   litgpt               litgpt 0.5.13 GPT(Config.from_name(...)), torch.compile(model) and its
@@ -28,6 +30,11 @@ CPU (llama-small B8x256):
 
     python bench/train_throughput.py --device cpu --preset llama-small --batch-size 8 --seq-len 256 \\
         --variants warmstart-eager,transformers --steps 5
+
+``--optimizer adamw,adamw-bf16,adamw-8bit`` times each variant with each of pretrain's optimizers (the low-memory
+ones through torchao, train/lowbit.py; the step then checks divergence on the host, as the trainer does). A
+variant that runs out of memory is recorded as such (which combinations fit the Llama-3-8B shape:
+``--preset llama3-8b --batch-size 2 --activation-checkpointing --variants warmstart-fp8 --optimizer adamw,adamw-8bit``).
 
 Appends one JSON line per variant to ``--out`` (.jsonl) or writes one JSON document (.json).
 """
@@ -55,15 +62,16 @@ from warmstart.train.optim import build_optimizer  # noqa: E402
 from warmstart.train.step import clip_gradients  # noqa: E402
 from warmstart.train.perf import flops_per_token, peak_flops  # noqa: E402
 
-VARIANTS = ("warmstart", "warmstart-inductor-ce", "warmstart-eager", "warmstart-logits", "warmstart-logits-eager", "litgpt", "litgpt-full",
-            "transformers", "transformers-compile")
+VARIANTS = ("warmstart", "warmstart-inductor-ce", "warmstart-eager", "warmstart-logits", "warmstart-logits-eager",
+            "warmstart-fp8", "warmstart-fp8-rowwise", "litgpt", "litgpt-full", "transformers", "transformers-compile")
+OPTIMIZERS = ("adamw", "adamw-bf16", "adamw-8bit")
 
 
-def make_step(model, loss_fn, device: torch.device, bf16: bool):
+def make_step(model, loss_fn, device: torch.device, bf16: bool, optimizer: str = "adamw"):
     """The trainer's step over ``model``'s parameters; returns (step(batch) -> loss, optimizer, flag)."""
-    opt = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), device=device)
+    opt = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), device=device, kind=optimizer)
     params = [p for g in opt.param_groups for p in g["params"]]
-    fused = device.type == "cuda"
+    fused = bool(opt.defaults.get("fused"))  # else the trainer's guard reads the flag every step (a host sync)
     amp = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     bad_any = torch.zeros((), dtype=torch.float32, device=device)
 
@@ -74,9 +82,11 @@ def make_step(model, loss_fn, device: torch.device, bf16: bool):
         loss.backward()
         gnorm = clip_gradients(params, 1.0, opt)  # the trainer's clip (train/step.py)
         ok = torch.isfinite(loss.detach()) & torch.isfinite(gnorm)
+        bad_any = torch.maximum(bad_any, (~ok).float())
         if fused:
-            bad_any = torch.maximum(bad_any, (~ok).float())
             opt.found_inf = bad_any
+        elif bool(bad_any):
+            return loss.detach()  # the trainer raises here; the bench reports it as diverged
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss.detach()
@@ -90,7 +100,8 @@ def _sync(device):
 
 
 def bench_one(variant: str, preset: str, *, device: torch.device, seq_len: int, batch_size: int, steps: int,
-              warmup: int, bf16: bool, act_ckpt: bool, seed: int = 0, profile_dir: Path | None = None) -> dict:
+              warmup: int, bf16: bool, act_ckpt: bool, seed: int = 0, profile_dir: Path | None = None,
+              optimizer: str = "adamw") -> dict:
     cfg = get_preset(preset)
     torch.manual_seed(seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -99,7 +110,7 @@ def bench_one(variant: str, preset: str, *, device: torch.device, seq_len: int, 
         torch.cuda.reset_peak_memory_stats(device)
     model, loss_fn, n_params = build_variant(variant, preset, cfg, device=device, seq_len=seq_len, act_ckpt=act_ckpt,
                                              seed=seed)
-    step, opt, diverged = make_step(model, loss_fn, device, bf16)
+    step, opt, diverged = make_step(model, loss_fn, device, bf16, optimizer)
     _sync(device)
     t0 = time.perf_counter()
     step(data[0])
@@ -113,7 +124,7 @@ def bench_one(variant: str, preset: str, *, device: torch.device, seq_len: int, 
         last = step(data[i % 4])
     _sync(device)
     dt = time.perf_counter() - t0
-    res = {"variant": variant, "preset": preset, "params": n_params, "bf16_autocast": bf16,
+    res = {"variant": variant, "preset": preset, "optimizer": optimizer, "params": n_params, "bf16_autocast": bf16,
            "activation_checkpointing": act_ckpt, "seq_len": seq_len, "batch_size": batch_size, "steps": steps,
            "warmup_steps": warmup, "first_step_s": round(first, 2), "seconds": round(dt, 4),
            "tokens_per_s": round(steps * batch_size * seq_len / dt, 1), "ms_per_step": round(1000 * dt / steps, 2),
@@ -165,11 +176,12 @@ def env_info(device: torch.device) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    header = (f"{'variant':<22} {'preset':<13} {'B':>3} {'AC':>2} {'tokens/s':>10} {'ms/step':>8} {'1st step s':>10} "
-              f"{'MFU':>6} {'GiB':>6}")
+    header = (f"{'variant':<22} {'optimizer':<10} {'preset':<13} {'B':>3} {'AC':>2} {'tokens/s':>10} {'ms/step':>8} "
+              f"{'1st step s':>10} {'MFU':>6} {'GiB':>6}")
     print("\n" + header + "\n" + "-" * len(header))
     for r in results:
-        head = f"{r['variant']:<22} {r['preset']:<13} {r['batch_size']:>3} {int(r.get('activation_checkpointing', 0)):>2}"
+        head = (f"{r['variant']:<22} {r.get('optimizer', 'adamw'):<10} {r['preset']:<13} {r['batch_size']:>3} "
+                f"{int(r.get('activation_checkpointing', 0)):>2}")
         if "error" in r:
             print(f"{head}  {r['error'][:70]}")
             continue
@@ -190,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=None, help=f"comma separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="default bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--activation-checkpointing", action="store_true")
+    ap.add_argument("--optimizer", default="adamw", help=f"comma separated, of {', '.join(OPTIMIZERS)}")
     ap.add_argument("--repeat", type=int, default=1, help="run the variant list this many times, interleaved")
     ap.add_argument("--profile-dir", default=None, help="also profile 3 steps of each variant; tables go here")
     ap.add_argument("--profile-variants", default=None, help="comma separated: profile only these")
@@ -208,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         ap.error(f"unknown variants {unknown}")
+    optimizers = args.optimizer.split(",")
+    if set(optimizers) - set(OPTIMIZERS):
+        ap.error(f"unknown optimizers {sorted(set(optimizers) - set(OPTIMIZERS))}")
     bf16 = (args.dtype or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
     warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 2)
     profile_dir = Path(args.profile_dir) if args.profile_dir else None
@@ -221,13 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for _ in range(args.repeat):
         for preset, bs in zip(presets, sizes):
-            for v in variants:
+            for v, o in ((v, o) for v in variants for o in optimizers):
                 try:
                     r = bench_one(v, preset, device=device, seq_len=args.seq_len, batch_size=bs, steps=args.steps,
                                   warmup=warmup, bf16=bf16, act_ckpt=args.activation_checkpointing,
-                                  profile_dir=profile_dir if v in profiled else None)
+                                  profile_dir=profile_dir if v in profiled else None, optimizer=o)
                 except torch.OutOfMemoryError as err:  # noqa: PERF203
-                    r = {"variant": v, "preset": preset, "batch_size": bs, "error": f"OOM: {err}"[:300]}
+                    r = {"variant": v, "preset": preset, "optimizer": o, "batch_size": bs,
+                         "activation_checkpointing": args.activation_checkpointing,
+                         "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2),
+                         "error": f"OOM: {err}"[:300]}
                     gc.collect()
                     torch.cuda.empty_cache()
                     torch._dynamo.reset()

@@ -28,24 +28,10 @@ def logits_loss(forward):
 FP8_VARIANTS = {"warmstart-fp8": "tensorwise", "warmstart-fp8-rowwise": "rowwise"}  # --fp8 as pretrain runs it
 
 
-@torch.no_grad()
-def init_on_device(model: CausalLM, seed: int) -> None:
-    """The scratch init's distribution (normal(0, initializer_range), norms the identity, biases zero) drawn on
-    the model's device: an 8B model's CPU init takes minutes; throughput does not depend on the values' seed."""
-    torch.manual_seed(seed)
-    for name, p in model.named_parameters():
-        if name.endswith("norm.weight"):
-            p.fill_(1.0 - model.cfg.norm_weight_offset)
-        elif name.endswith(".bias"):
-            p.zero_()
-        else:
-            p.normal_(0.0, model.cfg.initializer_range)
-
-
 def warmstart_model(variant: str, cfg, device, act_ckpt: bool, seed: int):
     with torch.device(device):
         model = CausalLM(cfg)
-    init_on_device(model, seed)
+    model.reset_parameters(seed, on_device=True)  # an 8B model's init on the host takes minutes
     model = model.to(dtype=torch.float32).train()
     model.activation_checkpointing = act_ckpt
     if variant in ("warmstart", "warmstart-inductor-ce", "warmstart-eager", *FP8_VARIANTS):

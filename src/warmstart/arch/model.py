@@ -247,9 +247,10 @@ class CausalLM(nn.Module):
         self.packing = Packing()  # how packed windows are read (arch/attention.py): a run's setting, not saved
 
     # ------------------------------------------------------------------ init
-    def reset_parameters(self, seed: int | None = None) -> None:
-        """Scratch init (HF-style normal(0, initializer_range), norms the identity)."""
-        gen = torch.Generator(device="cpu")
+    def reset_parameters(self, seed: int | None = None, *, on_device: bool = False) -> None:
+        """Scratch init (HF-style normal(0, initializer_range), norms the identity); drawn on the host, the same
+        values on every device, unless ``on_device`` (the parameters' device: the benches' 8B models)."""
+        gen = torch.Generator(device=next(self.parameters()).device if on_device else "cpu")
         if seed is not None:
             gen.manual_seed(seed)
         std = self.cfg.initializer_range
@@ -260,7 +261,7 @@ class CausalLM(nn.Module):
                 elif name.endswith(".bias"):
                     p.zero_()
                 else:
-                    p.copy_(torch.randn(p.shape, generator=gen) * std)
+                    p.copy_(torch.randn(p.shape, generator=gen, device=gen.device) * std)
 
     # ------------------------------------------------------------------ rope
     def reset_rope(self, device=None) -> None:

@@ -5,7 +5,7 @@ would block ``open`` forever and a device (``/dev/zero``) reads without end, so 
 (WS003) from ``stat`` alone. A path whose symbolic links lead in a circle is reported as a loop (WS004),
 not as a missing file. ``inside`` says whether a name taken from inside a checkpoint (a shard of the
 index, a run's ``latest``) stays inside it; ``read_small`` reads a small file (a Hugging Face cache ref)
-through the same checks and a size bound.
+through the same checks and a size bound; ``check_output`` asks the same of a path about to be written.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-from warmstart.errors import NotRegularFileError, SymlinkLoopError, UnreadableError
+from warmstart.errors import NotRegularFileError, SymlinkLoopError, UnreadableError, UsageError
 
 _SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -81,6 +81,38 @@ def read_small(path: str | os.PathLike, limit: int, *, what: str, error: type[Un
     return data
 
 
+def check_output(path: str | os.PathLike, *, replace: bool = False, directory: bool = False,
+                 flag: str | None = "--force") -> None:
+    """Refuse an output path before any work, the way every command that writes one does: something already
+    there (a file, a directory, a dangling link) unless ``replace`` (``flag`` asked for it), and never, even
+    then, a FIFO or device (WS003), a symlink loop (WS004), a directory where a file goes (or, with
+    ``directory``, a file where a directory goes), or a parent that is not a directory. ``flag`` None: the
+    command never replaces an output."""
+    what = "output"
+    if os.path.lexists(path):
+        st = path_stat(path, what)
+        if st is not None and (kind := special_kind(st)) is not None:
+            raise NotRegularFileError(f"the {what} is {kind}, not a regular file or directory",
+                                      why="warmstart writes files, never into a FIFO or a device (a FIFO blocks "
+                                      "until someone reads it, a device swallows what it is given)",
+                                      fix="choose a new path with -o", path=path)
+        if st is not None and stat.S_ISDIR(st.st_mode) != directory:
+            raise UsageError(f"the {what} {path} is {'a directory' if not directory else 'a file'}",
+                             fix=f"give a new {'directory' if directory else 'file'} path with -o", path=path)
+        if not replace:
+            raise UsageError(f"the {what} {path} already exists", why="warmstart never replaces a file unless asked",
+                             fix="choose another path with -o" + (f", or pass {flag} to replace it" if flag else ""),
+                             path=path)
+    for parent in Path(path).absolute().parents:
+        st = path_stat(parent, "output's parent directory")
+        if st is None:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"the {what} {path} cannot be created: {parent} is not a directory",
+                             fix="choose a path inside a directory with -o", path=path)
+        return
+
+
 def inside(root: str | os.PathLike, name: str) -> bool:
     """Whether ``name`` (as written inside a checkpoint) names a path under ``root``: relative, and no
     ``..`` leads above it."""
@@ -94,4 +126,4 @@ def inside(root: str | os.PathLike, name: str) -> bool:
     return depth > 0
 
 
-__all__ = ["inside", "is_regular", "path_stat", "read_small", "refuse_special", "special_kind"]
+__all__ = ["check_output", "inside", "is_regular", "path_stat", "read_small", "refuse_special", "special_kind"]

@@ -53,3 +53,15 @@ def test_every_code_warmstart_raises_is_documented():
     asserted |= {code for cases in (_data.BAD_INPUT, _data.MIXTURE_CASES, _data.PREPARED_CASES)
                  for _, code, _ in cases.values()}
     assert asserted <= DOCUMENTED
+
+
+_hub, _gguf_tokenizer, _release = _module("test_hub"), _module("test_gguf_tokenizer"), _module("test_release")
+
+
+def test_the_hf_cache_gguf_tokenizer_and_release_categories():
+    """Issue 25's HF cache (>= 36 damages), GGUF tokenizer metadata (>= 40, byte-level BPE and SentencePiece)
+    and release command (>= 20) categories, every code they assert documented."""
+    assert len(_hub.CASES) >= 36 and len(_gguf_tokenizer.CASES) >= 40 and len(_release.RELEASE_CASES) >= 20
+    assert {case.base for case in _gguf_tokenizer.CASES} == {"bpe", "spm"}
+    codes = {case.code for case in _hub.CASES + _gguf_tokenizer.CASES}
+    assert codes | {code for _, code in _release.RELEASE_CASES.values()} <= DOCUMENTED

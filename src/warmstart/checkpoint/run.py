@@ -243,10 +243,14 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise UsageError(f"config file '{path}' does not exist", path=path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        json.dumps(data, default=str)  # every reader walks it: an alias that contains itself never ends
     except UnicodeDecodeError:
         raise UsageError(f"'{path}' is not UTF-8 text", path=path) from None
     except yaml.YAMLError as err:
         raise UsageError(f"'{path}' is not valid YAML: {err}".replace("\n", " "), path=path) from None
+    except (RecursionError, ValueError):
+        raise UsageError(f"'{path}' nests too deep or holds an alias that contains itself", path=path,
+                         fix="write the settings as a flat mapping of setting: value") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -254,10 +258,13 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+MAX_STEP = 2**53  # the largest step a float (every plot axis, every JSON reader) holds exactly
+
+
 def read_metrics(path: Path, skipped: list[int] | None = None) -> list[dict]:
-    """The records of ``metrics.jsonl``: JSON objects with an integer ``step``. Lines that are not (a torn
-    last line, bytes that are not UTF-8, a record without ``step``) are left out, their numbers (from 1)
-    added to ``skipped``."""
+    """The records of ``metrics.jsonl``: JSON objects with an integer ``step`` (0 to ``MAX_STEP``). Lines that
+    are not (a torn last line, bytes that are not UTF-8, a record without ``step`` or with a negative or huge
+    one) are left out, their numbers (from 1) added to ``skipped``."""
     out = []
     with os.fdopen(open_run_file(Path(path), os.O_RDONLY), "rb") as fh:
         for n, raw in enumerate(fh, 1):
@@ -266,7 +273,7 @@ def read_metrics(path: Path, skipped: list[int] | None = None) -> list[dict]:
             except (UnicodeDecodeError, ValueError, RecursionError):
                 rec = None
             step = rec.get("step") if isinstance(rec, dict) else None
-            if isinstance(step, int) and not isinstance(step, bool):
+            if isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= MAX_STEP:
                 out.append(rec)
             elif raw.strip() and skipped is not None:
                 skipped.append(n)

@@ -159,20 +159,26 @@ def prepare_cmd(**values) -> None:
 @app.command("plot")
 def plot_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory (holds metrics.jsonl)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="PNG path (default RUN_DIR/curves.png)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Image path: .png (default RUN_DIR/curves.png), .svg, .pdf, ..."),
+    force: bool = typer.Option(False, help="Replace an existing -o file."),
 ) -> None:
     """Write a PNG of the training loss, validation loss and learning rate of a run.
+
+    An existing -o file is replaced only with --force (the default RUN_DIR/curves.png is rewritten).
 
     Examples:
 
       warmstart plot runs/20260101-120000
 
       warmstart plot runs/a -o a.png
+
+      warmstart plot runs/a -o a.svg --force
     """
     from warmstart.train.plot import plot_run
 
     if not run_dir.is_dir():
         raise UsageError(f"'{run_dir}' is not a directory", fix="pass the --out directory of a pretrain run",
                          path=run_dir)
-    path = plot_run(run_dir, output, warn=lambda text: print(text, file=sys.stderr))
+    path = plot_run(run_dir, output, warn=lambda text: print(text, file=sys.stderr), force=force)
     print(f"wrote {path}")

@@ -277,12 +277,10 @@ def _reproduce(c: dict) -> list[str]:
 def write_card(ckpt_path: str | Path, out: str | Path, *, force: bool = False) -> Path:
     from warmstart.checkpoint.write import atomic_write_text
 
+    from warmstart.files import check_output
+
     out = Path(out)
-    if out.exists() and not force:
-        raise UsageError(f"{out} already exists", why="card never replaces a file unless asked",
-                         fix="pass --force to replace it, or choose another path with -o")
-    if out.exists() and out.is_dir():
-        raise UsageError(f"{out} is a directory", fix="give a file path such as CKPT/README.md")
+    check_output(out, replace=force)
     text = build_card(ckpt_path)
     atomic_write_text(out, text)
     return out

@@ -10,6 +10,7 @@ on the probe text. A failed check removes the output.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -22,8 +23,10 @@ from warmstart.choices import Choices
 from warmstart.checkpoint import load_checkpoint, provenance, read_structure
 from warmstart.checkpoint.formats import FORMAT_GGUF
 from warmstart.checkpoint.locate import FORMAT_HF_DIR
+from warmstart.checkpoint.structure import json_object
 from warmstart.checkpoint.write import clean_stale, owner_tag
 from warmstart.errors import CheckFailedError, UsageError
+from warmstart.files import check_output
 from warmstart.checkpoint.gguf.write import GGUF_DTYPES, gguf_tensor_type, roundtrip_value, write_gguf
 from warmstart.init.gates import inference_model
 from warmstart.release._report import PROBE_TEXT, probe_ids
@@ -55,7 +58,7 @@ def export_checkpoint(
     to, dtype = _target(to, dtype)
     out = Path(out)
     clean_stale(out)  # what a killed export to the same place left
-    _refuse_existing(out, Path(src), overwrite)
+    _refuse_existing(out, Path(src), overwrite, directory=to == "hf")
     if ckpt is None:
         ckpt = load_checkpoint(src)
     _refuse_own_input(ckpt, Path(src), out)
@@ -102,8 +105,9 @@ def _target(to: str, dtype: str | None) -> tuple[str, str]:
     return to, dtype
 
 
-def _refuse_existing(out: Path, src: Path, overwrite: bool) -> None:
-    if not out.exists():
+def _refuse_existing(out: Path, src: Path, overwrite: bool, directory: bool) -> None:
+    check_output(out, replace=True, directory=directory)  # never a FIFO, a device, a loop or the wrong kind
+    if not os.path.lexists(out):
         return
     try:
         same = out.resolve() == src.resolve()
@@ -148,12 +152,7 @@ def _write_hf(ckpt, cfg, sd: dict, out: Path, dtype: str, prov: dict) -> None:
 
     tdt = TORCH_DTYPES[dtype]
     tensors = {n: t.detach().to(tdt).contiguous() for n, t in sd.items()}
-    gen = None
-    if ckpt.format == FORMAT_HF_DIR and (ckpt.root / "generation_config.json").exists():
-        try:
-            gen = json.loads((ckpt.root / "generation_config.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            gen = None
+    gen = _side_json(ckpt.root / "generation_config.json") if ckpt.format == FORMAT_HF_DIR else None
     save_hf_checkpoint(out, cfg, tensors, tokenizer=ckpt.tokenizer, provenance=prov, generation_config=gen)
 
 
@@ -188,11 +187,20 @@ def _chat_template(ckpt, gguf_kv: dict) -> str | None:
         return t if isinstance(t, str) else None
     root = Path(ckpt.root)
     cfg_path = (root if ckpt.format == FORMAT_HF_DIR else root.parent) / "tokenizer_config.json"
-    try:
-        t = json.loads(cfg_path.read_text(encoding="utf-8")).get("chat_template")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+    t = (_side_json(cfg_path) or {}).get("chat_template")
     return t if isinstance(t, str) else None
+
+
+def _side_json(path: Path) -> dict | None:
+    """A JSON object beside the weights (generation_config.json, tokenizer_config.json), read through the
+    checkpoint's checks (``structure.json_object``: a FIFO or a loop is never opened); None when it is missing,
+    unreadable or not a JSON object: the export goes on without it, as transformers' loaders do."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        return json_object(path)[0]
+    except OSError:
+        return None
 
 
 def _same_numbers(a: dict | None, b: dict | None) -> bool:

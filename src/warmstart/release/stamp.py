@@ -31,6 +31,7 @@ from warmstart.checkpoint import (
 from warmstart.checkpoint.structure import CheckpointStructure
 from warmstart.checkpoint.write import atomic_dir, atomic_path, fsync_file
 from warmstart.errors import CheckFailedError, EvidenceError, UnreadableError, UsageError
+from warmstart.files import check_output
 from warmstart.init.gates import tensor_evidence
 from warmstart.release._meta import declared_identity, gguf_arch_name
 
@@ -94,12 +95,12 @@ def _parent_record(parent: str) -> dict:
 
 
 def _refuse_output(src: Path, out: Path) -> None:
+    check_output(out, replace=True, directory=src.is_dir())  # a FIFO, device, loop, the wrong kind, its parent
     if _same_path(src, out) or (src.is_dir() and out.resolve().is_relative_to(src.resolve())):
         raise UsageError(f"the output {out} is the input checkpoint (or inside it)",
                          why="stamp never overwrites its input; a failed write would destroy the only copy",
                          fix="pass a new path with -o, e.g. -o " + str(src.with_name(src.stem + "-fixed" + src.suffix)))
-    if out.exists():
-        raise UsageError(f"the output {out} already exists", fix="choose a new path with -o (stamp never overwrites)")
+    check_output(out, directory=src.is_dir(), flag=None)  # stamp never replaces an output
 
 
 def _read_source(src: str | Path) -> StampSource:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,9 @@ def _bad_values(**value) -> list:
 
 
 def _target(tmp: Path, kind: str) -> Path:
-    """An output path that is already something: a user's file, a directory, a FIFO, /dev/null, a loop, a
-    dangling link, or a path below a file."""
+    """An output path that is already something: a user's file, a directory, a FIFO, a character device, a
+    loop, a dangling link, or a path below a file. The device is a node of its own made here (null's numbers,
+    1:3), never /dev/null itself: a regression that renamed over the output would destroy the machine's."""
     p = tmp / "out.png"
     if kind == "file":
         p.write_bytes(b"the user's own picture")
@@ -43,8 +45,11 @@ def _target(tmp: Path, kind: str) -> Path:
         p.mkdir()
     elif kind == "fifo":
         os.mkfifo(p)
-    elif kind == "dev-null":
-        return Path("/dev/null")
+    elif kind == "device":
+        try:
+            os.mknod(p, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("making a device node needs CAP_MKNOD")
     elif kind == "loop":
         os.symlink(tmp / "other.png", p)
         os.symlink(p, tmp / "other.png")
@@ -56,9 +61,9 @@ def _target(tmp: Path, kind: str) -> Path:
     return p
 
 
-KIND_CODES = {"file": "WS002", "dir": "WS002", "fifo": "WS003", "dev-null": "WS003", "loop": "WS004",
+KIND_CODES = {"file": "WS002", "dir": "WS002", "fifo": "WS003", "device": "WS003", "loop": "WS004",
               "dangling": "WS002", "below-a-file": "WS002"}
-NEVER = ("dir", "fifo", "dev-null", "loop", "below-a-file")  # refused even with --force / --overwrite
+NEVER = ("dir", "fifo", "device", "loop", "below-a-file")  # refused even with --force / --overwrite
 
 # id -> (argv builder (tmp, hf checkpoint) -> argv, code)
 RELEASE_CASES = {

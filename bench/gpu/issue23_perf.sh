@@ -10,11 +10,12 @@
 #   optim    100 steps from scratch of the SmolLM2 shape (B16, --fp8 tensorwise, real text) with each optimizer
 #   xl       throughput, Qwen2.5-3B B4: warmstart bf16, --fp8 tensorwise, litgpt
 #   small    throughput, SmolLM2-135M B16 and Qwen2.5-0.5B B8: warmstart bf16 and --fp8 tensorwise
-#   extra    Qwen2.5-1.5B B8 --fp8 rowwise; `pretrain --compile` (no fp8) time to the first step, cold
+#   extra    Qwen2.5-1.5B B8 --fp8 rowwise; the 8B shape without --fp8 (adamw-8bit); `pretrain --compile` (no fp8)
+#            time to the first step, cold
 # Results under $OUT (six files): steps.txt (each step's exit status and seconds), gpu_tests.txt, throughput.jsonl
 # (bench/train_throughput.py records of every throughput step), optim_loss.jsonl (metrics.jsonl of each optimizer
 # run, with "run" added), first_step.txt, logs.tar.gz (every log). bench/results/issue23.py turns them into tables.
-# From the checkout root, carrying .whl (torchao 0.18.0, litgpt 0.5.13, gguf) and .perf/tok:
+# From the checkout root, carrying .whl (bench/gpu/wheels.txt) and .perf/tok:
 #   bash bench/gpu/issue23_perf.sh                 (STEPS="tests large" for a subset; TOTAL=440 by default)
 #   DRYRUN=1 OUT=/tmp/out bash bench/gpu/issue23_perf.sh    (on a CPU: every step at tiny sizes, no litgpt)
 START=$(date +%s)
@@ -90,6 +91,8 @@ small)
   bench small 60 --preset $SMOL --preset $Q05 --batch-size $B16 --batch-size $B8 --variants warmstart,warmstart-fp8 ;;
 extra)
   bench rowwise 40 --preset $Q15 --batch-size $B8 --variants warmstart-fp8-rowwise
+  bench 8b-bf16 60 --preset $L8 --batch-size $B4 --activation-checkpointing --variants warmstart --optimizer adamw-8bit \
+    --steps $((NSTEP / 2 + 1)) --warmup 2
   TORCHINDUCTOR_CACHE_DIR=/tmp/ind-first-bf16 TRITON_CACHE_DIR=/tmp/ind-first-bf16/triton pretrain first-bf16 40 \
     --compile --preset $SMOL --seq-len $SEQ --batch-size $B16 --max-steps 20 --log-every 10 --eval-every 0 --save-every 0
   grep -h "first step after\|^ *[0-9.]*s model:" $OUT/logs/first-bf16.log >> $OUT/first_step.txt ;;

@@ -127,6 +127,27 @@ def test_torchao_missing_is_named_with_the_install_line(tmp_path, corpus, flag):
 # ------------------------------------------------------------------ a compute choice, never a storage one
 
 
+def test_the_conversion_keeps_the_parameters_and_evaluation_runs_in_high_precision():
+    torch.manual_seed(0)
+    model = CausalLM(get_preset("llama-tiny"))
+    model.reset_parameters(0)
+    ref = CausalLM(get_preset("llama-tiny"))
+    ref.load_state_dict(model.state_dict())
+    before = dict(model.named_parameters())
+    fp8.convert_blocks(model, "tensorwise", torch.device("cpu"))
+    assert {n: p for n, p in model.named_parameters()} == before  # the very Parameters: names, shapes, dtypes
+    kinds = {type(m).__name__ for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert kinds == {"Float8Linear", "Linear"} and type(model.lm_head).__name__ == "Linear"
+    assert all(type(m).__name__ == "Float8Linear" for _, m in fp8.block_linears(model))
+    x = torch.randint(0, 512, (2, 32))
+    with torch.no_grad():
+        want = ref.loss(x[:, :-1], x[:, 1:])
+        assert model.loss(x[:, :-1], x[:, 1:]) != want  # float8 casts in the forward
+        with fp8.high_precision(model):
+            assert torch.equal(model.loss(x[:, :-1], x[:, 1:]), want)
+        assert model.loss(x[:, :-1], x[:, 1:]) != want  # and back to float8 after
+
+
 def test_fp8_writes_the_same_checkpoint_and_resumes_with_and_without_it(tmp_path, corpus):
     cache = tmp_path / "cache"
     cli(tmp_path, *tiny(corpus, cache, tmp_path / "bf", "--max-steps", 4), env=EMULATE)
@@ -137,6 +158,9 @@ def test_fp8_writes_the_same_checkpoint_and_resumes_with_and_without_it(tmp_path
     assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
     assert tensors(a / "trainer_state" / "optimizer.safetensors") == \
         tensors(b / "trainer_state" / "optimizer.safetensors")
+    val = [[r["val_loss"] for r in map(json.loads, (tmp_path / n / "metrics.jsonl").read_text().splitlines())
+            if r.get("val_loss") is not None] for n in ("bf", "f8")]
+    assert val[0][0] == val[1][0]  # step 0: the same weights, evaluated without float8
     la, lb = losses(tmp_path / "bf"), losses(tmp_path / "f8")
     assert la[1] != lb[1] and abs(la[4] - lb[4]) < 0.02 * la[4], (la, lb)  # float8 casts ran, and stayed close
     for run, flag in ((tmp_path / "f8", "none"), (tmp_path / "bf", "tensorwise")):

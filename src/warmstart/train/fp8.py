@@ -16,13 +16,16 @@ as torchtitan does.
 Where it cannot run it is refused before any data is read or model built: a CPU or a GPU below
 compute capability 8.9 (WS220, ``check_device``), torchao missing (WS002), a block linear layer or
 ``--seq-len`` not a multiple of 16 (float8 matmuls need it; WS221, ``check_shapes``).
-Without ``--compile`` it runs, but torchao's casts then run as separate kernels.
+Without ``--compile`` it runs, but torchao's casts then run as separate kernels. Evaluation runs the blocks
+in high precision (``high_precision``): the validation loss is the weights', as an export will use them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import types
 from typing import Any
 
 import torch
@@ -140,6 +143,29 @@ def convert_blocks(model: nn.Module, recipe: str, device: torch.device, *,
     return model
 
 
+@contextlib.contextmanager
+def high_precision(model: nn.Module):
+    """Within: the converted block linear layers compute as ``nn.Linear`` (under autocast, bf16), as the checkpoint
+    will be used once exported, so that validation losses (gate 7's at step 0 included) measure the weights, not
+    float8's rounding of one forward. Layers whose weights FSDP2 all-gathers in float8 keep float8."""
+    swapped = [m for _, m in block_linears(model) if _float8(m) and not m.config.enable_fsdp_float8_all_gather]
+    for m in swapped:
+        m.forward = types.MethodType(nn.Linear.forward, m)
+    try:
+        yield
+    finally:
+        for m in swapped:
+            del m.forward
+
+
+def _float8(m: nn.Module) -> bool:
+    if "torchao" not in sys.modules:  # nothing was converted
+        return False
+    from torchao.float8.float8_linear import Float8Linear
+
+    return isinstance(m, Float8Linear)
+
+
 def float8_all_gather(recipe: str, mode: str, world_size: int) -> bool:
     """Whether FSDP2 all-gathers the block weights in float8: tensorwise scaling, FSDP, several ranks (with one
     rank there is nothing to communicate)."""
@@ -164,4 +190,4 @@ def plain(t: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["check_device", "check_model", "check_shapes", "convert_blocks", "float8_all_gather", "fp8_capable",
-           "misaligned", "plain", "precompute_scales", "require_torchao"]
+           "high_precision", "misaligned", "plain", "precompute_scales", "require_torchao"]

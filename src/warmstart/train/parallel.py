@@ -137,10 +137,11 @@ class Parallel:
     def evaluate(self, *args, **kwargs) -> float:
         """``evaluate(model, ...)`` on this model and ranks; FSDP then reshards the root, whose
         parameters a forward without backward leaves gathered (the optimizer and checkpoints need
-        the sharded ones)."""
+        the sharded ones). With ``--fp8`` the blocks' matmuls run in high precision here (``fp8.high_precision``)."""
         from warmstart.train.evaluate import evaluate
 
-        val = evaluate(self.model, *args, dist=self.dist, **kwargs)
+        with fp8.high_precision(self.model):
+            val = evaluate(self.model, *args, dist=self.dist, **kwargs)
         if self.mode == "fsdp":
             from torch.distributed.fsdp import FSDPModule
 

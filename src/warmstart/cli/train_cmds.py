@@ -116,8 +116,7 @@ _PREPARE_HELP = {
 def prepare_cmd(**values) -> None:
     """Tokenize a corpus once into a reusable, sharded token cache; prints its path.
 
-    Streams any corpus size in bounded memory on every core; a killed run continues where it stopped,
-    and adding or changing files tokenizes only those.
+    Streams in bounded memory on every core; a killed run resumes, and only added or changed files are tokenized.
 
     Examples:
 

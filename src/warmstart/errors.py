@@ -199,6 +199,11 @@ class PeerFailedError(TrainingError, code="WS204"):
     """Under several ranks: another rank failed, so this one stops too (that rank's message says why)."""
 
 
+class PeerLostError(PeerFailedError, code="WS232"):
+    """Under several ranks: a rank ended without reporting an error (killed, out of memory, crashed, its node
+    or connection lost), so every other rank stops (``train/faults.py``)."""
+
+
 class RunLockedError(TrainingError, code="WS205", exit_code=2):
     """Another ``warmstart pretrain`` holds the run directory's lock."""
 
@@ -256,6 +261,14 @@ class SourceChangedError(BadInputError, code="WS215"):
 
 class CacheWriteError(TrainingError, code="WS216", exit_code=1):
     """The token cache could not be written (no space left, quota, an I/O error); what was complete is kept."""
+
+
+class WriteFailedError(WarmstartError, code="WS231", exit_code=2):
+    """A write failed at the operating system (EIO, a read-only filesystem, ...): nothing half-written is kept."""
+
+
+class DiskFullError(WriteFailedError, code="WS230"):
+    """A write ran out of space (ENOSPC, a quota, a file-size limit): nothing half-written is kept."""
 
 
 class CheckFailedError(WarmstartError, code="WS300", exit_code=1):

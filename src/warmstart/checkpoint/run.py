@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 import yaml
 
-from warmstart.checkpoint.write import atomic_write_text
+from warmstart.checkpoint.write import atomic_write_text, write_failure
 from warmstart.errors import (
     OutsidePathError, ResumeError, RunFileError, RunLockedError, UnreadableError, UsageError, WarmstartError,
 )
@@ -398,8 +398,13 @@ class RunLock:
             if not same:  # the holder removed the file as we opened it: lock the one there now
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError as err:  # a full disk: no lock file is left
+                path.unlink(missing_ok=True)
+                os.close(fd)
+                raise write_failure(path, err) from None
             self.fd, self.path = fd, path
 
     def release(self) -> None:

@@ -5,11 +5,24 @@ fsynced, renamed into place, and the directory fsynced. A checkpoint directory i
 built entirely under a temporary sibling name and renamed into place in one step,
 so a crash at any moment leaves either the previous directory or the new one,
 never a partial one.
+
+A write the operating system refuses (a full disk, a quota, EIO, a read-only filesystem) becomes
+one typed error here, wherever it happens under these helpers (``writing``): WS230 when space ran
+out, WS231 otherwise, naming the file as the user knows it (not its temporary name) and the space
+left. The failed write's temporary file or staging directory is removed first, so what was there
+before (a previous checkpoint, ``latest``, a user's file) is all that remains. The Rust writers
+(safetensors, tokenizers) report the OS error as text ``(os error N)``; ``os_error`` reads it back.
+
+Test hook: ``WARMSTART_TEST_WRITE_FAULT=ERRNO:GLOB`` (``ENOSPC:*/latest``) makes every write of a
+file whose path matches GLOB fail with that errno after half of its bytes were written, at the
+point where the OS would report it (``inject_fault``); unset, it does nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fnmatch
 import json
 import os
 import re
@@ -25,7 +38,117 @@ import torch
 from safetensors.torch import save_file
 
 from warmstart.arch.config import ModelConfig
-from warmstart.errors import UsageError
+from warmstart.errors import DiskFullError, UsageError, WarmstartError, WriteFailedError
+
+# ---------------------------------------------------------------- failed writes
+
+FAULT_ENV = "WARMSTART_TEST_WRITE_FAULT"  # tests: "ERRNO:GLOB" fails each write of a matching path
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # WS230; every other errno of a write is WS231 ...
+_PATH_ERRORS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR}  # ... but these: WS001
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+_SHORT_WRITE = re.compile(r"^(\d+) requested and \d+ written$")
+
+
+def os_error(err: BaseException) -> OSError | None:
+    """The OS error behind a failed write: an ``OSError``, or the I/O error a Rust writer (safetensors,
+    tokenizers) reports as text ending ``(os error N)``."""
+    if isinstance(err, OSError):
+        return err if err.errno is not None else None
+    if isinstance(err, WarmstartError) or not isinstance(err, Exception):
+        return None
+    m = _RUST_OS_ERROR.search(str(err))
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1)))) if m else None
+
+
+def _short_write(err: BaseException, path: Path) -> OSError | None:
+    """numpy's ``tofile`` (gguf's tensor writer) reports a write the disk cut short as an OSError without an
+    errno, ``N requested and M written``: ENOSPC when the filesystem has less than N bytes left, else EIO."""
+    m = _SHORT_WRITE.search(str(err)) if isinstance(err, OSError) and err.errno is None else None
+    if m is None:
+        return None
+    free = next((shutil.disk_usage(p).free for p in (path, *path.parents) if os.path.exists(p)), 0)
+    code = errno.ENOSPC if free < int(m.group(1)) else errno.EIO
+    return OSError(code, f"{os.strerror(code)} (a short write: {err})")
+
+
+def public_path(path: str | os.PathLike) -> Path:
+    """``path`` as the user knows it: a staging directory or temporary file in it named by its final name."""
+    parts = [(_TEMP.match(p)["name"] if _TEMP.match(p) else p) for p in Path(path).parts]
+    return Path(*parts) if parts else Path(path)
+
+
+def _space(path: Path) -> str:
+    """``; 1.2 MiB free of 20.0 MiB there`` for the filesystem holding ``path`` (or nothing)."""
+    for p in (path, *path.parents):
+        try:
+            total, _used, free = shutil.disk_usage(p)
+        except OSError:
+            continue
+        return f"; {_size(free)} free of {_size(total)} there"
+    return ""
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
+
+
+def write_failure(path: str | os.PathLike, err: OSError, *, who: str = "") -> WriteFailedError:
+    """The typed error of a write of ``path`` the OS refused with ``err``: WS230 when space ran out,
+    else WS231. ``who``: a prefix for the found text (``rank 1: ``)."""
+    shown = public_path(path)
+    name = errno.errorcode.get(err.errno or 0, str(err.errno))
+    kept = "Nothing half-written was kept; what was there before is unchanged"
+    if err.errno in _FULL:
+        return DiskFullError(f"{who}no space left on the device while writing it ({name}{_space(shown)})",
+                             why=kept, fix="free space there or write to another filesystem, then run the "
+                             "command again (a training run: --resume it)", path=shown)
+    return WriteFailedError(f"{who}the operating system refused the write: {err.strerror or err} ({name})",
+                            why=kept, fix="check the device and the filesystem (the kernel log, fsck, whether it "
+                            "is mounted read-only) or write to another filesystem, then run the command again",
+                            path=shown)
+
+
+def as_write_failure(err: BaseException, path: str | os.PathLike) -> BaseException | None:
+    """What a failed write of ``path`` raises instead of ``err``: WS230/WS231, or the ``OSError`` a Rust
+    writer's text stands for when it is a path error (missing, permissions: the CLI's WS001); None when
+    ``err`` is not an OS error (it is raised as it is)."""
+    oserr = os_error(err) or _short_write(err, Path(path))
+    if oserr is None:
+        return None
+    if oserr.errno in _PATH_ERRORS:
+        return None if oserr is err else oserr
+    return write_failure(path, oserr)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """An OS error in the block (a write of ``path``) is raised as ``as_write_failure`` says."""
+    try:
+        yield
+    except BaseException as err:
+        failure = as_write_failure(err, path)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def inject_fault(path: str | os.PathLike, written: str | os.PathLike | None = None) -> None:
+    """Test hook (``FAULT_ENV``, off unless set): the write of ``path`` fails as a full or failing disk
+    makes it fail, with half of the bytes written so far (in ``written``) left behind."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    name, _, pattern = spec.partition(":")
+    if not fnmatch.fnmatchcase(Path(path).as_posix(), pattern):
+        return
+    code = getattr(errno, name)
+    if written is not None and os.path.isfile(written):
+        os.truncate(written, os.path.getsize(written) // 2)
+    raise OSError(code, os.strerror(code), str(path))
+
 
 # ---------------------------------------------------------------- primitives
 
@@ -105,26 +228,43 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it into place.
 
     The temporary file gets the usual permissions (0666 & ~umask, not mkstemp's 0600).
-    On any failure it is removed and ``path`` is left as it was; what a killed earlier write to
-    ``path`` left is removed first (``clean_stale``).
+    On any failure it is removed and ``path`` is left as it was (an OS error: WS230/WS231,
+    ``writing``); what a killed earlier write to ``path`` left is removed first (``clean_stale``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, _default_mode())
-        fsync_file(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
+    with writing(path), _parents(path) as made:
+        clean_stale(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+            yield Path(tmp)
+            inject_fault(path, tmp)
+            os.chmod(tmp, _default_mode())
+            fsync_file(Path(tmp))
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        made.clear()  # written: the directories stay
+        fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _parents(path: Path) -> Iterator[list[Path]]:
+    """Create the missing parent directories of ``path``; those still listed when the block fails are
+    removed again (when empty), so a failed write leaves no directory behind either."""
+    made = [p for p in reversed(path.parents) if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield made
+    except BaseException:
+        for p in reversed(made):
+            with contextlib.suppress(OSError):
+                p.rmdir()
         raise
-    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -154,15 +294,34 @@ def _json_default(obj: Any) -> Any:
 
 def write_json_durable(path: Path, obj: Any) -> None:
     """Plain write + fsync, for files inside a staging directory (renamed as a whole later)."""
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    with writing(path):
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            inject_fault(path, path)
+            os.fsync(fh.fileno())
 
 
 def fsync_file(path: str | os.PathLike) -> None:
-    with open(path, "rb") as fh:
+    with writing(path), open(path, "rb") as fh:
         os.fsync(fh.fileno())
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """safetensors' ``save_file`` + fsync, for a file inside a staging directory (renamed as a whole later)."""
+    with writing(path):
+        save_file(tensors, str(path), metadata=metadata if metadata is not None else {"format": "pt"})
+        inject_fault(path, path)
+        fsync_file(path)
+
+
+def save_tokenizer(tokenizer, path: str | os.PathLike) -> None:
+    """A ``tokenizers.Tokenizer`` as ``tokenizer.json`` + fsync, inside a staging directory."""
+    with writing(path):
+        tokenizer.save(str(path))
+        inject_fault(path, path)
+        fsync_file(path)
 
 
 # ------------------------------------------------------------- safetensors
@@ -283,12 +442,10 @@ def write_hf_files(
     write_json_durable(directory / "config.json", cfg.to_hf_config(_dtype_name(state_dict)))
     tensors = _dedupe_tied(state_dict, cfg)
     clean = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    save_file(clean, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    save_tensors(directory / "model.safetensors", clean)
     del clean
-    fsync_file(directory / "model.safetensors")
     if tokenizer is not None:
-        tokenizer.save(str(directory / "tokenizer.json"))
-        fsync_file(directory / "tokenizer.json")
+        save_tokenizer(tokenizer, directory / "tokenizer.json")
         write_json_durable(directory / "tokenizer_config.json", tokenizer_config_for(tokenizer, cfg))
     write_json_durable(directory / "generation_config.json",
                        generation_config if generation_config is not None else generation_config_for(cfg))
@@ -302,9 +459,18 @@ def atomic_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterat
 
     Files written inside must be fsynced by the caller; the staging directory and the
     parent are fsynced here. On failure the staging directory is removed and ``out_dir``
-    is untouched. With ``overwrite`` an existing ``out_dir`` is swapped out safely.
+    is untouched (an OS error in the block: WS230/WS231, ``writing``). With ``overwrite``
+    an existing ``out_dir`` is swapped out safely.
     """
     out_dir = Path(out_dir)
+    with writing(out_dir), _parents(out_dir) as made, _staging(out_dir, overwrite) as staging:
+        yield staging
+        made.clear()
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path, overwrite: bool) -> Iterator[Path]:
+    """``atomic_dir``'s staging directory: made, yielded, renamed into place or removed."""
 
     def refuse_existing() -> None:
         if out_dir.exists() and not overwrite:
@@ -315,7 +481,6 @@ def atomic_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterat
             raise UsageError(f"{out_dir} exists and is not a directory", path=out_dir,
                              fix="choose another output path")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(out_dir)  # a killed earlier write's staging goes; its set-aside directory comes back
     refuse_existing()  # before any work; again before the rename (it may have appeared meanwhile)
     token = f"{owner_tag()}-{uuid.uuid4().hex[:8]}"
@@ -357,7 +522,8 @@ def _swap_into_place(staging: Path, out_dir: Path, token: str) -> None:
 
 
 __all__ = [
-    "atomic_dir", "atomic_path", "clean_stale", "owner_tag", "atomic_write_bytes", "fsync_file", "atomic_write_json", "atomic_write_text", "fsync_dir",
-    "generation_config_for", "save_hf_checkpoint", "save_safetensors", "tokenizer_config_for",
-    "write_hf_files", "write_json_durable",
+    "FAULT_ENV", "as_write_failure", "atomic_dir", "atomic_path", "clean_stale", "owner_tag", "atomic_write_bytes",
+    "fsync_file", "atomic_write_json", "atomic_write_text", "fsync_dir", "generation_config_for", "inject_fault",
+    "os_error", "public_path", "save_hf_checkpoint", "save_safetensors", "save_tensors", "save_tokenizer",
+    "tokenizer_config_for", "write_failure", "write_hf_files", "write_json_durable", "writing",
 ]

@@ -66,17 +66,37 @@ def main(argv: list[str] | None = None) -> None:
         if _rank() == 0:
             sys.stderr.write("interrupted\n")
         sys.exit(130)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
-        sys.stderr.write(f"{_prefix()}error: [WS001] {err.filename or ''}: {err.strerror or err}. "
-                         "Fix: check the path and its permissions.\n")
-        sys.exit(2)
     except SystemExit:
         raise
     except Exception as err:  # noqa: BLE001 - last line of defence: no traceback for users
-        if os.environ.get("WARMSTART_DEBUG"):
+        text, status = error_text(err)
+        if status == 3 and os.environ.get("WARMSTART_DEBUG"):
             raise
-        sys.stderr.write(
-            f"{_prefix()}error: [WS999] internal error: {type(err).__name__}: {err}. "
-            "This is a bug in warmstart; rerun with WARMSTART_DEBUG=1 for the traceback and report it.\n"
-        )
-        sys.exit(3)
+        if not getattr(err, "printed", False):  # (several ranks: the rank that speaks printed it already)
+            sys.stderr.write(_prefix() + text + "\n")
+        sys.exit(status)
+
+
+def error_text(err: BaseException) -> tuple[str, int]:
+    """The line and exit status of an exception no command turned into a typed error: a path that is not
+    there or not permitted (WS001, 2), an OS error only a write raises (WS230/WS231, 2), else a bug (WS999, 3)."""
+    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return (f"error: [WS001] {err.filename or ''}: {err.strerror or err}. "
+                "Fix: check the path and its permissions.", 2)
+    failure = _write_failure(err)
+    if failure is not None:  # a full disk outside the write helpers: still its code
+        return "error: " + failure.paragraph(), failure.exit_code
+    return (f"error: [WS999] internal error: {type(err).__name__}: {err}. "
+            "This is a bug in warmstart; rerun with WARMSTART_DEBUG=1 for the traceback and report it.", 3)
+
+
+def _write_failure(err: BaseException):
+    """WS230/WS231 for an OS error only a write raises (no space, a quota, a read-only filesystem) that
+    reached here outside the write helpers (None: not one)."""
+    import errno
+
+    if not isinstance(err, OSError) or err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+        return None
+    from warmstart.checkpoint.write import write_failure
+
+    return write_failure(err.filename or "(a file being written)", err)

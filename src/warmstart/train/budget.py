@@ -44,7 +44,8 @@ class StopSignal:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
+        # (a rank settling a fault ignores SIGTERM from then on: train/faults.py; that stays)
+        if self._previous is not None and signal.getsignal(signal.SIGTERM) == self._handle:
             signal.signal(signal.SIGTERM, self._previous)
 
 

@@ -27,23 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from warmstart.arch import CausalLM, ModelConfig
 from warmstart.checkpoint.run import RunDir
 from warmstart.checkpoint.write import (
     atomic_dir,
     fsync_dir,
-    fsync_file,
+    save_tensors,
     write_hf_files,
     write_json_durable,
 )
-from warmstart.errors import DamagedStateError, ResumeError, WarmstartError
+from warmstart.errors import DamagedStateError, DiskFullError, ResumeError, WarmstartError, WriteFailedError
 from warmstart.files import is_regular
 from warmstart.train import dist_checkpoint as dc
 from warmstart.train import lowbit
 from warmstart.train.distributed import agree_ok, decide_on_main
 from warmstart.train.state import STATE_RULES, state_defects
+from warmstart.train.faults import mark_shared
 
 STATE_FORMAT = "warmstart-trainer-state-v1"
 SLOW_SAVE_ENV = "WARMSTART_TEST_SLOW_SAVE"  # seconds to pause inside a save (tests widen the crash window)
@@ -133,7 +134,32 @@ def save_run_checkpoint(
     if par is not None and par.dist.group:
         return _save_by_ranks(final, step=step, par=par, model_config=model_config, tokenizer=tokenizer,
                               provenance=provenance, optimizer=optimizer, state=state)
-    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    with way_on(final):
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        _save_here(final, step=step, model=model, model_config=model_config, tokenizer=tokenizer,
+                   provenance=provenance, optimizer=optimizer, state=state)
+        point_latest(final)
+    return final
+
+
+@contextlib.contextmanager
+def way_on(final: Path):
+    """A save that failed on a full or failing disk says how this run goes on: ``--resume`` from the checkpoint
+    ``latest`` still names, or (none yet) a new start."""
+    try:
+        yield
+    except WriteFailedError as err:
+        run_dir, last = final.parent.parent, _latest(final)
+        remedy = "free space there" if isinstance(err, DiskFullError) else "check the device and the filesystem"
+        err.fix = (f"{remedy}, then `warmstart pretrain --resume {run_dir}` continues from {last.name}" if last
+                   else f"{remedy} (or pass another --out), then start the run again: it had no checkpoint yet, so "
+                   "nothing of it was kept")
+        raise
+
+
+def _save_here(final: Path, *, step: int, model: CausalLM, model_config: ModelConfig, tokenizer, provenance: dict,
+               optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """The single-process save: every file into ``final``'s staging directory, renamed into place."""
     with atomic_dir(final, overwrite=True) as staging:
         sd = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.canonical_state_dict().items()}
         write_hf_files(staging, model_config, sd, tokenizer=tokenizer, provenance=provenance)
@@ -141,22 +167,37 @@ def save_run_checkpoint(
         ts = staging / "trainer_state"
         ts.mkdir()
         opt_t, opt_idx = optimizer_tensors(optimizer)
-        save_file(opt_t, str(ts / "optimizer.safetensors"), metadata={"format": "pt"})
-        fsync_file(ts / "optimizer.safetensors")
+        save_tensors(ts / "optimizer.safetensors", opt_t)
         del opt_t
         write_json_durable(ts / "optimizer.json", opt_idx)
         _write_state(ts, state)
         fsync_dir(ts)
         _test_pause(step)
-    run.point("latest", final)
-    return final
+
+
+def point_latest(final: Path) -> None:
+    """Move ``checkpoints/latest`` to the checkpoint just renamed into place. When that write fails (a full
+    disk) the new checkpoint goes too: the run is exactly as before the save, ``latest`` naming the last one."""
+    try:
+        RunDir(final.parent.parent).point("latest", final)
+    except BaseException:
+        if _latest(final) != final:
+            shutil.rmtree(final, ignore_errors=True)
+        raise
+
+
+def _latest(final: Path) -> Path | None:
+    """The step directory ``latest`` names in the run of ``final`` (None: none, or it cannot be read)."""
+    try:
+        return RunDir(final.parent.parent).pointer("latest")
+    except WarmstartError:
+        return None
 
 
 def _write_state(ts: Path, state: dict) -> None:
     """``rng.safetensors`` (the RNG tensors) and ``state.json`` (the rest)."""
     rng = state["rng"]
-    save_file(rng["tensors"], str(ts / "rng.safetensors"), metadata={"format": "pt"})
-    fsync_file(ts / "rng.safetensors")
+    save_tensors(ts / "rng.safetensors", rng["tensors"])
     js = {**state, "rng": {k: v for k, v in rng.items() if k != "tensors"}, "format": STATE_FORMAT}
     write_json_durable(ts / "state.json", js)
 
@@ -167,10 +208,11 @@ def _save_by_ranks(final: Path, *, step: int, par, model_config: ModelConfig, to
     place and moves ``latest`` once every rank's part is durable."""
     dist = par.dist
     sd = dc.full_model_state(par)  # collective: the full model on rank 0's host only
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack, way_on(final):
         def open_staging() -> str:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            return str(stack.enter_context(atomic_dir(final, overwrite=True)))
+            with way_on(final):
+                final.parent.mkdir(parents=True, exist_ok=True)
+                return str(stack.enter_context(atomic_dir(final, overwrite=True)))
 
         ts = Path(decide_on_main(dist, open_staging)) / "trainer_state"
         ts.mkdir(parents=True, exist_ok=True)
@@ -191,10 +233,11 @@ def _save_by_ranks(final: Path, *, step: int, par, model_config: ModelConfig, to
             _test_pause(step)
 
         def publish() -> None:
-            fsync_dir(ts / dc.OPTIMIZER_DIR)
-            fsync_dir(ts)
-            stack.close()  # atomic_dir: fsync, rename into place
-            RunDir(final.parent.parent).point("latest", final)
+            with way_on(final):
+                fsync_dir(ts / dc.OPTIMIZER_DIR)
+                fsync_dir(ts)
+                stack.close()  # atomic_dir: fsync, rename into place
+                point_latest(final)
 
         decide_on_main(dist, publish)
     return final
@@ -346,6 +389,8 @@ def restore_trainer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer, trai
             dc.load_optimizer_dcp(ts / dc.OPTIMIZER_DIR if sharded else ts, par, optimizer, index)
         else:
             load_optimizer(optimizer, _tensors_file(run_dir, ts / "optimizer.safetensors", ckpt_dir), index)
+    except dc.ShardError as err:  # every rank checks and loads the same shards: they all raise it
+        raise mark_shared(_damaged(run_dir, err.path, str(err), ckpt_dir)) from None
     except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
         raise _damaged(run_dir, ts / "optimizer.json", f"the optimizer state does not load ({type(err).__name__}: "
                        f"{str(err)[:200]})", ckpt_dir) from None

@@ -11,19 +11,25 @@
   into the optimizer of any world size: DCP reshards.
 - RNG: rank r's generators in ``rng-rank-RRRRR.safetensors`` + ``.json`` (rank 0 keeps
   ``rng.safetensors`` and ``state.json``'s ``rng``, as a single-process checkpoint).
+
+DCP reports a rank's failure to every rank as one ``CheckpointException``; a shard write the OS
+refused becomes the same WS230/WS231 on every rank (naming the rank), a shard that does not read
+back is ``ShardError`` naming the file, never DCP's text with its tracebacks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
-from warmstart.checkpoint.write import fsync_file, write_json_durable
-from warmstart.errors import ResumeError
+from warmstart.checkpoint.write import FAULT_ENV, inject_fault, os_error, save_tensors, write_failure, write_json_durable
+from warmstart.errors import ResumeError, UnreadableError
+from warmstart.train.faults import mark_shared
 from warmstart.train.fp8 import plain
 
 OPTIMIZER_DIR = "optimizer"
@@ -75,13 +81,78 @@ def save_optimizer_dcp(directory: Path, par, optimizer: torch.optim.Optimizer) -
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
+    from torch.distributed.checkpoint.api import CheckpointException
+
     osd = get_optimizer_state_dict(par.model, optimizer)
     flat = _flat(osd)
     tensors = {k: v for k, v in flat.items() if torch.is_tensor(v)}
-    dcp.save(tensors, storage_writer=HuggingFaceStorageWriter(str(directory), save_distributed=True))
+    writer = HuggingFaceStorageWriter(str(directory), save_distributed=True)
+    if os.environ.get(FAULT_ENV):
+        writer.fs = _fault_fs()
+    try:
+        dcp.save(tensors, storage_writer=writer)
+    except CheckpointException as err:  # every rank has it: every rank raises the same typed error
+        failure = _write_failure(err, directory)
+        if failure is None:
+            raise
+        raise mark_shared(failure) from None
     groups = [group_json(g) for g in osd["param_groups"]]
     return {"format": DCP_FORMAT, "class": type(optimizer).__name__, "world_size": par.dist.world_size,
             "param_groups": groups, "values": {k: v for k, v in flat.items() if not torch.is_tensor(v)}}
+
+
+def _write_failure(err, directory: Path):
+    """WS230/WS231 for the first rank whose shard write the OS refused (None: no rank's failure was one)."""
+    for rank, (exc, _trace) in sorted(err.failures.items()):
+        oserr = os_error(exc)
+        if oserr is not None:
+            return write_failure(oserr.filename or directory, oserr, who=f"rank {rank}: ")
+    return None
+
+
+def _fault_fs():
+    """DCP's local filesystem with ``inject_fault`` on every file it writes (the write-fault test hook)."""
+    from torch.distributed.checkpoint.filesystem import FileSystem
+
+    class FaultFS(FileSystem):
+        @contextlib.contextmanager
+        def create_stream(self, path, mode):
+            with super().create_stream(path, mode) as stream:
+                yield stream
+                if "w" in mode:
+                    if not stream.closed:
+                        stream.flush()
+                    inject_fault(path, path)
+
+    return FaultFS()
+
+
+class ShardError(ValueError):
+    """A shard of the optimizer state that does not read back (``path``: the damaged file, or the directory)."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        super().__init__(text)
+        self.path = path
+
+
+def check_shards(directory: Path) -> None:
+    """Every safetensors file DCP's reader will open in ``directory`` has a sound header (else ShardError
+    naming it), checked before ``dcp.load``, which would log a traceback for it."""
+    from warmstart.checkpoint.formats import read_safetensors_header
+
+    for shard in sorted(directory.glob("*.safetensors")):
+        try:
+            read_safetensors_header(shard)
+        except (OSError, UnreadableError) as bad:
+            found = bad.found if isinstance(bad, UnreadableError) else str(bad)
+            raise ShardError(shard, f"{shard.name} is damaged: {found}") from None
+
+
+def _read_failure(err, directory: Path) -> ShardError:
+    """How the shards failed to load: each rank's exception in one line, without DCP's tracebacks."""
+    lines = "; ".join(f"rank {r}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                      for r, (e, _t) in sorted(err.failures.items()))
+    return ShardError(directory, f"the optimizer shards in {directory.name} do not load ({lines})")
 
 
 def load_optimizer_dcp(directory: Path, par, optimizer: torch.optim.Optimizer, index: dict) -> None:
@@ -94,14 +165,14 @@ def load_optimizer_dcp(directory: Path, par, optimizer: torch.optim.Optimizer, i
 
     osd = get_optimizer_state_dict(par.model, optimizer)  # the template: state initialised, this sharding
     check_same_parameters(index, set(osd["state"]))
+    check_shards(directory)
     flat = {k: v for k, v in _flat(osd).items() if torch.is_tensor(v)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process.*")
         try:
             dcp.load(flat, storage_reader=HuggingFaceStorageReader(str(directory)))
         except CheckpointException as err:
-            raise ResumeError(f"the optimizer state in {directory} cannot be read ({str(err)[:300]})",
-                              fix="resume from another checkpoint of the run", path=directory) from None
+            raise _read_failure(err, directory) from None
     values = {**flat, **index.get("values", {})}
     for name, st in osd["state"].items():
         for k in st:
@@ -121,8 +192,7 @@ def rank_rng_name(rank: int) -> str:
 def write_rank_rng(ts: Path, rank: int, rng: dict) -> None:
     """Rank ``rank``'s generators (ranks above 0; rank 0's live in rng.safetensors / state.json)."""
     base = ts / rank_rng_name(rank)
-    save_file(rng["tensors"], str(base.with_suffix(".safetensors")), metadata={"format": "pt"})
-    fsync_file(base.with_suffix(".safetensors"))
+    save_tensors(base.with_suffix(".safetensors"), rng["tensors"])
     write_json_durable(base.with_suffix(".json"), {k: v for k, v in rng.items() if k != "tensors"})
 
 

@@ -11,7 +11,8 @@ on the GPU stream; on CPU that is the default group. ``decide_on_main`` is how a
 rank 0 alone (the warm-start gates, the token cache, gate 7, the run directory) reaches every rank:
 rank 0 broadcasts either its result or its error, on every path, and every rank returns the same
 result or raises the same typed error. Only rank 0 prints such an error (``cli.main``); an error
-one rank alone saw (``local_error``) is printed by that rank (``WarmstartError.speaks``).
+one rank alone saw is recorded and printed by that rank, and every other rank stops silently with its
+exit status (the rank-fault protocol, ``faults.py``; ``Dist.faults`` is its channel).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch.distributed as tdist
 from warmstart import errors
 from warmstart.errors import PeerFailedError, UsageError, WarmstartError
 from warmstart.runtime import resolve_device
+from warmstart.train.faults import FaultChannel, mark_shared
 
 T = TypeVar("T")
 TIMEOUT_ENV = "WARMSTART_DIST_TIMEOUT"  # seconds a collective may wait (default 1800)
@@ -50,6 +52,7 @@ class Dist:
     group: bool = False
     control: Any = None  # the gloo group for host-side decisions (None: the default group)
     owns_group: bool = False  # this run created the process group (and so destroys it)
+    faults: FaultChannel | None = None  # several ranks: where a rank's fault is recorded (faults.py)
 
     @property
     def is_main(self) -> bool:
@@ -142,7 +145,7 @@ def setup_distributed(device_flag: str, *, want_group: bool = False) -> Dist:
         tdist.init_process_group(backend, store=tdist.HashStore(), rank=0, world_size=1, timeout=_timeout())
     control = tdist.new_group(backend="gloo", timeout=_timeout()) if backend != "gloo" and world > 1 else None
     return Dist(rank=rank, world_size=world, local_rank=local, device=device, group=True, control=control,
-                owns_group=owns)
+                owns_group=owns, faults=FaultChannel.open(rank, world) if world > 1 else None)
 
 
 # ------------------------------------------------------------------ rank 0 decides
@@ -153,11 +156,11 @@ def error_record(err: WarmstartError) -> dict:
 
 
 def rebuild_error(rec: dict) -> WarmstartError:
-    """The same typed error on another rank (same class, code and paragraph)."""
+    """The same typed error on another rank (same class, code and paragraph; rank 0 prints it)."""
     cls = getattr(errors, rec["class"], None)
     if not (isinstance(cls, type) and issubclass(cls, WarmstartError)):
         cls = WarmstartError
-    return cls(rec["found"], why=rec["why"], fix=rec["fix"], path=rec["path"], code=rec["code"])
+    return mark_shared(cls(rec["found"], why=rec["why"], fix=rec["fix"], path=rec["path"], code=rec["code"]))
 
 
 def decide_on_main(dist: Dist, fn: Callable[[], T], share: Callable[[T], Any] = lambda x: x,
@@ -194,6 +197,7 @@ def announce(err: WarmstartError) -> None:
     does not print it again)."""
     errors.print_error(err)
     err.printed = True
+    mark_shared(err)
 
 
 def local_error(err: BaseException) -> BaseException:

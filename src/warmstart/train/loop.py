@@ -47,6 +47,7 @@ from warmstart.train import fp8, lowbit
 from warmstart.train.evaluate import (
     AmpFactory, eval_metrics, evaluate_sets, forgetting, forgetting_lines, load_eval_sets, step0_eval_lines,
 )
+from warmstart.train.faults import settle
 from warmstart.train.optim import Schedule, build_optimizer, set_lr
 from warmstart.train.parallel import LossFn, Parallel, compile_loss, parallel_mode, parallelize, shard_model
 from warmstart.train.perf import FirstStepClock, flops_budget
@@ -133,8 +134,15 @@ def pretrain(cfg: TrainConfig, *, reporter: Reporter | None = None, quiet: bool 
     dist = setup_distributed(cfg.device, want_group=cfg.parallel in ("ddp", "fsdp"))
     try:
         with StopSignal() as stop:
-            summary = _pretrain(cfg, dist, stop, started, reporter=reporter, quiet=quiet, print_summary=print_summary)
-        dist.barrier()  # every rank done: they leave the process group together
+            try:
+                summary = _pretrain(cfg, dist, stop, started, reporter=reporter, quiet=quiet,
+                                    print_summary=print_summary)
+                dist.barrier()  # every rank done: they leave the process group together
+            except BaseException as err:  # several ranks: every rank ends, one paragraph (faults.py)
+                settled = settle(dist, err)
+                if settled is err:
+                    raise
+                raise settled from None
         return summary
     finally:
         dist.close()
@@ -196,7 +204,8 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
         _resume(run_dir, source, optimizer, state, par, out.print)
 
     created = not run_dir.exists()
-    log = decide_on_main(dist, lambda: _open_run_dir(run_dir, cfg, ds, state, lock, resuming=resuming),
+    log = decide_on_main(dist, lambda: _open_run_dir(run_dir, cfg, ds, state, lock, resuming=resuming,
+                                                     created=created),
                          share=lambda _log: None, adopt=lambda _none: NullLog())  # every gate passed
     if reporter is None and dist.is_main:  # now the step count is known: a progress bar on a terminal
         out.close()
@@ -428,11 +437,20 @@ def _keep_global_batch(cfg: TrainConfig, saved: dict, world: int, where: Path,
             f"the run trained with {target} windows per step on {was} rank(s); {world} rank(s) x --batch-size "
             f"{cfg.batch_size} cannot make {target} with a whole --grad-accum",
             why="the data order and the learning-rate schedule assume the same global batch",
-            fix=f"pass --batch-size and --grad-accum with batch x grad-accum x {world} = {target}, or resume on "
-                f"{was} rank(s)", path=where)
+            fix=_batch_fix(target, world, was, cfg.batch_size), path=where)
     say(f"global batch kept at {target} windows per step: {world} rank(s) x batch {cfg.batch_size} x "
         f"grad-accum {target // per_micro} (was {cfg.grad_accum} on {was} rank(s))")
     return dataclasses.replace(cfg, grad_accum=target // per_micro)
+
+
+def _batch_fix(target: int, world: int, was: int, batch: int) -> str:
+    """The flags that keep ``target`` windows per step on ``world`` ranks (or the rank counts that can)."""
+    if target % world:
+        return f"resume on {was} rank(s), or on a number of ranks that divides {target}"
+    per_rank = target // world
+    b = max(d for d in range(1, min(batch, per_rank) + 1) if per_rank % d == 0)
+    return (f"pass --batch-size {b} --grad-accum {per_rank // b} (batch x grad-accum x {world} ranks = {target}), "
+            f"or resume on {was} rank(s)")
 
 
 def _describe(model: CausalLM, mcfg: ModelConfig, dist: Dist, amp: AmpFactory, mode: str) -> str:
@@ -479,13 +497,30 @@ def _resume(run_dir: Path, source: ModelSource, optimizer: torch.optim.Optimizer
 
 
 def _open_run_dir(run_dir: Path, cfg: TrainConfig, ds: TokenDataset, state: TrainState, lock: RunLock, *,
-                  resuming: bool) -> RunLog:
+                  resuming: bool, created: bool) -> RunLog:
     """Create the run directory (its lock, config.yaml, tokenizer.json) and its logs; a new run logs step 0.
     A new run checks the directory again (another may have taken it meanwhile) and takes over the files
-    of a run that stopped before its first checkpoint."""
+    of a run that stopped before its first checkpoint. A new run that fails here (a full disk) leaves
+    nothing (``remove_unfinished``); a resumed one keeps its files (each is replaced atomically)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock.acquire(run_dir)  # RunLockedError when another run took the directory meanwhile
-    RunDir(run_dir).check_layout()  # under the lock: still nothing a write would follow out of the run
+    try:
+        lock.acquire(run_dir)  # RunLockedError when another run took the directory meanwhile
+        RunDir(run_dir).check_layout()  # under the lock: still nothing a write would follow out of the run
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
+    try:
+        return _write_run_files(run_dir, cfg, ds, state, resuming=resuming)
+    except BaseException:
+        if not resuming:
+            remove_unfinished(run_dir, created=created)
+        raise
+
+
+def _write_run_files(run_dir: Path, cfg: TrainConfig, ds: TokenDataset, state: TrainState, *,
+                     resuming: bool) -> RunLog:
     if not resuming:
         choose_run_dir(str(run_dir), None, probe=False)  # under the lock: still no other run's files
         discard_leftovers(run_dir)

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from warmstart.checkpoint.run import RunDir
+from warmstart.checkpoint.write import atomic_path
 from warmstart.errors import UsageError
 from warmstart.files import check_output, is_regular
 
@@ -45,8 +46,6 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, *, warn=None
     if "train loss" not in curves and "val loss" not in curves:
         raise UsageError(f"{mpath} holds no loss values yet", fix="plot again once the run has logged a step",
                          path=mpath)
-    from warmstart.checkpoint.write import atomic_path
-
     with warnings.catch_warnings():  # values near the float limit overflow matplotlib's tick arithmetic
         warnings.simplefilter("ignore", RuntimeWarning)
         fig = _figure(plt, curves, lr, run.path.name)

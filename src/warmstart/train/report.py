@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -22,22 +23,34 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 class MetricsLog:
-    """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint step are dropped first. Opened as a
-    regular file of the run, never through a link (``open_run_file``)."""
+    """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint step are dropped first. A record
+    the disk has no room for is taken back whole (the file is cut to its length before) and raised as
+    WS230/WS231: the file holds whole lines only."""
 
     def __init__(self, path: Path, *, truncate_after_step: int | None = None) -> None:
+        from warmstart.checkpoint.write import atomic_write_text, writing
+
         self.path = Path(path)
         if truncate_after_step is not None and os.path.lexists(self.path):
             # the records up to the checkpoint's step; a torn last line or a damaged one goes
             keep = [json.dumps(r) for r in read_metrics(self.path) if r["step"] <= truncate_after_step]
-            from warmstart.checkpoint.write import atomic_write_text
-
             atomic_write_text(self.path, "".join(k + "\n" for k in keep))
-        self.fh = os.fdopen(open_run_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8")
+        with writing(self.path):
+            self.fh = os.fdopen(open_run_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab", buffering=0)
 
     def write(self, rec: dict[str, Any]) -> None:
-        self.fh.write(json.dumps(rec) + "\n")
-        self.fh.flush()
+        from warmstart.checkpoint.write import inject_fault, write_failure
+
+        data = memoryview((json.dumps(rec) + "\n").encode("utf-8"))
+        end = self.fh.seek(0, os.SEEK_END)
+        try:
+            while data:
+                data = data[self.fh.write(data):]
+            inject_fault(self.path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                self.fh.truncate(end)
+            raise write_failure(self.path, err) from None
 
     def close(self) -> None:
         self.fh.close()

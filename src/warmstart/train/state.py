@@ -9,9 +9,9 @@ Keys of ``state_dict()``, the same as ``state.json`` has always held: ``step``, 
 ``scheduler``, ``sampler``, ``data_fingerprint``, ``val_loss``, ``first_val_loss``, ``best``,
 ``elapsed``, ``created``, ``rng`` (``{"tensors": {...}, "python": [...], "numpy": [...]}``; this rank's);
 ``eval_losses`` / ``first_eval_losses`` (``{name: loss}`` of the ``--eval-data`` sets; only in runs
-that have some); under several ranks also ``world_size`` and ``global_batch`` (windows per step over
-every rank: a resume on another number of ranks keeps it; a checkpoint without them was written by
-one rank).
+that have some); ``world_size`` and ``global_batch`` (windows per step over every rank: a resume on
+another number of ranks keeps it, whatever its ``--batch-size``; a checkpoint without them was written
+by one rank before they were recorded there too).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class TrainState:
         return val_loss is not None and (self.best is None or val_loss < self.best["val_loss"])
 
     def state_dict(self) -> dict[str, Any]:
-        several = {"world_size": self.world_size, "global_batch": self.global_batch} if self.world_size > 1 else {}
+        several = {"world_size": self.world_size, "global_batch": self.global_batch}
         return {
             "step": self.step, "tokens_seen": self.tokens_seen, "scheduler": self.schedule.record(self.step),
             "sampler": self.sampler.state_dict(), "data_fingerprint": self.data_fingerprint,

@@ -22,6 +22,7 @@ import torch
 
 from warmstart.errors import DivergenceError
 from warmstart.train.distributed import Dist, announce
+from warmstart.train.faults import mark_shared
 from warmstart.train.evaluate import AmpFactory, to_device
 from warmstart.train.state import TrainState
 
@@ -74,6 +75,7 @@ class DivergenceGuard:
             if self.dist.is_main:
                 announce(err)
             self.dist.barrier()
+            mark_shared(err)
         return err
 
     def _error(self, step: int, what: str) -> DivergenceError:

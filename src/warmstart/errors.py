@@ -82,6 +82,16 @@ def print_error(err: WarmstartError, *, rank: int = 0) -> None:
     sys.stderr.flush()
 
 
+def unexpected_text(err: BaseException) -> tuple[str, int]:
+    """The line and exit status of an exception no typed check turned into an error: a path that is not there
+    or not permitted (WS001, exit 2), else a bug (WS999, exit 3)."""
+    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return (f"error: [WS001] {err.filename or ''}: {err.strerror or err}. "
+                "Fix: check the path and its permissions.", 2)
+    return (f"error: [WS999] internal error: {type(err).__name__}: {err}. "
+            "This is a bug in warmstart; rerun with WARMSTART_DEBUG=1 for the traceback and report it.", 3)
+
+
 class UsageError(WarmstartError, code="WS002", exit_code=2):
     """Bad command-line usage or configuration (exit 2)."""
 

@@ -123,6 +123,14 @@ def as_write_failure(err: BaseException, path: str | os.PathLike) -> BaseExcepti
     return write_failure(path, oserr)
 
 
+def write_only_failure(err: BaseException) -> WriteFailedError | None:
+    """WS230/WS231 for an OS error only a write raises (no space, a quota, a file-size limit, a read-only
+    filesystem) that escaped the helpers here (the CLI's last resort); None for any other exception."""
+    if not isinstance(err, OSError) or err.errno not in (*_FULL, errno.EROFS):
+        return None
+    return write_failure(err.filename or "(a file being written)", err)
+
+
 @contextlib.contextmanager
 def writing(path: str | os.PathLike) -> Iterator[None]:
     """An OS error in the block (a write of ``path``) is raised as ``as_write_failure`` says."""
@@ -525,5 +533,6 @@ __all__ = [
     "FAULT_ENV", "as_write_failure", "atomic_dir", "atomic_path", "clean_stale", "owner_tag", "atomic_write_bytes",
     "fsync_file", "atomic_write_json", "atomic_write_text", "fsync_dir", "generation_config_for", "inject_fault",
     "os_error", "public_path", "save_hf_checkpoint", "save_safetensors", "save_tensors", "save_tokenizer",
-    "tokenizer_config_for", "write_failure", "write_hf_files", "write_json_durable", "writing",
+    "tokenizer_config_for", "write_failure", "write_hf_files", "write_json_durable", "write_only_failure",
+    "writing",
 ]

@@ -16,7 +16,7 @@ import sys
 import typer
 
 from warmstart.cli._app import ARGV, app
-from warmstart.errors import UsageError, WarmstartError, print_error
+from warmstart.errors import UsageError, WarmstartError, print_error, unexpected_text
 
 
 def _rank() -> int:
@@ -69,34 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as err:  # noqa: BLE001 - last line of defence: no traceback for users
-        text, status = error_text(err)
+        from warmstart.checkpoint.write import write_only_failure
+
+        failure = write_only_failure(err)  # a full disk outside the write helpers: still its code
+        if failure is not None:
+            print_error(failure)
+            sys.exit(failure.exit_code)
+        text, status = unexpected_text(err)
         if status == 3 and os.environ.get("WARMSTART_DEBUG"):
             raise
         if not getattr(err, "printed", False):  # (several ranks: the rank that speaks printed it already)
             sys.stderr.write(_prefix() + text + "\n")
         sys.exit(status)
-
-
-def error_text(err: BaseException) -> tuple[str, int]:
-    """The line and exit status of an exception no command turned into a typed error: a path that is not
-    there or not permitted (WS001, 2), an OS error only a write raises (WS230/WS231, 2), else a bug (WS999, 3)."""
-    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
-        return (f"error: [WS001] {err.filename or ''}: {err.strerror or err}. "
-                "Fix: check the path and its permissions.", 2)
-    failure = _write_failure(err)
-    if failure is not None:  # a full disk outside the write helpers: still its code
-        return "error: " + failure.paragraph(), failure.exit_code
-    return (f"error: [WS999] internal error: {type(err).__name__}: {err}. "
-            "This is a bug in warmstart; rerun with WARMSTART_DEBUG=1 for the traceback and report it.", 3)
-
-
-def _write_failure(err: BaseException):
-    """WS230/WS231 for an OS error only a write raises (no space, a quota, a read-only filesystem) that
-    reached here outside the write helpers (None: not one)."""
-    import errno
-
-    if not isinstance(err, OSError) or err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
-        return None
-    from warmstart.checkpoint.write import write_failure
-
-    return write_failure(err.filename or "(a file being written)", err)

@@ -33,7 +33,8 @@ import sys
 import time
 from typing import Any
 
-from warmstart.errors import PeerFailedError, PeerLostError, WarmstartError
+from warmstart.checkpoint.write import write_only_failure
+from warmstart.errors import PeerFailedError, PeerLostError, WarmstartError, unexpected_text
 
 TERM_EXIT = 128 + signal.SIGTERM
 PEER_WAIT_S = 10.0  # a rank stopped by PeerFailedError waits this long for the failed rank's record
@@ -125,6 +126,7 @@ def settle(dist, err: BaseException) -> BaseException:
     if channel is None:
         return err
     _ignore_sigterm()
+    err = write_only_failure(err) or err  # (a full disk the write helpers did not see: its code all the same)
     if getattr(err, "shared", False):
         return _shared(channel, err)
     if isinstance(err, PeerFailedError) and not isinstance(err, PeerLostError):
@@ -206,9 +208,7 @@ def exit_status(err: BaseException) -> int:
         return err.code if isinstance(err.code, int) else 1
     if isinstance(err, KeyboardInterrupt):
         return 130
-    from warmstart.cli import error_text
-
-    return error_text(err)[1]
+    return unexpected_text(err)[1]
 
 
 def _line(err: BaseException) -> str | None:
@@ -217,9 +217,7 @@ def _line(err: BaseException) -> str | None:
         return "error: " + err.paragraph()
     if isinstance(err, (SystemExit, KeyboardInterrupt)):
         return None
-    from warmstart.cli import error_text
-
-    text, status = error_text(err)
+    text, status = unexpected_text(err)
     return None if status == 3 and os.environ.get("WARMSTART_DEBUG") else text  # (the CLI shows that traceback)
 
 

@@ -28,6 +28,8 @@ _run_files = _module("test_run_files")
 RUN_FILE_CASES = {**_run_files.RUN_FILE_CASES, **_run_files.NESTING_CASES}  # links / FIFOs in a run, GGUF nesting
 _resume_state = _module("test_resume_state")
 RESUME_STATE_CASES = {**_resume_state.CASES, **_resume_state.MIXTURE_CASES}  # state.json field by field
+RANK_CASES = _module("test_ranks").RANK_CASES  # two ranks: one rank's fault ends both, one paragraph
+FULL_DISK_CASES = _module("test_full_disk").FULL_DISK_CASE_NAMES  # ENOSPC / EIO on every write path, save faults
 
 COMMANDS = {"inspect", "validate", "eval", "generate", "init", "export", "stamp", "qa", "card", "publish-check",
             "prepare", "plot"}
@@ -39,6 +41,7 @@ def test_at_least_a_hundred_cases_over_every_command_and_category():
     assert COMMANDS <= checkpoint_commands | option_commands
     assert len(PARAMS) + len(OPTION_CASES) + len(RESUME_CASES) + len(CACHE_CASES) + len(OUTPUT_CASES) >= 100
     assert len(RUN_FILE_CASES) >= 25 and len(RESUME_STATE_CASES) >= 35
+    assert len(RANK_CASES) >= 12 and len(FULL_DISK_CASES) >= 18
     assert RESUME_CASES and CACHE_CASES and OUTPUT_CASES  # resume, cache, output (concurrency: test_runs.py)
     assert len(_data.BAD_INPUT) + len(_data.MIXTURE_CASES) + len(_data.PREPARED_CASES) >= 30  # corpora, mixtures
 

@@ -363,3 +363,8 @@ def test_refusals_cross_ranks_typed_and_the_launcher_reports_a_worker_status():
     assert exit_status({0: fail(0, -15), 1: fail(1, 1)}) == 1  # rank 0 stopped by the launcher after rank 1's refusal
     assert exit_status({0: fail(0, 2), 1: fail(1, 1)}) == 2
     assert exit_status({1: fail(1, -9)}) == 137
+    from warmstart.train.launch import unreported
+
+    assert unreported({0: fail(0, -15), 1: fail(1, 1)}) is None  # rank 1 said why itself
+    lost = unreported({0: fail(0, -9), 1: fail(1, -9)})
+    assert lost.code == "WS232" and "rank 0 (pid 1000, SIGKILL), rank 1 (pid 1001, SIGKILL)" in lost.paragraph()

@@ -204,8 +204,7 @@ def _pretrain_locked(cfg: TrainConfig, dist: Dist, stop: StopSignal, started: fl
         _resume(run_dir, source, optimizer, state, par, out.print)
 
     created = not run_dir.exists()
-    log = decide_on_main(dist, lambda: _open_run_dir(run_dir, cfg, ds, state, lock, resuming=resuming,
-                                                     created=created),
+    log = decide_on_main(dist, lambda: _open_run_dir(run_dir, cfg, ds, state, lock, resuming, created),
                          share=lambda _log: None, adopt=lambda _none: NullLog())  # every gate passed
     if reporter is None and dist.is_main:  # now the step count is known: a progress bar on a terminal
         out.close()
@@ -496,7 +495,7 @@ def _resume(run_dir: Path, source: ModelSource, optimizer: torch.optim.Optimizer
     say(f"resumed at step {state.step}, {state.tokens_seen:,} tokens seen, val_loss {state.val_loss}")
 
 
-def _open_run_dir(run_dir: Path, cfg: TrainConfig, ds: TokenDataset, state: TrainState, lock: RunLock, *,
+def _open_run_dir(run_dir: Path, cfg: TrainConfig, ds: TokenDataset, state: TrainState, lock: RunLock,
                   resuming: bool, created: bool) -> RunLog:
     """Create the run directory (its lock, config.yaml, tokenizer.json) and its logs; a new run logs step 0.
     A new run checks the directory again (another may have taken it meanwhile) and takes over the files

@@ -25,7 +25,7 @@ from warmstart.train.source import Resume, resolve_source
 from warmstart.train.step import DivergenceGuard, clip_gradients, train_step
 
 STATE_KEYS = {"step", "tokens_seen", "scheduler", "sampler", "data_fingerprint", "val_loss", "first_val_loss",
-              "best", "elapsed", "created", "rng"}
+              "best", "elapsed", "created", "rng", "world_size", "global_batch"}
 
 
 def new_state(**kw) -> TrainState:
@@ -50,7 +50,7 @@ def test_train_state_round_trip_restores_counters_cursor_and_rng():
     a.advance(128)
     a.elapsed_before = 10.0
     sd = a.state_dict()
-    assert set(sd) == STATE_KEYS  # the keys state.json has always held
+    assert set(sd) == STATE_KEYS  # the keys state.json has always held (world_size, global_batch: on one rank too)
     assert sd["step"] == 2 and sd["tokens_seen"] == 256 and sd["elapsed"] >= 10.0
     assert sd["scheduler"] == {"step": 2, "lr_next": Schedule(1e-3, 2, 10, 0.1).at(2), "decay_steps": 10}
     json.dumps({k: v for k, v in sd.items() if k != "rng"})  # the JSON part is JSON

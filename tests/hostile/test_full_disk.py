@@ -108,10 +108,7 @@ def _no_dot_files(run: Path) -> None:
 FULL_DISK_CASES = {
     "pretrain-out-no-room": ("8k", 0, lambda fs, c, f, h, g: _run_args(c, fs / "run"), "run/.warmstart.lock"),
     "pretrain-first-save": ("512k", None, lambda fs, c, f, h, g: _run_args(c, fs / "run"), "step-000001"),
-    "pretrain-cache-dir": ("64k", None, lambda fs, c, f, h, g: [*_run_args((c[0], fs), fs.parent / "run"),
-                                                                "--tokenizer", f / "tokenizer.json"], "fs/"),
-    "prepare-cache-dir": ("64k", 0, lambda fs, c, f, h, g: ["prepare", "--data", c[0], "--vocab-size", 300,
-                                                            "--seq-len", 16, "--cache-dir", fs], "fs/"),
+
     "export-gguf": ("64k", None, lambda fs, c, f, h, g: ["export", h, "--to", "gguf", "-o", fs / "m.gguf"], "m.gguf"),
     "export-safetensors": ("64k", None, lambda fs, c, f, h, g: ["export", h, "--to", "safetensors", "-o",
                                                                 fs / "m.safetensors"], "m.safetensors"),
@@ -130,6 +127,29 @@ def _run_args(corpus, out: Path) -> list:
     data, cache = corpus
     return ["pretrain", *SMALL, "--data", data, "--cache-dir", cache, "--out", out, "--max-steps", 2,
             "--save-every", 1, "--quiet"]
+
+
+# the token cache (data/: its own code, WS216, exit 1; the shards completed before stay, for the next run to use)
+CACHE_CASES = {
+    "pretrain-cache-dir": ("64k", None, lambda fs, c, f: [*_run_args((c[0], fs), fs.parent / "run"), "--tokenizer",
+                                                        f / "tokenizer.json"]),
+    "prepare-cache-dir": ("64k", 0, lambda fs, c, f: ["prepare", "--data", c[0], "--vocab-size", 300, "--seq-len", 16,
+                                                      "--cache-dir", fs]),
+}
+
+
+@pytest.mark.parametrize("case", list(CACHE_CASES))
+def test_a_full_cache_disk_is_one_paragraph_and_leaves_no_partial_file(case, small_fs, corpus, finished):
+    size, leave, command = CACHE_CASES[case]
+    fs = small_fs(size)
+    if leave is not None:
+        fill(fs, leave)
+    o = refused(cli(*command(fs, corpus, finished)), "WS216", 1, says=(str(fs), "no space"))
+    assert o.err.count("error:") == 1, o.err
+    leftovers = [p for p in fs.rglob("*") if p.name != ".filler" and not p.name.endswith(".lock")  # (entry locks stay)
+                 and (p.name.startswith(".") or "partial" in p.name or p.suffix == ".tmp")]
+    assert not leftovers, leftovers
+    assert not (fs.parent / "run").exists()
 
 
 @pytest.mark.parametrize("case", list(FULL_DISK_CASES))
@@ -273,6 +293,6 @@ def test_each_write_of_a_save_failing_keeps_the_previous_checkpoint_and_resume_c
     assert abs(_losses(run)[2] - _losses(ref)[2]) <= 1e-6
 
 
-FULL_DISK_CASE_NAMES = [*FULL_DISK_CASES, "export-overwrite", "second-save", "resume", "two-rank-save",
+FULL_DISK_CASE_NAMES = [*FULL_DISK_CASES, *CACHE_CASES, "export-overwrite", "second-save", "resume", "two-rank-save",
                         *RUN_FILE_CASES, "summary", *OUTPUT_EIO_CASES,
                         *(f"save-{w}-{e}" for w, e in SAVE_FAULTS)]

@@ -68,9 +68,8 @@ PER_RANK_CASES = {
     "rank1-data-missing": (lambda t: ({}, {"data": t / "nope"}), "WS002", 2, ("[rank 1]", "nope")),
     "rank0-data-missing": (lambda t: ({"data": t / "nope"}, {}), "WS002", 2, ("nope",)),
     "rank1-other-corpus": (lambda t: ({}, {"data": _other_corpus(t)}), "WS002", 2, ("[rank 1]", "fingerprint")),
-    "rank1-eval-data-missing": (lambda t: ({"eval_data": f"retain={t / 'eval.py'}"}, {"eval_data": f"retain={t / 'gone.py'}"}),
-                                "WS002", 2,
-                                ("[rank 1]", "gone.py")),
+    "rank1-eval-data-missing": (lambda t: ({"eval_data": f"retain={t / 'eval.py'}"},
+                                           {"eval_data": f"retain={t / 'gone.py'}"}), "WS002", 2, ("[rank 1]", "gone.py")),
     "rank1-cache-dir-a-file": (lambda t: ({}, {"cache_dir": _cache_is_file(t)}), "WS001", 2, ("[rank 1]", "cachefile")),
 }
 

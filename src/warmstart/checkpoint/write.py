@@ -316,7 +316,8 @@ def fsync_file(path: str | os.PathLike) -> None:
         os.fsync(fh.fileno())
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                 metadata: dict[str, str] | None = None) -> None:
     """safetensors' ``save_file`` + fsync, for a file inside a staging directory (renamed as a whole later)."""
     with writing(path):
         save_file(tensors, str(path), metadata=metadata if metadata is not None else {"format": "pt"})

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from warmstart.data.units import cache_write_error
 from warmstart.errors import CacheBusyError
 
 LOCK, STATUS = ".lock", ".progress.json"
@@ -58,8 +59,13 @@ class EntryLock:
             os.close(fd)
             return False
         if exclusive:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            except OSError as err:  # a full disk: no lock file is left, the cache's own write error says so
+                self.path.unlink(missing_ok=True)
+                os.close(fd)
+                raise cache_write_error(self.path.parent, err) from None
         self.fd, self.mode = fd, exclusive
         return True
 

@@ -27,7 +27,9 @@ from typing import Any
 
 import torch
 
-from warmstart.checkpoint.write import FAULT_ENV, inject_fault, os_error, save_tensors, write_failure, write_json_durable
+from warmstart.checkpoint.write import (
+    FAULT_ENV, inject_fault, os_error, save_tensors, write_failure, write_json_durable,
+)
 from warmstart.errors import ResumeError, UnreadableError
 from warmstart.train.faults import mark_shared
 from warmstart.train.fp8 import plain

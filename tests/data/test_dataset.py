@@ -166,3 +166,44 @@ def test_sampler_cursor_resumes_exactly():
     rest_c = [c.next_indices(3) for _ in range(4)]
     assert all(np.array_equal(x, y) for x, y in zip(rest_b, rest_c))
     assert len(first) == 4
+
+
+def _doc_files(root: Path, names: list[str], text: str, size: int) -> Path:
+    """One file per name, each a different ``size``-character stretch of ``text``."""
+    root.mkdir(parents=True)
+    for i, name in enumerate(names):
+        start = (i * size) % (len(text) - size)
+        (root / name).write_text(f"# {name}\n" + text[start:start + size])
+    return root
+
+
+def test_a_byte_budget_reads_a_sample_not_the_held_out_documents(tmp_path):
+    """--max-corpus-bytes reads the corpus in an order independent of the split: the documents it reads
+    are held out at about --val-fraction, not all of them (an order by the split hash read the held-out
+    documents first, so a small budget trained on nothing)."""
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "argparse.py").read_text()
+    corpus = _doc_files(tmp_path / "docs", [f"doc{i:03d}.txt" for i in range(120)], text, 1000)
+    held_out = sum(_doc_hash(f"doc{i:03d}.txt") < 0.1 for i in range(120))
+    assert held_out >= 8  # the corpus holds enough held-out documents to fill a budget of 20
+    ds = build_dataset([str(corpus)], cache_dir=tmp_path / "cache", vocab_size=300, seq_len=16, val_fraction=0.1,
+                       max_corpus_bytes=20 * 1000)
+    m = json.loads((ds.cache_path / "manifest.json").read_text())
+    read = [k for k, rec in m["files"].items() if rec.get("documents")]
+    assert 19 <= len(read) <= 21 and ds.meta["train_docs"] + ds.meta["val_docs"] == len(read)
+    assert ds.meta["val_docs"] <= 5 and ds.meta["train_docs"] >= len(read) - 5, ds.meta
+
+
+def test_when_every_document_is_held_out_one_trains(tmp_path):
+    """Documents whose split hashes all fall below --val-fraction: the one with the largest hash trains,
+    the others are held out (training is never empty while there are two documents)."""
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "argparse.py").read_text()
+    names = [n for n in (f"g{i}.txt" for i in range(200)) if _doc_hash(n) < 0.4][:3]
+    corpus = _doc_files(tmp_path / "docs", names, text, 3000)
+    ds = build_dataset([str(corpus)], cache_dir=tmp_path / "cache", vocab_size=300, seq_len=16, val_fraction=0.4)
+    assert (ds.meta["train_docs"], ds.meta["val_docs"]) == (1, 2) and ds.n_train_windows > 100
+    last = max(names, key=_doc_hash)
+    train_text = ds.tokenizer.decode(np.asarray(ds.train).tolist())
+    assert train_text.startswith(f"# {last}\n") and (corpus / last).read_text()[-200:] in train_text
+    val_text = ds.tokenizer.decode(np.asarray(ds.val).tolist())
+    assert all(f"# {n}\n" in val_text for n in names if n != last) and f"# {last}\n" not in val_text
+    assert ds.train_documents(np.array([0]))[0].tolist() == [0]  # the moved document begins the stream

@@ -19,8 +19,8 @@ windows, from the shards' indexes.
 The split is by document (``units.py``): a document is held out when the hash of its key falls
 below ``val_fraction``. When that gives fewer than ``min_val_docs`` documents or ``seq_len + 1``
 tokens, the training documents with the smallest hashes are moved over (from the candidates each
-shard lists; the view only, the shards stay as written) until it does; a corpus of one document is
-split by tokens. Roles: a training corpus (``holdout``) and an extra validation set (``eval``: every
+shard lists; the view only, the shards stay as written) until it does; when every document is held
+out, the one with the largest hash trains instead; a corpus of one document is split by tokens. Roles: a training corpus (``holdout``) and an extra validation set (``eval``: every
 document held out, ``build_eval_set``); both views share the corpus's one entry.
 """
 
@@ -270,16 +270,41 @@ def _top_up(shards: Shards, v: _View, total: int, need_docs: int, need_tokens: i
             moved.append((i, start, start + n))
             v.val_docs, v.train_docs, val_tok = v.val_docs + 1, v.train_docs - 1, val_tok + n
     v.val += moved
+    v.train = _without(v.train, moved)
+
+
+def _without(segments: list[tuple[int, int, int]], moved: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """``segments`` with the ``moved`` documents (each inside one of them) cut out."""
     holes: dict[int, list[tuple[int, int]]] = {}
     for i, s, e in moved:
         holes.setdefault(i, []).append((s, e))
-    train = []
-    for i, s, e in v.train:
-        for hs, he in sorted(holes.get(i, [])):
-            train.append((i, s, hs))
+    out = []
+    for i, s, e in segments:
+        for hs, he in sorted(h for h in holes.get(i, []) if s <= h[0] and h[1] <= e):
+            out.append((i, s, hs))
             s = he
-        train.append((i, s, e))
-    v.train = train
+        out.append((i, s, e))
+    return out
+
+
+def _keep_one_training(shards: Shards, v: _View) -> None:
+    """Every document held out (their hashes all fell below ``val_fraction``): the held-out document with
+    the largest key hash goes back to training, so the split never leaves training empty."""
+    best = None
+    for i, r in enumerate(shards.records):
+        docs = r["train_docs"] + r["val_docs"]
+        if not r["val_docs"]:
+            continue
+        path = shards.entry / SHARDS / f"{r['name']}.idx"
+        hashes = np.memmap(path, dtype="<u8", mode="r", offset=r["idx_bytes"] - 8 * docs, shape=(docs,))
+        ends = shards.ends(i)
+        for d in range(r["train_docs"], docs):
+            start = int(ends[d - 1]) if d else 0
+            if best is None or int(hashes[d]) > best[0]:
+                best = (int(hashes[d]), i, start, int(ends[d]))
+    _, i, start, end = best
+    v.train, v.val = [(i, start, end)], _without(v.val, [(i, start, end)])
+    v.train_docs, v.val_docs = 1, v.val_docs - 1
 
 
 def _view(shards: Shards, role: str, seq_len: int, min_val_docs: int, val_fraction: float) -> _View:
@@ -295,6 +320,8 @@ def _view(shards: Shards, role: str, seq_len: int, min_val_docs: int, val_fracti
         i, s, e = next(seg for seg in v.train + v.val if seg[2] > seg[1])
         n_val = max(seq_len + 1, int(math.ceil((e - s) * val_fraction)))
         return _View([(i, s, max(s, e - n_val))], [(i, max(s, e - n_val), e)], 1, 1)
+    if v.train_docs == 0:
+        _keep_one_training(shards, v)
     need = min(min_val_docs, total - 1)
     if v.val_docs < need or sum(e - s for _, s, e in v.val) < seq_len + 1:
         _top_up(shards, v, total, need, seq_len + 1)

@@ -38,7 +38,7 @@ from warmstart.data.progress import STATUS, EntryLock, Progress
 from warmstart.data.readers import file_sha256, sniff
 from warmstart.data.settings import DataSettings
 from warmstart.data.shards import TMP
-from warmstart.data.sources import SKIP, FileEntry, SourceStats, doc_hash, resolve_files, stdlib_dir
+from warmstart.data.sources import SKIP, FileEntry, SourceStats, order_hash, resolve_files, stdlib_dir
 from warmstart.data.tokenizer import eos_id, load_tokenizer, tokenizer_hash, vocab_size
 from warmstart.data.units import UnitSpec, UnitState, cache_write_error, run_unit
 from warmstart.errors import DamagedCacheError, EmptyCorpusError, WarmstartError
@@ -65,7 +65,7 @@ class Corpus:
                 f"no files matched in {', '.join(names)} (include: {', '.join(settings.include) or 'every file'})"
                 + (f"; left out: {listing.line()}" if listing.n_skipped else ""),
                 why="there is nothing to train on", fix="check --data and --include (e.g. --include '*.py')")
-        files.sort(key=lambda f: (doc_hash(f.key), f.key))  # a location-independent order, sampling the tree
+        files.sort(key=lambda f: (order_hash(f.key), f.key))  # location-independent, sampling the tree, not by split
         roots = [str(Path(d).expanduser().resolve()) for d in data] if data else [str(stdlib_dir())]
         return cls(files, names, roots, listing, settings)
 

@@ -106,6 +106,14 @@ def doc_hash(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8", errors="surrogateescape")).digest()[:8], "big")
 
 
+def order_hash(key: str) -> int:
+    """The 64-bit hash of a file key that decides the corpus order. Salted, so independent of ``doc_hash``:
+    were the order the split hash, the held-out documents would all come first and a byte budget
+    (``--max-corpus-bytes``) would read nothing else."""
+    return int.from_bytes(hashlib.sha256(b"order\0" + key.encode("utf-8", errors="surrogateescape")).digest()[:8],
+                          "big")
+
+
 def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
@@ -204,4 +212,4 @@ def resolve_files(data: list[str] | tuple[str, ...] | None, include: list[str] |
     return files, names
 
 
-__all__ = ["CODECS", "FileEntry", "RECORD_KINDS", "SourceStats", "doc_hash", "resolve_files", "stdlib_dir"]
+__all__ = ["CODECS", "FileEntry", "RECORD_KINDS", "SourceStats", "doc_hash", "order_hash", "resolve_files", "stdlib_dir"]
